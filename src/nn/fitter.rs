@@ -1,0 +1,206 @@
+//! One mini-batch step — forward, back propagation, update — over preallocated buffers.
+//!
+//! Back propagation, layer by layer from the output: with δ_L = ∂J/∂z_L from the [`Head`],
+//! `∂J/∂W_l = δ_lᵀ·a_{l−1} / m`, `∂J/∂b_l = Σ_rows δ_l / m`, and
+//! `δ_{l−1} = (δ_l·W_l) ⊙ σ'(a_{l−1})` (computed before `W_l` is updated).
+//!
+//! Plain SGD never materialises a gradient: the update is fused into the product,
+//! `W ← (1 − lr·λ)·W − (lr/m)·δᵀ·a` (one GEMM). Other optimizers write the gradient into a buffer
+//! and apply their rule. No step allocates once the buffers exist.
+
+use super::matmul::{Threads, gemm};
+use super::optim::{Gradient, OptState};
+use super::spec::FieldError;
+use super::{Head, Loss, Network, Optimizer, Scalar};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, s};
+
+/// Costs of one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BatchStats<F> {
+    /// Σ over the batch's rows of the per-row cost (see [`Head::cost_sum`]).
+    pub cost_sum: F,
+    pub rows: usize,
+}
+
+/// A network being trained, its optimizer state and its workspace.
+pub struct Fitter<F: Scalar> {
+    net: Network<F>,
+    head: Head,
+    state: OptState<F>,
+    fused_sgd: bool,
+    l2: F,
+    threads: Threads,
+    capacity: usize,
+    acts: Vec<Array2<F>>,
+    deltas: Vec<Array2<F>>,
+    z_out: Array2<F>,
+    grads: Vec<Gradient<F>>,
+    cost_weights: Option<Array1<F>>,
+}
+
+impl<F: Scalar> Fitter<F> {
+    /// # Errors
+    /// When the output activation and the loss do not form a trainable pair.
+    pub fn new(
+        net: Network<F>,
+        loss: Loss,
+        optimizer: &Optimizer,
+        l2: f64,
+        batch: usize,
+        threads: usize,
+    ) -> Result<Self, FieldError> {
+        let out = net.layers()[net.layers().len() - 1].activation;
+        let head = Head::new(out, loss)
+            .ok_or_else(|| FieldError::new("loss", "cross_entropy needs a softmax or sigmoid output layer"))?;
+        let state = OptState::new(optimizer, net.layers());
+        let grads = net.layers().iter().map(Gradient::zeros_like).collect();
+        let mut f = Fitter {
+            fused_sgd: matches!(optimizer, Optimizer::Sgd),
+            head,
+            state,
+            l2: F::from_f64(l2),
+            threads: Threads(threads.max(1)),
+            capacity: 0,
+            acts: Vec::new(),
+            deltas: Vec::new(),
+            z_out: Array2::zeros((0, net.outputs())),
+            grads,
+            cost_weights: None,
+            net,
+        };
+        f.reserve(batch.max(1));
+        Ok(f)
+    }
+
+    /// Weights per output column for the reported quadratic cost (never for gradients).
+    pub fn set_cost_weights(&mut self, w: Option<Array1<F>>) {
+        self.cost_weights = w;
+    }
+
+    pub fn network(&self) -> &Network<F> {
+        &self.net
+    }
+
+    pub fn network_mut(&mut self) -> &mut Network<F> {
+        &mut self.net
+    }
+
+    pub fn into_network(self) -> Network<F> {
+        self.net
+    }
+
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The output activations of the last forward pass (its first `rows` rows).
+    pub fn outputs(&self, rows: usize) -> ArrayView2<'_, F> {
+        self.acts[self.acts.len() - 1].slice(s![..rows, ..])
+    }
+
+    fn reserve(&mut self, rows: usize) {
+        if rows <= self.capacity {
+            return;
+        }
+        let units: Vec<usize> = self.net.layers().iter().map(|l| l.units()).collect();
+        self.acts = units.iter().map(|&u| Array2::zeros((rows, u))).collect();
+        self.deltas = units.iter().map(|&u| Array2::zeros((rows, u))).collect();
+        self.z_out = Array2::zeros((rows, self.net.outputs()));
+        self.capacity = rows;
+    }
+
+    /// One training step on the batch (`x`: rows × inputs, `y`: rows × outputs) at rate `lr`.
+    /// Returns the batch's cost, evaluated before the update.
+    pub fn step(&mut self, x: ArrayView2<F>, y: ArrayView2<F>, lr: F) -> BatchStats<F> {
+        let stats = self.forward(x, y);
+        self.state.begin_step();
+        self.backward(x, y, Some(lr));
+        stats
+    }
+
+    /// The gradient of [`Fitter::objective`] with respect to every parameter, without updating.
+    pub fn gradients(&mut self, x: ArrayView2<F>, y: ArrayView2<F>) -> Vec<Gradient<F>> {
+        self.forward(x, y);
+        self.backward(x, y, None);
+        self.grads.clone()
+    }
+
+    /// The regularised objective: mean per-row cost + (λ/2)·Σ‖W‖² (biases not decayed).
+    pub fn objective(&mut self, x: ArrayView2<F>, y: ArrayView2<F>) -> F {
+        let stats = self.forward(x, y);
+        let sq: F = self.net.layers().iter().map(|l| l.weights.iter().fold(F::zero(), |s, &w| s + w * w)).fold(F::zero(), |a, b| a + b);
+        stats.cost_sum / F::from_f64(stats.rows as f64) + self.l2 * F::from_f64(0.5) * sq
+    }
+
+    fn forward(&mut self, x: ArrayView2<F>, y: ArrayView2<F>) -> BatchStats<F> {
+        let m = x.nrows();
+        self.reserve(m);
+        let last = self.acts.len() - 1;
+        let needs_z = self.head.needs_z();
+        for (l, layer) in self.net.layers().iter().enumerate() {
+            let (before, rest) = self.acts.split_at_mut(l);
+            let input = if l == 0 { x.view() } else { before[l - 1].slice(s![..m, ..]) };
+            let mut out = rest[0].slice_mut(s![..m, ..]);
+            layer.affine(&input, &mut out, self.threads);
+            if l == last && needs_z {
+                self.z_out.slice_mut(s![..m, ..]).assign(&out);
+            }
+            layer.activation.forward(&mut out);
+        }
+        let a = self.acts[last].slice(s![..m, ..]);
+        let z = self.z_out.slice(s![..m, ..]);
+        let weights: Option<ArrayView1<F>> = self.cost_weights.as_ref().map(|w| w.view());
+        BatchStats { cost_sum: self.head.cost_sum(&z, &a, &y, weights), rows: m }
+    }
+
+    /// Back propagation after [`Fitter::forward`]. With `Some(lr)` every layer is updated as soon
+    /// as `δ` for the layer below has been computed from its (old) weights; with `None` only the
+    /// gradients are stored.
+    fn backward(&mut self, x: ArrayView2<F>, y: ArrayView2<F>, lr: Option<F>) {
+        let m = x.nrows();
+        let inv_m = F::one() / F::from_f64(m as f64);
+        let n = self.net.layers().len();
+        {
+            let a = self.acts[n - 1].slice(s![..m, ..]);
+            let mut d = self.deltas[n - 1].slice_mut(s![..m, ..]);
+            self.head.delta(&a, &y, &mut d);
+        }
+        let layers = self.net.layers_mut();
+        for l in (0..n).rev() {
+            let (dlo, dhi) = self.deltas.split_at_mut(l);
+            let delta = dhi[0].slice(s![..m, ..]);
+            if l > 0 {
+                let mut dprev = dlo[l - 1].slice_mut(s![..m, ..]);
+                gemm(F::zero(), &mut dprev, F::one(), &delta, &layers[l].weights.view(), self.threads);
+                let aprev = self.acts[l - 1].slice(s![..m, ..]);
+                layers[l - 1].activation.backward(&aprev, &mut dprev);
+            }
+            let a_prev = if l == 0 { x } else { self.acts[l - 1].slice(s![..m, ..]) };
+            let layer = &mut layers[l];
+            match lr {
+                Some(lr) if self.fused_sgd => {
+                    let decay = F::one() - lr * self.l2;
+                    gemm(decay, &mut layer.weights.view_mut(), -lr * inv_m, &delta.t(), &a_prev, self.threads);
+                    for row in delta.rows() {
+                        layer.bias.scaled_add(-lr * inv_m, &row);
+                    }
+                }
+                _ => {
+                    let g = &mut self.grads[l];
+                    gemm(F::zero(), &mut g.weights.view_mut(), inv_m, &delta.t(), &a_prev, self.threads);
+                    if self.l2 != F::zero() {
+                        g.weights.scaled_add(self.l2, &layer.weights);
+                    }
+                    g.bias.fill(F::zero());
+                    for row in delta.rows() {
+                        g.bias += &row;
+                    }
+                    g.bias *= inv_m;
+                    if let Some(lr) = lr {
+                        self.state.apply(l, layer, g, lr);
+                    }
+                }
+            }
+        }
+    }
+}

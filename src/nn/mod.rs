@@ -1,0 +1,77 @@
+//! The neural network: a multi-layer perceptron trained by back propagation and mini-batch
+//! gradient descent.
+//!
+//! Pure and synchronous: this module imports std, ndarray, num-traits, rand, serde, thiserror and the
+//! `gemm`/`rayon` pair that computes its matrix products — never tokio, axum or service types —
+//! so it could become its own crate without edits. Everything is deterministic given a seed:
+//! the same data, spec, parameters and seed give bit-identical weights and cost history
+//! whatever the thread count. (utoipa appears only as derives that describe types for the spec.)
+//!
+//! Layout: samples are rows. A layer's weights are stored `out × in`, so one layer computes
+//! `Z = A·Wᵀ + b` for a batch and `z = W·x + b` for a single row (a matrix–vector product).
+//!
+//! The core ([`Network`], [`Fitter`]) is generic over [`Scalar`] (`f32` for training and
+//! serving, `f64` for the gradient checks that verify the very same code).
+
+mod activation;
+mod data;
+mod fitter;
+mod init;
+mod loss;
+mod matmul;
+mod model;
+mod network;
+mod optim;
+mod scaling;
+mod spec;
+mod train;
+
+pub use activation::Activation;
+pub use data::{Dataset, DatasetError, Label, LabelSet, Targets};
+pub use fitter::{BatchStats, Fitter};
+pub use optim::Gradient;
+pub use loss::{Head, Loss};
+pub use model::{FORMAT_VERSION, ModelError, Prediction, TrainedModel};
+pub use network::{Dense, Network};
+pub use optim::{LrSchedule, Optimizer};
+pub use scaling::{Normalization, Scaler};
+pub use spec::{FieldError, LayerSpec, NetworkSpec};
+pub use train::{
+    EarlyStopping, EpochReport, NoObserver, holdout, Observer, ParamError, StopReason, TrainError, TrainOutcome,
+    TrainParams, train,
+};
+
+/// The floating-point types the core computes in: `f32` to train and serve, `f64` to check.
+pub trait Scalar:
+    num_traits::Float
+    + ndarray::ScalarOperand
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + std::fmt::Debug
+    + Default
+    + Send
+    + Sync
+    + 'static
+{
+    fn from_f64(v: f64) -> Self;
+    fn as_f64(self) -> f64;
+}
+
+impl Scalar for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Scalar for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn as_f64(self) -> f64 {
+        self
+    }
+}

@@ -1,0 +1,100 @@
+//! Input and target scaling, fitted on the training split and stored with the trained model so
+//! predictions apply (and, for targets, invert) the same transform.
+
+use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Zip};
+use serde::{Deserialize, Serialize};
+
+/// How to scale input features.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Normalization {
+    /// Use features as given.
+    #[default]
+    None,
+    /// z-score: (x − mean) / std.
+    Standard,
+    /// (x − min) / (max − min), into [0, 1].
+    Minmax,
+}
+
+/// A per-column affine transform `x' = (x − shift)·scale`. Constant columns get scale 1, so they
+/// become 0 instead of a division by zero.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Scaler {
+    pub kind: Normalization,
+    pub shift: Vec<f32>,
+    pub scale: Vec<f32>,
+}
+
+impl Scaler {
+    pub fn identity(width: usize) -> Self {
+        Scaler { kind: Normalization::None, shift: vec![0.0; width], scale: vec![1.0; width] }
+    }
+
+    /// Fits on the rows `rows` of `x` (statistics in f64).
+    pub fn fit(kind: Normalization, x: ArrayView2<f32>, rows: &[usize]) -> Self {
+        let width = x.ncols();
+        let mut s = Scaler::identity(width);
+        s.kind = kind;
+        if rows.is_empty() {
+            return s;
+        }
+        for c in 0..width {
+            let col = x.column(c);
+            let (shift, spread) = match kind {
+                Normalization::None => return Scaler::identity(width),
+                Normalization::Standard => {
+                    let n = rows.len() as f64;
+                    let mean = rows.iter().map(|&r| col[r] as f64).sum::<f64>() / n;
+                    let var = rows.iter().map(|&r| (col[r] as f64 - mean).powi(2)).sum::<f64>() / n;
+                    (mean, var.sqrt())
+                }
+                Normalization::Minmax => {
+                    let (lo, hi) = rows.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                        (lo.min(col[r] as f64), hi.max(col[r] as f64))
+                    });
+                    (lo, hi - lo)
+                }
+            };
+            s.shift[c] = shift as f32;
+            s.scale[c] = if spread > 1e-12 && (1.0 / spread).is_finite() { (1.0 / spread) as f32 } else { 1.0 };
+        }
+        s
+    }
+
+    pub fn is_identity(&self) -> bool {
+        self.kind == Normalization::None
+    }
+
+    pub fn width(&self) -> usize {
+        self.shift.len()
+    }
+
+    /// `dst ← (src − shift)·scale`.
+    pub fn apply_row(&self, src: ArrayView1<f32>, mut dst: ArrayViewMut1<f32>) {
+        Zip::from(&mut dst)
+            .and(&src)
+            .and(&self.shift[..])
+            .and(&self.scale[..])
+            .for_each(|d, &x, &sh, &sc| *d = (x - sh) * sc);
+    }
+
+    /// A scaled copy of `x`.
+    pub fn transform(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        let mut out = Array2::zeros(x.raw_dim());
+        for (src, dst) in x.rows().into_iter().zip(out.rows_mut()) {
+            self.apply_row(src, dst);
+        }
+        out
+    }
+
+    /// `y ← y/scale + shift` for every row: undoes [`Scaler::apply_row`].
+    pub fn invert(&self, y: &mut Array2<f32>) {
+        for mut row in y.rows_mut() {
+            Zip::from(&mut row)
+                .and(&self.shift[..])
+                .and(&self.scale[..])
+                .for_each(|v, &sh, &sc| *v = *v / sc + sh);
+        }
+    }
+}

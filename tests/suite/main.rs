@@ -1,0 +1,3 @@
+//! The one integration-test binary: numerics of the engine (`nn`) and the HTTP service (`api`).
+
+mod nn;
