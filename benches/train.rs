@@ -8,7 +8,10 @@
 //! epoch and the median. `bench/compare.sh` runs it beside the NumPy/PyTorch baselines and
 //! prints the ratios.
 
-use mlpd::nn::{Activation, Dataset, EpochReport, Label, LayerSpec, Loss, NetworkSpec, Optimizer, TrainParams, train};
+use mlpd::nn::{
+    Activation, Dataset, EpochReport, Label, LayerSpec, Loss, NetworkSpec, Optimizer, TrainParams,
+    train,
+};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,7 +22,9 @@ const ROWS: usize = 60_000;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() {
@@ -27,27 +32,58 @@ fn main() {
     let threads: usize = arg("--threads").map_or(1, |t| t.parse().expect("--threads N"));
     let epochs: u32 = arg("--epochs").map_or(3, |t| t.parse().expect("--epochs N"));
     let (layers, loss, batch, lr) = match config.as_str() {
-        "N" => (vec![(30, Activation::Sigmoid), (10, Activation::Sigmoid)], Loss::Mse, 10, 3.0),
-        "W" => (vec![(256, Activation::Relu), (128, Activation::Relu), (10, Activation::Softmax)], Loss::CrossEntropy, 64, 0.1),
+        "N" => (
+            vec![(30, Activation::Sigmoid), (10, Activation::Sigmoid)],
+            Loss::Mse,
+            10,
+            3.0,
+        ),
+        "W" => (
+            vec![
+                (256, Activation::Relu),
+                (128, Activation::Relu),
+                (10, Activation::Softmax),
+            ],
+            Loss::CrossEntropy,
+            64,
+            0.1,
+        ),
         other => panic!("unknown config {other}: use N or W"),
     };
     let spec = NetworkSpec {
         inputs: 784,
-        layers: layers.iter().map(|&(units, activation)| LayerSpec { units, activation }).collect(),
+        layers: layers
+            .iter()
+            .map(|&(units, activation)| LayerSpec { units, activation })
+            .collect(),
         loss,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let x = Array2::from_shape_fn((ROWS, 784), |_| rng.random::<f32>());
-    let labels: Vec<Label> = (0..ROWS).map(|_| Label::Int(rng.random_range(0..10))).collect();
+    let labels: Vec<Label> = (0..ROWS)
+        .map(|_| Label::Int(rng.random_range(0..10)))
+        .collect();
     let data = Dataset::classification(x, &labels).expect("synthetic data is valid");
-    let params = TrainParams { epochs, learning_rate: lr, batch_size: batch, optimizer: Optimizer::Sgd, seed: 0, ..Default::default() };
+    let params = TrainParams {
+        epochs,
+        learning_rate: lr,
+        batch_size: batch,
+        optimizer: Optimizer::Sgd,
+        seed: 0,
+        ..Default::default()
+    };
 
     let mut last = Instant::now();
     let mut times = Vec::new();
     let mut observer = |r: &EpochReport| {
         let t = last.elapsed().as_secs_f64();
         last = Instant::now();
-        println!("epoch {}: {t:.3}s  {:.0} samples/s  (cost {:.4})", r.epoch, ROWS as f64 / t, r.cost);
+        println!(
+            "epoch {}: {t:.3}s  {:.0} samples/s  (cost {:.4})",
+            r.epoch,
+            ROWS as f64 / t,
+            r.cost
+        );
         times.push(t);
         ControlFlow::Continue(())
     };

@@ -1,4 +1,19 @@
 //! mlpd: train feed-forward neural networks and serve their predictions over HTTP.
+//!
+//! A request flows `api` (extract, validate into `domain` types) → `registry` / `datasets` /
+//! `jobs` (shared state, short locks) → `nn` (pure computation, on worker or blocking threads).
 
+pub mod api;
+pub mod config;
+pub mod datasets;
 pub mod domain;
+pub mod error;
+pub mod jobs;
 pub mod nn;
+pub mod registry;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::App;

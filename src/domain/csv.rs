@@ -41,9 +41,17 @@ pub enum CsvError {
     #[error("no feature columns are left besides the targets")]
     NoFeatures,
     #[error("line {line}: expected {expected} fields, found {found}")]
-    FieldCount { line: u64, expected: usize, found: usize },
+    FieldCount {
+        line: u64,
+        expected: usize,
+        found: usize,
+    },
     #[error("line {line}, column {column:?}: {value:?} is not a finite number")]
-    NotANumber { line: u64, column: String, value: String },
+    NotANumber {
+        line: u64,
+        column: String,
+        value: String,
+    },
     #[error("classification takes exactly one target column")]
     OneLabelColumn,
     #[error("line {line}: the CSV is not valid UTF-8 text")]
@@ -54,6 +62,8 @@ pub enum CsvError {
     Data(#[from] DatasetError),
     #[error("could not read the body: {0}")]
     Read(String),
+    #[error("could not read the body: {0}")]
+    Io(#[source] std::io::Error),
 }
 
 /// Parses a CSV document into a dataset.
@@ -64,14 +74,20 @@ pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> 
     if opts.targets.is_empty() {
         return Err(CsvError::NoTarget);
     }
-    let mut rdr = ::csv::ReaderBuilder::new().has_headers(true).trim(::csv::Trim::All).from_reader(input);
+    let mut rdr = ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(::csv::Trim::All)
+        .from_reader(input);
     let header = rdr.headers().map_err(|e| map_err(e, 1))?.clone();
     if header.is_empty() {
         return Err(CsvError::NoHeader);
     }
     let mut target_cols = Vec::new();
     for t in &opts.targets {
-        let col = header.iter().position(|h| h == t).ok_or_else(|| CsvError::UnknownTarget(t.clone()))?;
+        let col = header
+            .iter()
+            .position(|h| h == t)
+            .ok_or_else(|| CsvError::UnknownTarget(t.clone()))?;
         if target_cols.contains(&col) {
             return Err(CsvError::DuplicateTarget(t.clone()));
         }
@@ -81,8 +97,9 @@ pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> 
     if width == 0 {
         return Err(CsvError::NoFeatures);
     }
-    let is_target: Vec<Option<usize>> =
-        (0..header.len()).map(|c| target_cols.iter().position(|&t| t == c)).collect();
+    let is_target: Vec<Option<usize>> = (0..header.len())
+        .map(|c| target_cols.iter().position(|&t| t == c))
+        .collect();
     let limit = opts.max_cells.unwrap_or(usize::MAX);
 
     let mut features: Vec<f32> = Vec::new();
@@ -105,16 +122,23 @@ pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> 
             match is_target[c] {
                 Some(t) => raw_targets[t].push(text.to_owned()),
                 None => {
-                    let v = text.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| {
-                        CsvError::NotANumber { line, column: header[c].to_owned(), value: text.to_owned() }
-                    })?;
+                    let v = text
+                        .parse::<f32>()
+                        .ok()
+                        .filter(|v| v.is_finite())
+                        .ok_or_else(|| CsvError::NotANumber {
+                            line,
+                            column: header[c].to_owned(),
+                            value: text.to_owned(),
+                        })?;
                     features.push(v);
                 }
             }
         }
         rows += 1;
     }
-    let x = Array2::from_shape_vec((rows, width), features).expect("every record has the header's width");
+    let x = Array2::from_shape_vec((rows, width), features)
+        .expect("every record has the header's width");
     let classify = match opts.task {
         Some(t) => t == Task::Classification,
         None => {
@@ -142,24 +166,35 @@ pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> 
     let mut y = Array2::<f32>::zeros((rows, target_cols.len()));
     for (t, values) in raw_targets.iter().enumerate() {
         for (r, v) in values.iter().enumerate() {
-            y[[r, t]] = v.parse::<f32>().ok().filter(|v| v.is_finite()).ok_or_else(|| CsvError::NotANumber {
-                line: r as u64 + 2,
-                column: opts.targets[t].clone(),
-                value: v.clone(),
-            })?;
+            y[[r, t]] = v
+                .parse::<f32>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| CsvError::NotANumber {
+                    line: r as u64 + 2,
+                    column: opts.targets[t].clone(),
+                    value: v.clone(),
+                })?;
         }
     }
     Ok(Dataset::regression(x, y)?)
 }
 
 fn map_err(e: ::csv::Error, line: u64) -> CsvError {
-    match e.kind() {
-        ::csv::ErrorKind::UnequalLengths { pos, expected_len, len } => CsvError::FieldCount {
+    match e.into_kind() {
+        ::csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => CsvError::FieldCount {
             line: pos.as_ref().map_or(line, |p| p.line()),
-            expected: *expected_len as usize,
-            found: *len as usize,
+            expected: expected_len as usize,
+            found: len as usize,
         },
-        ::csv::ErrorKind::Utf8 { pos, .. } => CsvError::Encoding { line: pos.as_ref().map_or(line, |p| p.line()) },
-        _ => CsvError::Read(e.to_string()),
+        ::csv::ErrorKind::Utf8 { pos, .. } => CsvError::Encoding {
+            line: pos.as_ref().map_or(line, |p| p.line()),
+        },
+        ::csv::ErrorKind::Io(io) => CsvError::Io(io),
+        other => CsvError::Read(format!("{other:?}")),
     }
 }

@@ -2,6 +2,8 @@
 //! else sees them.
 
 pub mod csv;
+pub mod dataset;
 pub mod name;
+pub mod train;
 
 pub use name::ModelName;

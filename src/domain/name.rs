@@ -21,7 +21,10 @@ impl ModelName {
         if ok {
             Ok(ModelName(s.to_owned()))
         } else {
-            Err("must be 1–64 characters: a letter or digit, then letters, digits, '_', '.' or '-'".into())
+            Err(
+                "must be 1–64 characters: a letter or digit, then letters, digits, '_', '.' or '-'"
+                    .into(),
+            )
         }
     }
 

@@ -80,8 +80,13 @@ impl Activation {
             Activation::Softmax => {
                 // dz_i = a_i (g_i − Σ_j a_j g_j)
                 for (mut g, a) in g.rows_mut().into_iter().zip(a.rows()) {
-                    let dot = g.iter().zip(a.iter()).fold(F::zero(), |s, (&g, &a)| s + g * a);
-                    Zip::from(&mut g).and(&a).for_each(|g, &a| *g = a * (*g - dot));
+                    let dot = g
+                        .iter()
+                        .zip(a.iter())
+                        .fold(F::zero(), |s, (&g, &a)| s + g * a);
+                    Zip::from(&mut g)
+                        .and(&a)
+                        .for_each(|g, &a| *g = a * (*g - dot));
                 }
             }
         }

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 /// A class label as the client wrote it: an integer or a string.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(untagged)]
 pub enum Label {
     Int(i64),
@@ -42,13 +44,34 @@ impl LabelSet {
         if ints != 0 && ints != labels.len() {
             return Err(DatasetError::MixedLabels);
         }
-        let distinct: Vec<Label> = labels.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let distinct: Vec<Label> = labels
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let index = |l: &Label| distinct.binary_search(l).expect("label is in the set") as u32;
         let indices = labels.iter().map(index).collect();
         let set = if ints != 0 {
-            LabelSet::Int(distinct.iter().filter_map(|l| if let Label::Int(i) = l { Some(*i) } else { None }).collect())
+            LabelSet::Int(
+                distinct
+                    .iter()
+                    .filter_map(|l| {
+                        if let Label::Int(i) = l {
+                            Some(*i)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect(),
+            )
         } else {
-            LabelSet::Str(distinct.into_iter().filter_map(|l| if let Label::Str(s) = l { Some(s) } else { None }).collect())
+            LabelSet::Str(
+                distinct
+                    .into_iter()
+                    .filter_map(|l| if let Label::Str(s) = l { Some(s) } else { None })
+                    .collect(),
+            )
         };
         Ok((set, indices))
     }
@@ -119,13 +142,19 @@ impl Dataset {
     pub fn regression(features: Array2<f32>, targets: Array2<f32>) -> Result<Self, DatasetError> {
         check_features(&features)?;
         if targets.nrows() != features.nrows() {
-            return Err(DatasetError::RowCount { features: features.nrows(), targets: targets.nrows() });
+            return Err(DatasetError::RowCount {
+                features: features.nrows(),
+                targets: targets.nrows(),
+            });
         }
         if targets.ncols() == 0 {
             return Err(DatasetError::NoTargets);
         }
         check_finite(&targets)?;
-        Ok(Dataset { features, targets: Targets::Values(targets) })
+        Ok(Dataset {
+            features,
+            targets: Targets::Values(targets),
+        })
     }
 
     /// # Errors
@@ -133,13 +162,19 @@ impl Dataset {
     pub fn classification(features: Array2<f32>, labels: &[Label]) -> Result<Self, DatasetError> {
         check_features(&features)?;
         if labels.len() != features.nrows() {
-            return Err(DatasetError::RowCount { features: features.nrows(), targets: labels.len() });
+            return Err(DatasetError::RowCount {
+                features: features.nrows(),
+                targets: labels.len(),
+            });
         }
         let (labels, indices) = LabelSet::encode(labels)?;
         if labels.len() < 2 {
             return Err(DatasetError::OneClass);
         }
-        Ok(Dataset { features, targets: Targets::Classes { labels, indices } })
+        Ok(Dataset {
+            features,
+            targets: Targets::Classes { labels, indices },
+        })
     }
 
     pub fn features(&self) -> &Array2<f32> {
@@ -200,9 +235,10 @@ impl Dataset {
         let features = self.features.select(ndarray::Axis(0), rows);
         let targets = match &self.targets {
             Targets::Values(y) => Targets::Values(y.select(ndarray::Axis(0), rows)),
-            Targets::Classes { labels, indices } => {
-                Targets::Classes { labels: labels.clone(), indices: rows.iter().map(|&r| indices[r]).collect() }
-            }
+            Targets::Classes { labels, indices } => Targets::Classes {
+                labels: labels.clone(),
+                indices: rows.iter().map(|&r| indices[r]).collect(),
+            },
         };
         Dataset { features, targets }
     }

@@ -50,8 +50,12 @@ impl<F: Scalar> Fitter<F> {
         threads: usize,
     ) -> Result<Self, FieldError> {
         let out = net.layers()[net.layers().len() - 1].activation;
-        let head = Head::new(out, loss)
-            .ok_or_else(|| FieldError::new("loss", "cross_entropy needs a softmax or sigmoid output layer"))?;
+        let head = Head::new(out, loss).ok_or_else(|| {
+            FieldError::new(
+                "loss",
+                "cross_entropy needs a softmax or sigmoid output layer",
+            )
+        })?;
         let state = OptState::new(optimizer, net.layers());
         let grads = net.layers().iter().map(Gradient::zeros_like).collect();
         let mut f = Fitter {
@@ -128,7 +132,12 @@ impl<F: Scalar> Fitter<F> {
     /// The regularised objective: mean per-row cost + (λ/2)·Σ‖W‖² (biases not decayed).
     pub fn objective(&mut self, x: ArrayView2<F>, y: ArrayView2<F>) -> F {
         let stats = self.forward(x, y);
-        let sq: F = self.net.layers().iter().map(|l| l.weights.iter().fold(F::zero(), |s, &w| s + w * w)).fold(F::zero(), |a, b| a + b);
+        let sq: F = self
+            .net
+            .layers()
+            .iter()
+            .map(|l| l.weights.iter().fold(F::zero(), |s, &w| s + w * w))
+            .fold(F::zero(), |a, b| a + b);
         stats.cost_sum / F::from_f64(stats.rows as f64) + self.l2 * F::from_f64(0.5) * sq
     }
 
@@ -139,7 +148,11 @@ impl<F: Scalar> Fitter<F> {
         let needs_z = self.head.needs_z();
         for (l, layer) in self.net.layers().iter().enumerate() {
             let (before, rest) = self.acts.split_at_mut(l);
-            let input = if l == 0 { x.view() } else { before[l - 1].slice(s![..m, ..]) };
+            let input = if l == 0 {
+                x.view()
+            } else {
+                before[l - 1].slice(s![..m, ..])
+            };
             let mut out = rest[0].slice_mut(s![..m, ..]);
             layer.affine(&input, &mut out, self.threads);
             if l == last && needs_z {
@@ -150,7 +163,10 @@ impl<F: Scalar> Fitter<F> {
         let a = self.acts[last].slice(s![..m, ..]);
         let z = self.z_out.slice(s![..m, ..]);
         let weights: Option<ArrayView1<F>> = self.cost_weights.as_ref().map(|w| w.view());
-        BatchStats { cost_sum: self.head.cost_sum(&z, &a, &y, weights), rows: m }
+        BatchStats {
+            cost_sum: self.head.cost_sum(&z, &a, &y, weights),
+            rows: m,
+        }
     }
 
     /// Back propagation after [`Fitter::forward`]. With `Some(lr)` every layer is updated as soon
@@ -171,23 +187,48 @@ impl<F: Scalar> Fitter<F> {
             let delta = dhi[0].slice(s![..m, ..]);
             if l > 0 {
                 let mut dprev = dlo[l - 1].slice_mut(s![..m, ..]);
-                gemm(F::zero(), &mut dprev, F::one(), &delta, &layers[l].weights.view(), self.threads);
+                gemm(
+                    F::zero(),
+                    &mut dprev,
+                    F::one(),
+                    &delta,
+                    &layers[l].weights.view(),
+                    self.threads,
+                );
                 let aprev = self.acts[l - 1].slice(s![..m, ..]);
                 layers[l - 1].activation.backward(&aprev, &mut dprev);
             }
-            let a_prev = if l == 0 { x } else { self.acts[l - 1].slice(s![..m, ..]) };
+            let a_prev = if l == 0 {
+                x
+            } else {
+                self.acts[l - 1].slice(s![..m, ..])
+            };
             let layer = &mut layers[l];
             match lr {
                 Some(lr) if self.fused_sgd => {
                     let decay = F::one() - lr * self.l2;
-                    gemm(decay, &mut layer.weights.view_mut(), -lr * inv_m, &delta.t(), &a_prev, self.threads);
+                    gemm(
+                        decay,
+                        &mut layer.weights.view_mut(),
+                        -lr * inv_m,
+                        &delta.t(),
+                        &a_prev,
+                        self.threads,
+                    );
                     for row in delta.rows() {
                         layer.bias.scaled_add(-lr * inv_m, &row);
                     }
                 }
                 _ => {
                     let g = &mut self.grads[l];
-                    gemm(F::zero(), &mut g.weights.view_mut(), inv_m, &delta.t(), &a_prev, self.threads);
+                    gemm(
+                        F::zero(),
+                        &mut g.weights.view_mut(),
+                        inv_m,
+                        &delta.t(),
+                        &a_prev,
+                        self.threads,
+                    );
                     if self.l2 != F::zero() {
                         g.weights.scaled_add(self.l2, &layer.weights);
                     }

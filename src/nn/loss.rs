@@ -59,7 +59,9 @@ impl Head {
             Head::Mse(_) => match weights {
                 None => {
                     let mut s = F::zero();
-                    Zip::from(a).and(y).for_each(|&a, &y| s += (a - y) * (a - y));
+                    Zip::from(a)
+                        .and(y)
+                        .for_each(|&a, &y| s += (a - y) * (a - y));
                     s * half
                 }
                 Some(w) => {
@@ -99,8 +101,16 @@ impl Head {
     }
 
     /// `delta ← ∂(per-row cost)/∂z` for the output layer (not divided by the batch size).
-    pub fn delta<F: Scalar>(self, a: &ArrayView2<F>, y: &ArrayView2<F>, delta: &mut ArrayViewMut2<F>) {
-        Zip::from(&mut *delta).and(a).and(y).for_each(|d, &a, &y| *d = a - y);
+    pub fn delta<F: Scalar>(
+        self,
+        a: &ArrayView2<F>,
+        y: &ArrayView2<F>,
+        delta: &mut ArrayViewMut2<F>,
+    ) {
+        Zip::from(&mut *delta)
+            .and(a)
+            .and(y)
+            .for_each(|d, &a, &y| *d = a - y);
         if let Head::Mse(act) = self {
             act.backward(a, delta);
         }

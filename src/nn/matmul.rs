@@ -74,14 +74,24 @@ pub fn gemm<F: Scalar>(
             .collect()
     };
     if threads.0 > 1 {
-        panels.par_iter_mut().for_each(|(d, l, r)| gemm_one(alpha, d, beta, l, r));
+        panels
+            .par_iter_mut()
+            .for_each(|(d, l, r)| gemm_one(alpha, d, beta, l, r));
     } else {
-        panels.iter_mut().for_each(|(d, l, r)| gemm_one(alpha, d, beta, l, r));
+        panels
+            .iter_mut()
+            .for_each(|(d, l, r)| gemm_one(alpha, d, beta, l, r));
     }
 }
 
 /// One single-threaded gemm call on checked, non-empty shapes.
-fn gemm_one<F: Scalar>(alpha: F, dst: &mut ArrayViewMut2<F>, beta: F, lhs: &ArrayView2<F>, rhs: &ArrayView2<F>) {
+fn gemm_one<F: Scalar>(
+    alpha: F,
+    dst: &mut ArrayViewMut2<F>,
+    beta: F,
+    lhs: &ArrayView2<F>,
+    rhs: &ArrayView2<F>,
+) {
     let (m, k) = lhs.dim();
     let n = rhs.ncols();
     let (ds, ls, rs) = (dst.strides(), lhs.strides(), rhs.strides());
@@ -126,7 +136,14 @@ mod tests {
         let a = array![[1.0f64, 2.0, 3.0], [4.0, 5.0, 6.0]];
         let b = array![[1.0f64, -1.0], [0.5, 2.0], [3.0, 0.0]];
         let mut c = Array2::<f64>::ones((2, 2));
-        gemm(2.0, &mut c.view_mut(), 0.5, &a.view(), &b.view(), Threads(1));
+        gemm(
+            2.0,
+            &mut c.view_mut(),
+            0.5,
+            &a.view(),
+            &b.view(),
+            Threads(1),
+        );
         let want = a.dot(&b) * 0.5 + 2.0;
         assert_eq!(c, want);
         // Transposed operands through strides.
@@ -143,13 +160,41 @@ mod tests {
             let a = Array2::from_shape_fn((m, k), |_| rng.random_range(-1.0f32..1.0));
             let b = Array2::from_shape_fn((k, n), |_| rng.random_range(-1.0f32..1.0));
             let mut one = Array2::<f32>::zeros((m, n));
-            gemm(0.0, &mut one.view_mut(), 1.0, &a.view(), &b.view(), Threads(1));
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+            gemm(
+                0.0,
+                &mut one.view_mut(),
+                1.0,
+                &a.view(),
+                &b.view(),
+                Threads(1),
+            );
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
             let mut two = Array2::<f32>::zeros((m, n));
-            pool.install(|| gemm(0.0, &mut two.view_mut(), 1.0, &a.view(), &b.view(), Threads(2)));
-            assert_eq!(one.mapv(f32::to_bits), two.mapv(f32::to_bits), "{m}×{n}×{k}");
+            pool.install(|| {
+                gemm(
+                    0.0,
+                    &mut two.view_mut(),
+                    1.0,
+                    &a.view(),
+                    &b.view(),
+                    Threads(2),
+                )
+            });
+            assert_eq!(
+                one.mapv(f32::to_bits),
+                two.mapv(f32::to_bits),
+                "{m}×{n}×{k}"
+            );
             let want = a.dot(&b);
-            assert!(one.iter().zip(want.iter()).all(|(x, y)| (x - y).abs() < 1e-3), "{m}×{n}×{k}");
+            assert!(
+                one.iter()
+                    .zip(want.iter())
+                    .all(|(x, y)| (x - y).abs() < 1e-3),
+                "{m}×{n}×{k}"
+            );
         }
     }
 }

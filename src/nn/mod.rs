@@ -29,16 +29,16 @@ mod train;
 pub use activation::Activation;
 pub use data::{Dataset, DatasetError, Label, LabelSet, Targets};
 pub use fitter::{BatchStats, Fitter};
-pub use optim::Gradient;
 pub use loss::{Head, Loss};
 pub use model::{FORMAT_VERSION, ModelError, Prediction, TrainedModel};
 pub use network::{Dense, Network};
+pub use optim::Gradient;
 pub use optim::{LrSchedule, Optimizer};
 pub use scaling::{Normalization, Scaler};
 pub use spec::{FieldError, LayerSpec, NetworkSpec};
 pub use train::{
-    EarlyStopping, EpochReport, NoObserver, holdout, Observer, ParamError, StopReason, TrainError, TrainOutcome,
-    TrainParams, train,
+    EarlyStopping, EpochReport, NoObserver, Observer, ParamError, StopReason, TrainError,
+    TrainOutcome, TrainParams, check_data, holdout, train,
 };
 
 /// The floating-point types the core computes in: `f32` to train and serve, `f64` to check.

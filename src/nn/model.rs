@@ -49,7 +49,14 @@ impl TrainedModel {
         target_scaler: Option<Scaler>,
         labels: Option<LabelSet>,
     ) -> Self {
-        TrainedModel { format_version: FORMAT_VERSION, spec, network, input_scaler, target_scaler, labels }
+        TrainedModel {
+            format_version: FORMAT_VERSION,
+            spec,
+            network,
+            input_scaler,
+            target_scaler,
+            labels,
+        }
     }
 
     /// Checks a model that came from outside (an import): format, spec, and that weights,
@@ -61,7 +68,10 @@ impl TrainedModel {
         if self.format_version != FORMAT_VERSION {
             return Err(FieldError::new(
                 "format_version",
-                format!("is {} but this server reads version {FORMAT_VERSION}", self.format_version),
+                format!(
+                    "is {} but this server reads version {FORMAT_VERSION}",
+                    self.format_version
+                ),
             )
             .into());
         }
@@ -69,7 +79,10 @@ impl TrainedModel {
         let layers = self.network.layers();
         let same = layers.len() == self.spec.layers.len()
             && self.network.inputs() == self.spec.inputs
-            && layers.iter().zip(&self.spec.layers).all(|(l, s)| l.units() == s.units && l.activation == s.activation);
+            && layers
+                .iter()
+                .zip(&self.spec.layers)
+                .all(|(l, s)| l.units() == s.units && l.activation == s.activation);
         if !same {
             return Err(FieldError::new("network", "does not match spec").into());
         }
@@ -78,18 +91,34 @@ impl TrainedModel {
             || self.input_scaler.scale.len() != self.spec.inputs
             || !finite(&self.input_scaler)
         {
-            return Err(FieldError::new("input_scaler", "must hold one finite shift and scale per input").into());
+            return Err(FieldError::new(
+                "input_scaler",
+                "must hold one finite shift and scale per input",
+            )
+            .into());
         }
-        if let Some(t) = &self.target_scaler {
-            if t.width() != self.spec.outputs() || t.scale.len() != t.width() || !finite(t) || t.scale.contains(&0.0) {
-                return Err(FieldError::new("target_scaler", "must hold one finite shift and non-zero scale per output").into());
-            }
+        if let Some(t) = &self.target_scaler
+            && (t.width() != self.spec.outputs()
+                || t.scale.len() != t.width()
+                || !finite(t)
+                || t.scale.contains(&0.0))
+        {
+            return Err(FieldError::new(
+                "target_scaler",
+                "must hold one finite shift and non-zero scale per output",
+            )
+            .into());
         }
         if let Some(l) = &self.labels {
             let outputs = self.spec.outputs();
-            let ok = l.len() == outputs || (outputs == 1 && l.len() == 2 && self.spec.output_activation() == Activation::Sigmoid);
+            let ok = l.len() == outputs
+                || (outputs == 1
+                    && l.len() == 2
+                    && self.spec.output_activation() == Activation::Sigmoid);
             if !ok || l.len() < 2 {
-                return Err(FieldError::new("labels", "must name one class per output unit").into());
+                return Err(
+                    FieldError::new("labels", "must name one class per output unit").into(),
+                );
             }
         }
         Ok(())
@@ -105,7 +134,11 @@ impl TrainedModel {
     /// A row of the wrong width or with a non-finite value.
     pub fn predict(&self, x: ArrayView2<f32>) -> Result<Prediction, ModelError> {
         if x.ncols() != self.inputs() {
-            return Err(ModelError::Width { row: 0, got: x.ncols(), want: self.inputs() });
+            return Err(ModelError::Width {
+                row: 0,
+                got: x.ncols(),
+                want: self.inputs(),
+            });
         }
         for (row, r) in x.rows().into_iter().enumerate() {
             if let Some(column) = r.iter().position(|v| !v.is_finite()) {
@@ -125,7 +158,11 @@ impl TrainedModel {
                 .rows()
                 .into_iter()
                 .map(|row| {
-                    let k = if row.len() == 1 { usize::from(row[0] >= 0.5) } else { argmax(row) };
+                    let k = if row.len() == 1 {
+                        usize::from(row[0] >= 0.5)
+                    } else {
+                        argmax(row)
+                    };
                     set.get(k).expect("labels match outputs (validated)")
                 })
                 .collect()

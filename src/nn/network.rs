@@ -83,11 +83,17 @@ impl<F: Scalar> Network<F> {
     /// When there are no layers, a layer is empty, or shapes do not chain.
     pub fn from_layers(layers: Vec<Dense<F>>) -> Result<Self, FieldError> {
         if layers.is_empty() {
-            return Err(FieldError::new("layers", "a network needs at least one layer"));
+            return Err(FieldError::new(
+                "layers",
+                "a network needs at least one layer",
+            ));
         }
         for (i, l) in layers.iter().enumerate() {
             if l.units() == 0 || l.inputs() == 0 {
-                return Err(FieldError::new(format!("layers[{i}].weights"), "must not be empty"));
+                return Err(FieldError::new(
+                    format!("layers[{i}].weights"),
+                    "must not be empty",
+                ));
             }
             if l.bias.len() != l.units() {
                 return Err(FieldError::new(
@@ -105,8 +111,15 @@ impl<F: Scalar> Network<F> {
                     ),
                 ));
             }
-            if l.weights.iter().chain(l.bias.iter()).any(|v| !v.is_finite()) {
-                return Err(FieldError::new(format!("layers[{i}]"), "holds a non-finite value"));
+            if l.weights
+                .iter()
+                .chain(l.bias.iter())
+                .any(|v| !v.is_finite())
+            {
+                return Err(FieldError::new(
+                    format!("layers[{i}]"),
+                    "holds a non-finite value",
+                ));
             }
         }
         Ok(Network { layers })
@@ -132,8 +145,11 @@ impl<F: Scalar> Network<F> {
     /// Output activations for every row of `x` (`rows × inputs`), allocating one buffer per
     /// layer for the whole batch — never per row.
     pub fn predict(&self, x: ArrayView2<F>) -> Array2<F> {
-        let mut bufs: Vec<Array2<F>> =
-            self.layers.iter().map(|l| Array2::zeros((x.nrows(), l.units()))).collect();
+        let mut bufs: Vec<Array2<F>> = self
+            .layers
+            .iter()
+            .map(|l| Array2::zeros((x.nrows(), l.units())))
+            .collect();
         self.forward_into(x, &mut bufs, Threads(1));
         bufs.pop().expect("at least one layer")
     }
@@ -143,7 +159,11 @@ impl<F: Scalar> Network<F> {
         let m = x.nrows();
         for (l, layer) in self.layers.iter().enumerate() {
             let (before, rest) = bufs.split_at_mut(l);
-            let input = if l == 0 { x.view() } else { before[l - 1].slice(s![..m, ..]) };
+            let input = if l == 0 {
+                x.view()
+            } else {
+                before[l - 1].slice(s![..m, ..])
+            };
             let mut out = rest[0].slice_mut(s![..m, ..]);
             layer.affine(&input, &mut out, threads);
             layer.activation.forward(&mut out);

@@ -53,7 +53,11 @@ pub enum Optimizer {
 
 impl Optimizer {
     pub fn adam() -> Self {
-        Optimizer::Adam { beta1: default_beta1(), beta2: default_beta2(), epsilon: default_epsilon() }
+        Optimizer::Adam {
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            epsilon: default_epsilon(),
+        }
     }
 
     pub fn momentum(momentum: f64, nesterov: bool) -> Self {
@@ -75,19 +79,29 @@ impl Optimizer {
             if (0.0..1.0).contains(&v) {
                 Ok(())
             } else {
-                Err(super::FieldError::new(format!("optimizer.{name}"), "must be in [0, 1)"))
+                Err(super::FieldError::new(
+                    format!("optimizer.{name}"),
+                    "must be in [0, 1)",
+                ))
             }
         };
         match *self {
             Optimizer::Sgd => Ok(()),
             Optimizer::Momentum { momentum, .. } => unit("momentum", momentum),
-            Optimizer::Adam { beta1, beta2, epsilon } => {
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            } => {
                 unit("beta1", beta1)?;
                 unit("beta2", beta2)?;
                 if epsilon > 0.0 && epsilon.is_finite() {
                     Ok(())
                 } else {
-                    Err(super::FieldError::new("optimizer.epsilon", "must be a positive number"))
+                    Err(super::FieldError::new(
+                        "optimizer.epsilon",
+                        "must be a positive number",
+                    ))
                 }
             }
         }
@@ -119,7 +133,9 @@ impl LrSchedule {
         match *self {
             LrSchedule::Constant => base,
             LrSchedule::Exponential { gamma } => base * gamma.powi(epoch as i32),
-            LrSchedule::Step { step_size, gamma } => base * gamma.powi((epoch / step_size.max(1)) as i32),
+            LrSchedule::Step { step_size, gamma } => {
+                base * gamma.powi((epoch / step_size.max(1)) as i32)
+            }
         }
     }
 
@@ -129,12 +145,18 @@ impl LrSchedule {
         let gamma_ok = |g: f64| g > 0.0 && g <= 1.0;
         match *self {
             LrSchedule::Constant => Ok(()),
-            LrSchedule::Exponential { gamma } | LrSchedule::Step { gamma, .. } if !gamma_ok(gamma) => {
-                Err(super::FieldError::new("lr_schedule.gamma", "must be in (0, 1]"))
+            LrSchedule::Exponential { gamma } | LrSchedule::Step { gamma, .. }
+                if !gamma_ok(gamma) =>
+            {
+                Err(super::FieldError::new(
+                    "lr_schedule.gamma",
+                    "must be in (0, 1]",
+                ))
             }
-            LrSchedule::Step { step_size: 0, .. } => {
-                Err(super::FieldError::new("lr_schedule.step_size", "must be at least 1"))
-            }
+            LrSchedule::Step { step_size: 0, .. } => Err(super::FieldError::new(
+                "lr_schedule.step_size",
+                "must be at least 1",
+            )),
             _ => Ok(()),
         }
     }
@@ -149,15 +171,29 @@ pub struct Gradient<F> {
 
 impl<F: Scalar> Gradient<F> {
     pub fn zeros_like(layer: &Dense<F>) -> Self {
-        Gradient { weights: Array2::zeros(layer.weights.raw_dim()), bias: Array1::zeros(layer.bias.len()) }
+        Gradient {
+            weights: Array2::zeros(layer.weights.raw_dim()),
+            bias: Array1::zeros(layer.bias.len()),
+        }
     }
 }
 
 /// An optimizer's state across steps.
 pub(crate) enum OptState<F> {
     Sgd,
-    Momentum { mu: F, nesterov: bool, velocity: Vec<Gradient<F>> },
-    Adam { beta1: F, beta2: F, epsilon: F, t: i32, m: Vec<Gradient<F>>, v: Vec<Gradient<F>> },
+    Momentum {
+        mu: F,
+        nesterov: bool,
+        velocity: Vec<Gradient<F>>,
+    },
+    Adam {
+        beta1: F,
+        beta2: F,
+        epsilon: F,
+        t: i32,
+        m: Vec<Gradient<F>>,
+        v: Vec<Gradient<F>>,
+    },
 }
 
 impl<F: Scalar> OptState<F> {
@@ -165,10 +201,16 @@ impl<F: Scalar> OptState<F> {
         let zeros = || layers.iter().map(Gradient::zeros_like).collect::<Vec<_>>();
         match *opt {
             Optimizer::Sgd => OptState::Sgd,
-            Optimizer::Momentum { momentum, nesterov } => {
-                OptState::Momentum { mu: F::from_f64(momentum), nesterov, velocity: zeros() }
-            }
-            Optimizer::Adam { beta1, beta2, epsilon } => OptState::Adam {
+            Optimizer::Momentum { momentum, nesterov } => OptState::Momentum {
+                mu: F::from_f64(momentum),
+                nesterov,
+                velocity: zeros(),
+            },
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            } => OptState::Adam {
                 beta1: F::from_f64(beta1),
                 beta2: F::from_f64(beta2),
                 epsilon: F::from_f64(epsilon),
@@ -193,17 +235,34 @@ impl<F: Scalar> OptState<F> {
                 layer.weights.scaled_add(-lr, &g.weights);
                 layer.bias.scaled_add(-lr, &g.bias);
             }
-            OptState::Momentum { mu, nesterov, velocity } => {
+            OptState::Momentum {
+                mu,
+                nesterov,
+                velocity,
+            } => {
                 let (mu, nesterov) = (*mu, *nesterov);
                 let v = &mut velocity[l];
                 let step = |p: &mut F, v: &mut F, &g: &F| {
                     *v = mu * *v + g;
                     *p -= lr * if nesterov { g + mu * *v } else { *v };
                 };
-                Zip::from(&mut layer.weights).and(&mut v.weights).and(&g.weights).for_each(step);
-                Zip::from(&mut layer.bias).and(&mut v.bias).and(&g.bias).for_each(step);
+                Zip::from(&mut layer.weights)
+                    .and(&mut v.weights)
+                    .and(&g.weights)
+                    .for_each(step);
+                Zip::from(&mut layer.bias)
+                    .and(&mut v.bias)
+                    .and(&g.bias)
+                    .for_each(step);
             }
-            OptState::Adam { beta1, beta2, epsilon, t, m, v } => {
+            OptState::Adam {
+                beta1,
+                beta2,
+                epsilon,
+                t,
+                m,
+                v,
+            } => {
                 let (b1, b2, eps) = (*beta1, *beta2, *epsilon);
                 let one = F::one();
                 let bc1 = one - b1.powi(*t);
@@ -214,8 +273,16 @@ impl<F: Scalar> OptState<F> {
                     *p -= lr * (*m / bc1) / ((*v / bc2).sqrt() + eps);
                 };
                 let (ml, vl) = (&mut m[l], &mut v[l]);
-                Zip::from(&mut layer.weights).and(&mut ml.weights).and(&mut vl.weights).and(&g.weights).for_each(step);
-                Zip::from(&mut layer.bias).and(&mut ml.bias).and(&mut vl.bias).and(&g.bias).for_each(step);
+                Zip::from(&mut layer.weights)
+                    .and(&mut ml.weights)
+                    .and(&mut vl.weights)
+                    .and(&g.weights)
+                    .for_each(step);
+                Zip::from(&mut layer.bias)
+                    .and(&mut ml.bias)
+                    .and(&mut vl.bias)
+                    .and(&g.bias)
+                    .for_each(step);
             }
         }
     }

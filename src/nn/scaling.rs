@@ -28,7 +28,11 @@ pub struct Scaler {
 
 impl Scaler {
     pub fn identity(width: usize) -> Self {
-        Scaler { kind: Normalization::None, shift: vec![0.0; width], scale: vec![1.0; width] }
+        Scaler {
+            kind: Normalization::None,
+            shift: vec![0.0; width],
+            scale: vec![1.0; width],
+        }
     }
 
     /// Fits on the rows `rows` of `x` (statistics in f64).
@@ -46,18 +50,28 @@ impl Scaler {
                 Normalization::Standard => {
                     let n = rows.len() as f64;
                     let mean = rows.iter().map(|&r| col[r] as f64).sum::<f64>() / n;
-                    let var = rows.iter().map(|&r| (col[r] as f64 - mean).powi(2)).sum::<f64>() / n;
+                    let var = rows
+                        .iter()
+                        .map(|&r| (col[r] as f64 - mean).powi(2))
+                        .sum::<f64>()
+                        / n;
                     (mean, var.sqrt())
                 }
                 Normalization::Minmax => {
-                    let (lo, hi) = rows.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
-                        (lo.min(col[r] as f64), hi.max(col[r] as f64))
-                    });
+                    let (lo, hi) = rows
+                        .iter()
+                        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                            (lo.min(col[r] as f64), hi.max(col[r] as f64))
+                        });
                     (lo, hi - lo)
                 }
             };
             s.shift[c] = shift as f32;
-            s.scale[c] = if spread > 1e-12 && (1.0 / spread).is_finite() { (1.0 / spread) as f32 } else { 1.0 };
+            s.scale[c] = if spread > 1e-12 && (1.0 / spread).is_finite() {
+                (1.0 / spread) as f32
+            } else {
+                1.0
+            };
         }
         s
     }

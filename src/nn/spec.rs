@@ -18,7 +18,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -51,7 +54,10 @@ impl NetworkSpec {
     /// layer or on a single unit, cross-entropy on an output that is not softmax or sigmoid.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.inputs == 0 || self.inputs > MAX_INPUTS {
-            return Err(FieldError::new("inputs", format!("must be between 1 and {MAX_INPUTS}")));
+            return Err(FieldError::new(
+                "inputs",
+                format!("must be between 1 and {MAX_INPUTS}"),
+            ));
         }
         if self.layers.is_empty() || self.layers.len() > MAX_LAYERS {
             return Err(FieldError::new(
@@ -91,7 +97,10 @@ impl NetworkSpec {
 
     /// The output layer and cost as one trainable head. Call on a validated spec.
     pub fn head(&self) -> Head {
-        let out = self.layers.last().map_or(Activation::Identity, |l| l.activation);
+        let out = self
+            .layers
+            .last()
+            .map_or(Activation::Identity, |l| l.activation);
         Head::new(out, self.loss).unwrap_or(Head::Mse(out))
     }
 
@@ -100,7 +109,9 @@ impl NetworkSpec {
     }
 
     pub fn output_activation(&self) -> Activation {
-        self.layers.last().map_or(Activation::Identity, |l| l.activation)
+        self.layers
+            .last()
+            .map_or(Activation::Identity, |l| l.activation)
     }
 
     /// Number of trainable parameters (weights and biases).

@@ -8,7 +8,10 @@
 
 use super::matmul::Threads;
 use super::spec::FieldError;
-use super::{Dataset, Fitter, Head, LrSchedule, Network, NetworkSpec, Normalization, Optimizer, Scaler, Targets, TrainedModel};
+use super::{
+    Dataset, Fitter, Head, LrSchedule, Network, NetworkSpec, Normalization, Optimizer, Scaler,
+    Targets, TrainedModel,
+};
 use ndarray::{Array1, Array2, ArrayView2, s};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -44,7 +47,7 @@ fn yes() -> bool {
 }
 
 /// Everything that shapes a training run (but not how many threads compute it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrainParams {
     pub epochs: u32,
     pub learning_rate: f64,
@@ -93,13 +96,22 @@ impl TrainParams {
     /// The first invalid field, named as in the request.
     pub fn validate(&self) -> Result<(), FieldError> {
         if self.epochs == 0 || self.epochs > MAX_EPOCHS {
-            return Err(FieldError::new("epochs", format!("must be between 1 and {MAX_EPOCHS}")));
+            return Err(FieldError::new(
+                "epochs",
+                format!("must be between 1 and {MAX_EPOCHS}"),
+            ));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err(FieldError::new("learning_rate", "must be a positive number"));
+            return Err(FieldError::new(
+                "learning_rate",
+                "must be a positive number",
+            ));
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
-            return Err(FieldError::new("batch_size", format!("must be between 1 and {MAX_BATCH}")));
+            return Err(FieldError::new(
+                "batch_size",
+                format!("must be between 1 and {MAX_BATCH}"),
+            ));
         }
         if !(self.l2 >= 0.0 && self.l2.is_finite()) {
             return Err(FieldError::new("l2", "must be a non-negative number"));
@@ -109,16 +121,22 @@ impl TrainParams {
         }
         if let Some(es) = &self.early_stopping {
             if es.patience == 0 {
-                return Err(FieldError::new("early_stopping.patience", "must be at least 1"));
+                return Err(FieldError::new(
+                    "early_stopping.patience",
+                    "must be at least 1",
+                ));
             }
             if !(es.min_delta >= 0.0 && es.min_delta.is_finite()) {
-                return Err(FieldError::new("early_stopping.min_delta", "must be a non-negative number"));
+                return Err(FieldError::new(
+                    "early_stopping.min_delta",
+                    "must be a non-negative number",
+                ));
             }
         }
-        if let Some(s) = self.max_seconds {
-            if !(s > 0.0 && s.is_finite()) {
-                return Err(FieldError::new("max_seconds", "must be a positive number"));
-            }
+        if let Some(s) = self.max_seconds
+            && !(s > 0.0 && s.is_finite())
+        {
+            return Err(FieldError::new("max_seconds", "must be a positive number"));
         }
         self.optimizer.validate()?;
         self.lr_schedule.validate()
@@ -194,7 +212,9 @@ pub enum TrainError {
     Invalid(#[from] FieldError),
     #[error("training was canceled during epoch {epoch}")]
     Canceled { epoch: u32 },
-    #[error("training diverged: the cost became non-finite in epoch {epoch}; try a smaller learning rate or normalized inputs")]
+    #[error(
+        "training diverged: the cost became non-finite in epoch {epoch}; try a smaller learning rate or normalized inputs"
+    )]
     Diverged { epoch: u32 },
     #[error("could not start training threads: {0}")]
     Threads(String),
@@ -239,11 +259,32 @@ pub fn train(
     }
 }
 
-fn check_fit(spec: &NetworkSpec, data: &Dataset, params: &TrainParams) -> Result<Encoding, FieldError> {
+/// Whether `data` can train a network of `spec` with `params`, without training.
+///
+/// # Errors
+/// The mismatch: feature width, target width or class count, targets outside [0, 1] for
+/// cross-entropy.
+pub fn check_data(
+    spec: &NetworkSpec,
+    data: &Dataset,
+    params: &TrainParams,
+) -> Result<(), FieldError> {
+    check_fit(spec, data, params).map(|_| ())
+}
+
+fn check_fit(
+    spec: &NetworkSpec,
+    data: &Dataset,
+    params: &TrainParams,
+) -> Result<Encoding, FieldError> {
     if data.input_width() != spec.inputs {
         return Err(FieldError::new(
             "dataset",
-            format!("has {} feature columns but the model takes {} inputs", data.input_width(), spec.inputs),
+            format!(
+                "has {} feature columns but the model takes {} inputs",
+                data.input_width(),
+                spec.inputs
+            ),
         ));
     }
     let outputs = spec.outputs();
@@ -253,14 +294,24 @@ fn check_fit(spec: &NetworkSpec, data: &Dataset, params: &TrainParams) -> Result
             if y.ncols() != outputs {
                 return Err(FieldError::new(
                     "dataset",
-                    format!("has {} target columns but the model has {} outputs", y.ncols(), outputs),
+                    format!(
+                        "has {} target columns but the model has {} outputs",
+                        y.ncols(),
+                        outputs
+                    ),
                 ));
             }
             if head.needs_z() && y.iter().any(|&v| !(0.0..=1.0).contains(&v)) {
-                return Err(FieldError::new("dataset", "cross_entropy needs targets in [0, 1]"));
+                return Err(FieldError::new(
+                    "dataset",
+                    "cross_entropy needs targets in [0, 1]",
+                ));
             }
             if params.normalize_targets == Some(true) && head.needs_z() {
-                return Err(FieldError::new("normalize_targets", "cannot standardize targets of a cross_entropy model"));
+                return Err(FieldError::new(
+                    "normalize_targets",
+                    "cannot standardize targets of a cross_entropy model",
+                ));
             }
             Ok(Encoding::Values)
         }
@@ -268,12 +319,17 @@ fn check_fit(spec: &NetworkSpec, data: &Dataset, params: &TrainParams) -> Result
             let k = labels.len();
             if outputs == k {
                 Ok(Encoding::OneHot)
-            } else if outputs == 1 && k == 2 && spec.output_activation() == super::Activation::Sigmoid {
+            } else if outputs == 1
+                && k == 2
+                && spec.output_activation() == super::Activation::Sigmoid
+            {
                 Ok(Encoding::Binary)
             } else {
                 Err(FieldError::new(
                     "dataset",
-                    format!("has {k} classes but the model has {outputs} outputs (use {k} outputs, or 1 sigmoid output for 2 classes)"),
+                    format!(
+                        "has {k} classes but the model has {outputs} outputs (use {k} outputs, or 1 sigmoid output for 2 classes)"
+                    ),
                 ))
             }
         }
@@ -343,8 +399,17 @@ impl Gather<'_> {
 
     /// How many of the batch's output rows pick the right class.
     fn correct(&self, idx: &[usize], out: ArrayView2<f32>) -> Option<usize> {
-        let Targets::Classes { indices, .. } = self.data.targets() else { return None };
-        Some(idx.iter().zip(out.rows()).filter(|&(&i, ref row)| predicted_class(row.view(), self.encoding) == indices[i] as usize).count())
+        let Targets::Classes { indices, .. } = self.data.targets() else {
+            return None;
+        };
+        Some(
+            idx.iter()
+                .zip(out.rows())
+                .filter(|&(&i, ref row)| {
+                    predicted_class(row.view(), self.encoding) == indices[i] as usize
+                })
+                .count(),
+        )
     }
 }
 
@@ -375,7 +440,9 @@ fn run(
     observer: &mut (dyn Observer + Send),
 ) -> Result<TrainOutcome, TrainError> {
     let start = Instant::now();
-    let deadline = params.max_seconds.map(|s| start + Duration::from_secs_f64(s));
+    let deadline = params
+        .max_seconds
+        .map(|s| start + Duration::from_secs_f64(s));
     let (mut train_idx, val_idx) = holdout(data, params.validation_split, params.seed);
     if train_idx.is_empty() {
         return Err(FieldError::new("dataset", "has no rows left for training").into());
@@ -392,7 +459,12 @@ fn run(
         }
         Targets::Classes { .. } => None,
     };
-    let gather = Gather { data, input, target, encoding };
+    let gather = Gather {
+        data,
+        input,
+        target,
+        encoding,
+    };
 
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     rng.set_stream(STREAM_INIT);
@@ -400,7 +472,10 @@ fn run(
     let batch = params.batch_size.min(train_idx.len());
     let mut fitter = Fitter::new(net, spec.loss, &params.optimizer, params.l2, batch, threads)?;
     // Report the quadratic cost in the targets' own units: d_orig = d_scaled / scale.
-    let weights = gather.target.as_ref().map(|s| Array1::from_iter(s.scale.iter().map(|&k| 1.0 / (k * k))));
+    let weights = gather
+        .target
+        .as_ref()
+        .map(|s| Array1::from_iter(s.scale.iter().map(|&k| 1.0 / (k * k))));
     fitter.set_cost_weights(weights.clone());
 
     let outputs = spec.outputs();
@@ -486,8 +561,19 @@ fn run(
         Some((_, e, Some(net))) => (net, e),
         _ => (fitter.into_network(), last_epoch),
     };
-    let model = TrainedModel::new(spec.clone(), network, gather.input, gather.target, data.labels().cloned());
-    Ok(TrainOutcome { model, history, stop_reason, best_epoch })
+    let model = TrainedModel::new(
+        spec.clone(),
+        network,
+        gather.input,
+        gather.target,
+        data.labels().cloned(),
+    );
+    Ok(TrainOutcome {
+        model,
+        history,
+        stop_reason,
+        best_epoch,
+    })
 }
 
 /// Cost and accuracy of a network over a set of rows, in chunks, with its own buffers.
@@ -505,7 +591,11 @@ impl Evaluator {
         Evaluator {
             head,
             weights,
-            bufs: net.layers().iter().map(|l| Array2::zeros((EVAL_CHUNK, l.units()))).collect(),
+            bufs: net
+                .layers()
+                .iter()
+                .map(|l| Array2::zeros((EVAL_CHUNK, l.units())))
+                .collect(),
             x: Array2::zeros((EVAL_CHUNK, net.inputs())),
             y: Array2::zeros((EVAL_CHUNK, outputs)),
             z: Array2::zeros((EVAL_CHUNK, outputs)),
@@ -524,11 +614,18 @@ impl Evaluator {
             let y = self.y.slice(s![..m, ..]);
             if self.head.needs_z() {
                 // Recover z for the stable cross-entropy: recompute the output layer's affine map.
-                let input = if last == 0 { x } else { self.bufs[last - 1].slice(s![..m, ..]) };
+                let input = if last == 0 {
+                    x
+                } else {
+                    self.bufs[last - 1].slice(s![..m, ..])
+                };
                 net.layers()[last].affine(&input, &mut self.z.slice_mut(s![..m, ..]), Threads(1));
             }
             let z = self.z.slice(s![..m, ..]);
-            cost += self.head.cost_sum(&z, &a, &y, self.weights.as_ref().map(|w| w.view())) as f64;
+            cost += self
+                .head
+                .cost_sum(&z, &a, &y, self.weights.as_ref().map(|w| w.view()))
+                as f64;
             if let Some(c) = gather.correct(chunk, a) {
                 *correct.get_or_insert(0) += c;
             }

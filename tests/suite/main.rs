@@ -1,3 +1,4 @@
 //! The one integration-test binary: numerics of the engine (`nn`) and the HTTP service (`api`).
 
+mod api;
 mod nn;

@@ -1,7 +1,10 @@
 //! Same data + spec + parameters + seed ⇒ bit-identical weights and cost history, whatever the
 //! thread count; and a trained model round-trips through serde exactly.
 
-use mlpd::nn::{Activation, Dataset, Label, LayerSpec, Loss, NetworkSpec, NoObserver, Optimizer, TrainOutcome, TrainParams, train};
+use mlpd::nn::{
+    Activation, Dataset, Label, LayerSpec, Loss, NetworkSpec, NoObserver, Optimizer, TrainOutcome,
+    TrainParams, train,
+};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -10,23 +13,49 @@ use rand_chacha::ChaCha8Rng;
 fn run(threads: usize, optimizer: Optimizer) -> TrainOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let x = Array2::from_shape_fn((640, 300), |_| rng.random::<f32>());
-    let labels: Vec<Label> = (0..640).map(|_| Label::Int(rng.random_range(0..10))).collect();
+    let labels: Vec<Label> = (0..640)
+        .map(|_| Label::Int(rng.random_range(0..10)))
+        .collect();
     let data = Dataset::classification(x, &labels).unwrap();
     let spec = NetworkSpec {
         inputs: 300,
         layers: vec![
-            LayerSpec { units: 256, activation: Activation::Relu },
-            LayerSpec { units: 10, activation: Activation::Softmax },
+            LayerSpec {
+                units: 256,
+                activation: Activation::Relu,
+            },
+            LayerSpec {
+                units: 10,
+                activation: Activation::Softmax,
+            },
         ],
         loss: Loss::CrossEntropy,
     };
-    let params = TrainParams { epochs: 2, learning_rate: 0.05, batch_size: 64, optimizer, validation_split: 0.1, seed: 9, ..Default::default() };
+    let params = TrainParams {
+        epochs: 2,
+        learning_rate: 0.05,
+        batch_size: 64,
+        optimizer,
+        validation_split: 0.1,
+        seed: 9,
+        ..Default::default()
+    };
     train(&spec, &data, &params, threads, &mut NoObserver).unwrap()
 }
 
 fn bits(o: &TrainOutcome) -> (Vec<u32>, Vec<u64>) {
-    let w = o.model.network.layers().iter().flat_map(|l| l.weights.iter().chain(l.bias.iter()).map(|v| v.to_bits())).collect();
-    let h = o.history.iter().flat_map(|r| [r.cost.to_bits(), r.val_cost.unwrap().to_bits()]).collect();
+    let w = o
+        .model
+        .network
+        .layers()
+        .iter()
+        .flat_map(|l| l.weights.iter().chain(l.bias.iter()).map(|v| v.to_bits()))
+        .collect();
+    let h = o
+        .history
+        .iter()
+        .flat_map(|r| [r.cost.to_bits(), r.val_cost.unwrap().to_bits()])
+        .collect();
     (w, h)
 }
 
@@ -34,8 +63,16 @@ fn bits(o: &TrainOutcome) -> (Vec<u32>, Vec<u64>) {
 fn two_runs_and_two_thread_counts_give_identical_bits() {
     for opt in [Optimizer::Sgd, Optimizer::adam()] {
         let a = bits(&run(1, opt.clone()));
-        assert_eq!(a, bits(&run(1, opt.clone())), "{opt:?}: two single-threaded runs differ");
-        assert_eq!(a, bits(&run(2, opt.clone())), "{opt:?}: 1 and 2 threads differ");
+        assert_eq!(
+            a,
+            bits(&run(1, opt.clone())),
+            "{opt:?}: two single-threaded runs differ"
+        );
+        assert_eq!(
+            a,
+            bits(&run(2, opt.clone())),
+            "{opt:?}: 1 and 2 threads differ"
+        );
     }
 }
 
@@ -47,7 +84,10 @@ fn a_trained_model_round_trips_through_json_exactly() {
     assert_eq!(back, out.model);
     back.validate().unwrap();
     let x = Array2::from_shape_fn((5, 300), |(i, j)| ((i * 7 + j) % 13) as f32 / 13.0);
-    let (p, q) = (out.model.predict(x.view()).unwrap(), back.predict(x.view()).unwrap());
+    let (p, q) = (
+        out.model.predict(x.view()).unwrap(),
+        back.predict(x.view()).unwrap(),
+    );
     assert_eq!(p.outputs.mapv(f32::to_bits), q.outputs.mapv(f32::to_bits));
     assert_eq!(p.labels, q.labels);
 }

@@ -14,8 +14,13 @@ use rand_chacha::ChaCha8Rng;
 const EPS: f64 = 1e-5;
 const TOL: f64 = 1e-6;
 
-const HIDDEN: [Activation; 5] =
-    [Activation::Identity, Activation::Sigmoid, Activation::Tanh, Activation::Relu, Activation::LeakyRelu];
+const HIDDEN: [Activation; 5] = [
+    Activation::Identity,
+    Activation::Sigmoid,
+    Activation::Tanh,
+    Activation::Relu,
+    Activation::LeakyRelu,
+];
 
 /// Every output activation with every cost it can be trained with.
 const HEADS: [(Activation, Loss); 8] = [
@@ -29,7 +34,13 @@ const HEADS: [(Activation, Loss); 8] = [
     (Activation::Sigmoid, Loss::CrossEntropy),
 ];
 
-fn targets(rng: &mut ChaCha8Rng, rows: usize, outputs: usize, out: Activation, loss: Loss) -> Array2<f64> {
+fn targets(
+    rng: &mut ChaCha8Rng,
+    rows: usize,
+    outputs: usize,
+    out: Activation,
+    loss: Loss,
+) -> Array2<f64> {
     match (out, loss) {
         (Activation::Softmax, _) => {
             let mut y = Array2::zeros((rows, outputs));
@@ -38,7 +49,9 @@ fn targets(rng: &mut ChaCha8Rng, rows: usize, outputs: usize, out: Activation, l
             }
             y
         }
-        (Activation::Sigmoid, _) => Array2::from_shape_fn((rows, outputs), |_| rng.random_range(0.0..1.0)),
+        (Activation::Sigmoid, _) => {
+            Array2::from_shape_fn((rows, outputs), |_| rng.random_range(0.0..1.0))
+        }
         _ => Array2::from_shape_fn((rows, outputs), |_| rng.random_range(-1.0..1.0)),
     }
 }
@@ -48,7 +61,10 @@ fn check(layers: &[(usize, Activation)], loss: Loss, l2: f64, seed: u64) -> f64 
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let spec = NetworkSpec {
         inputs: 4,
-        layers: layers.iter().map(|&(units, activation)| LayerSpec { units, activation }).collect(),
+        layers: layers
+            .iter()
+            .map(|&(units, activation)| LayerSpec { units, activation })
+            .collect(),
         loss,
     };
     spec.validate().expect("valid spec");
@@ -64,8 +80,7 @@ fn check(layers: &[(usize, Activation)], loss: Loss, l2: f64, seed: u64) -> f64 
     }
     let grads = f.gradients(x.view(), y.view());
     let mut worst = 0f64;
-    let n_layers = f.network().layers().len();
-    for l in 0..n_layers {
+    for (l, grad) in grads.iter().enumerate() {
         let (rows_w, cols_w) = f.network().layers()[l].weights.dim();
         let mut params: Vec<(Option<(usize, usize)>, usize)> = Vec::new();
         for i in 0..rows_w {
@@ -76,8 +91,8 @@ fn check(layers: &[(usize, Activation)], loss: Loss, l2: f64, seed: u64) -> f64 
         }
         for (w, b) in params {
             let analytic = match w {
-                Some(ij) => grads[l].weights[ij],
-                None => grads[l].bias[b],
+                Some(ij) => grad.weights[ij],
+                None => grad.bias[b],
             };
             let nudge = |f: &mut Fitter<f64>, d: f64| {
                 let layer = &mut f.network_mut().layers_mut()[l];
@@ -105,8 +120,16 @@ fn every_hidden_activation_with_every_output_and_cost() {
     for (h, hidden) in HIDDEN.iter().enumerate() {
         for (k, &(out, loss)) in HEADS.iter().enumerate() {
             let units = if out == Activation::Softmax { 3 } else { 2 };
-            let err = check(&[(5, *hidden), (units, out)], loss, 0.0, (h * 10 + k) as u64);
-            assert!(err < TOL, "hidden {hidden:?}, output {out:?}, loss {loss:?}: relative error {err:e}");
+            let err = check(
+                &[(5, *hidden), (units, out)],
+                loss,
+                0.0,
+                (h * 10 + k) as u64,
+            );
+            assert!(
+                err < TOL,
+                "hidden {hidden:?}, output {out:?}, loss {loss:?}: relative error {err:e}"
+            );
             worst = worst.max(err);
         }
     }
@@ -117,9 +140,16 @@ fn every_hidden_activation_with_every_output_and_cost() {
 fn three_layer_network_with_l2() {
     for (seed, &(out, loss)) in HEADS.iter().enumerate() {
         let units = if out == Activation::Softmax { 3 } else { 2 };
-        let layers = [(6, Activation::Tanh), (5, Activation::LeakyRelu), (units, out)];
+        let layers = [
+            (6, Activation::Tanh),
+            (5, Activation::LeakyRelu),
+            (units, out),
+        ];
         let err = check(&layers, loss, 0.01, 100 + seed as u64);
-        assert!(err < TOL, "3 layers, output {out:?}, loss {loss:?}: relative error {err:e}");
+        assert!(
+            err < TOL,
+            "3 layers, output {out:?}, loss {loss:?}: relative error {err:e}"
+        );
     }
 }
 
@@ -129,7 +159,12 @@ fn saturated_cross_entropy_stays_finite() {
     // One layer whose z is ±1000: softmax and sigmoid saturate completely.
     for (out, units) in [(Activation::Softmax, 2), (Activation::Sigmoid, 2)] {
         let w = Array2::from_shape_vec((units, 1), vec![1000.0f32, -1000.0]).unwrap();
-        let net = Network::from_layers(vec![Dense { weights: w, bias: ndarray::Array1::zeros(units), activation: out }]).unwrap();
+        let net = Network::from_layers(vec![Dense {
+            weights: w,
+            bias: ndarray::Array1::zeros(units),
+            activation: out,
+        }])
+        .unwrap();
         let mut f = Fitter::new(net, Loss::CrossEntropy, &Optimizer::Sgd, 0.0, 1, 1).unwrap();
         assert!(f.head() != Head::Mse(out));
         let x = ndarray::array![[1.0f32]];
@@ -137,6 +172,9 @@ fn saturated_cross_entropy_stays_finite() {
         let cost = f.objective(x.view(), y.view());
         assert!(cost.is_finite() && cost > 999.0, "{out:?}: cost {cost}");
         let g = f.gradients(x.view(), y.view());
-        assert!(g.iter().all(|g| g.weights.iter().all(|v| v.is_finite())), "{out:?}: gradient not finite");
+        assert!(
+            g.iter().all(|g| g.weights.iter().all(|v| v.is_finite())),
+            "{out:?}: gradient not finite"
+        );
     }
 }

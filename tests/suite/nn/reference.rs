@@ -51,36 +51,75 @@
 //!
 //! Our f64 results must match to 1e-12 (only summation order differs); our f32 results, which
 //! is what training uses, to 2e-6.
+// The constants are pasted verbatim from NumPy's output.
+#![allow(clippy::excessive_precision)]
 
 use mlpd::nn::{Activation, Dense, Fitter, Loss, Network, Optimizer, Scalar};
 use ndarray::{Array1, Array2, array};
 
 fn x() -> Array2<f64> {
-    array![[0.5, -1.0, 2.0], [1.5, 0.25, -0.5], [-0.75, 0.8, 0.1], [0.0, -0.3, 1.2], [2.0, 1.0, -1.0]]
+    array![
+        [0.5, -1.0, 2.0],
+        [1.5, 0.25, -0.5],
+        [-0.75, 0.8, 0.1],
+        [0.0, -0.3, 1.2],
+        [2.0, 1.0, -1.0]
+    ]
 }
 
 fn y() -> Array2<f64> {
-    array![[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    array![
+        [1.0, 0.0, 0.0],
+        [0.0, 0.0, 1.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [1.0, 0.0, 0.0]
+    ]
 }
 
 fn net<F: Scalar>(hidden: Activation, out: Activation) -> Network<F> {
-    let w1 = array![[0.2, -0.4, 0.1], [0.5, 0.3, -0.2], [-0.3, 0.8, 0.6], [0.05, -0.1, 0.4]];
+    let w1 = array![
+        [0.2, -0.4, 0.1],
+        [0.5, 0.3, -0.2],
+        [-0.3, 0.8, 0.6],
+        [0.05, -0.1, 0.4]
+    ];
     let b1 = array![0.1, -0.2, 0.05, 0.0];
-    let w2 = array![[0.3, -0.6, 0.2, 0.7], [-0.5, 0.4, 0.9, -0.1], [0.25, 0.1, -0.3, 0.5]];
+    let w2 = array![
+        [0.3, -0.6, 0.2, 0.7],
+        [-0.5, 0.4, 0.9, -0.1],
+        [0.25, 0.1, -0.3, 0.5]
+    ];
     let b2 = array![0.0, 0.1, -0.1];
     Network::<f64>::from_layers(vec![
-        Dense { weights: w1, bias: b1, activation: hidden },
-        Dense { weights: w2, bias: b2, activation: out },
+        Dense {
+            weights: w1,
+            bias: b1,
+            activation: hidden,
+        },
+        Dense {
+            weights: w2,
+            bias: b2,
+            activation: out,
+        },
     ])
     .unwrap()
     .cast()
 }
 
-fn close<F: Scalar, D: ndarray::Dimension>(got: &ndarray::Array<F, D>, want: &ndarray::Array<f64, D>, tol: f64, what: &str) {
+fn close<F: Scalar, D: ndarray::Dimension>(
+    got: &ndarray::Array<F, D>,
+    want: &ndarray::Array<f64, D>,
+    tol: f64,
+    what: &str,
+) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     for (g, w) in got.iter().zip(want.iter()) {
         let g = g.as_f64();
-        assert!((g - w).abs() <= tol * w.abs().max(1.0), "{what}: got {g}, want {w} (tolerance {tol})");
+        assert!(
+            (g - w).abs() <= tol * w.abs().max(1.0),
+            "{what}: got {g}, want {w} (tolerance {tol})"
+        );
     }
 }
 
@@ -111,18 +150,50 @@ fn cases() -> [Case; 2] {
                 [0.16911462052732557, 0.47380514993081874, 0.3570802295418557]
             ],
             sgd_w1: array![
-                [0.3394299469222587, -0.3712141528435012, -0.00146764731606056],
+                [
+                    0.3394299469222587,
+                    -0.3712141528435012,
+                    -0.00146764731606056
+                ],
                 [0.435323161311927, 0.31552120244392234, -0.17171156378640023],
                 [-0.39959126119693217, 0.7728882271433671, 0.698529151119032],
-                [0.17754279358193148, -0.0790505806745359, 0.31571894206899354]
+                [
+                    0.17754279358193148,
+                    -0.0790505806745359,
+                    0.31571894206899354
+                ]
             ],
-            sgd_b2: array![0.01914544343374337, 0.12361141322338581, -0.14275685665712917],
+            sgd_b2: array![
+                0.01914544343374337,
+                0.12361141322338581,
+                -0.14275685665712917
+            ],
             adam_w2: array![
-                [3.9999996607147187e-01, -5.0000000732065519e-01, 1.0000000960648008e-01, 6.0000002501441252e-01],
-                [-5.9999994497441000e-01, 3.0000000480491051e-01, 9.9999999481575141e-01, -1.1491029544563602e-08],
-                [1.5000008849268404e-01, 1.9999998601802205e-01, -3.9999998873817999e-01, 4.0000002125513212e-01]
+                [
+                    3.9999996607147187e-01,
+                    -5.0000000732065519e-01,
+                    1.0000000960648008e-01,
+                    6.0000002501441252e-01
+                ],
+                [
+                    -5.9999994497441000e-01,
+                    3.0000000480491051e-01,
+                    9.9999999481575141e-01,
+                    -1.1491029544563602e-08
+                ],
+                [
+                    1.5000008849268404e-01,
+                    1.9999998601802205e-01,
+                    -3.9999998873817999e-01,
+                    4.0000002125513212e-01
+                ]
             ],
-            adam_b1: array![3.6849991696952245e-08, -1.0000001318114958e-01, 1.4999996328475773e-01, -9.9999964151472942e-02],
+            adam_b1: array![
+                3.6849991696952245e-08,
+                -1.0000001318114958e-01,
+                1.4999996328475773e-01,
+                -9.9999964151472942e-02
+            ],
         },
         Case {
             hidden: Activation::Sigmoid,
@@ -137,40 +208,111 @@ fn cases() -> [Case; 2] {
                 [0.5105219794519948, 0.6215769432398515, 0.5449346742321287]
             ],
             sgd_w1: array![
-                [0.20866231195708596, -0.40030423210373844, 0.09604780625956187],
-                [0.4930254214891835, 0.30163488610520367, -0.19991722767348905],
+                [
+                    0.20866231195708596,
+                    -0.40030423210373844,
+                    0.09604780625956187
+                ],
+                [
+                    0.4930254214891835,
+                    0.30163488610520367,
+                    -0.19991722767348905
+                ],
                 [-0.3119066898472337, 0.7995733186227345, 0.6032200884676014],
-                [0.05385822110743368, -0.1015353237348406, 0.39403008141498347]
+                [
+                    0.05385822110743368,
+                    -0.1015353237348406,
+                    0.39403008141498347
+                ]
             ],
-            sgd_b2: array![-0.02213321383280129, 0.07366482806402264, -0.14311486762302988],
+            sgd_b2: array![
+                -0.02213321383280129,
+                0.07366482806402264,
+                -0.14311486762302988
+            ],
             adam_w2: array![
-                [2.0000004830119686e-01, -6.9999993754696421e-01, 1.0000003331551520e-01, 6.0000004309869337e-01],
-                [-5.9999996998500449e-01, 3.0000002568488354e-01, 8.0000006030598070e-01, -1.9999996227692479e-01],
-                [1.5000002124198408e-01, 2.7147717449049757e-08, -3.9999998178826524e-01, 4.0000001990907597e-01]
+                [
+                    2.0000004830119686e-01,
+                    -6.9999993754696421e-01,
+                    1.0000003331551520e-01,
+                    6.0000004309869337e-01
+                ],
+                [
+                    -5.9999996998500449e-01,
+                    3.0000002568488354e-01,
+                    8.0000006030598070e-01,
+                    -1.9999996227692479e-01
+                ],
+                [
+                    1.5000002124198408e-01,
+                    2.7147717449049757e-08,
+                    -3.9999998178826524e-01,
+                    4.0000001990907597e-01
+                ]
             ],
-            adam_b1: array![4.4492493733727656e-07, -1.0000069457226235e-01, -4.9999874611835818e-02, -9.9999940087869943e-02],
+            adam_b1: array![
+                4.4492493733727656e-07,
+                -1.0000069457226235e-01,
+                -4.9999874611835818e-02,
+                -9.9999940087869943e-02
+            ],
         },
     ]
 }
 
 fn check_case<F: Scalar>(c: &Case, tol: f64) {
-    let what = format!("{:?}/{:?}/{:?} in {}", c.hidden, c.out, c.loss, std::any::type_name::<F>());
+    let what = format!(
+        "{:?}/{:?}/{:?} in {}",
+        c.hidden,
+        c.out,
+        c.loss,
+        std::any::type_name::<F>()
+    );
     let (x, y) = (x().mapv(F::from_f64), y().mapv(F::from_f64));
     // Forward output and cost.
     let n = net::<F>(c.hidden, c.out);
-    close(&n.predict(x.view()), &c.output, tol, &format!("{what}: output"));
+    close(
+        &n.predict(x.view()),
+        &c.output,
+        tol,
+        &format!("{what}: output"),
+    );
     let mut f = Fitter::new(n.clone(), c.loss, &Optimizer::Sgd, 0.0, 5, 1).unwrap();
     let cost = f.objective(x.view(), y.view()).as_f64();
-    assert!((cost - c.cost).abs() <= tol, "{what}: cost {cost}, want {}", c.cost);
+    assert!(
+        (cost - c.cost).abs() <= tol,
+        "{what}: cost {cost}, want {}",
+        c.cost
+    );
     // One plain gradient-descent step (the fused update), lr 0.5.
     f.step(x.view(), y.view(), F::from_f64(0.5));
-    close(&f.network().layers()[0].weights, &c.sgd_w1, tol, &format!("{what}: W1 after sgd"));
-    close(&f.network().layers()[1].bias, &c.sgd_b2, tol, &format!("{what}: b2 after sgd"));
+    close(
+        &f.network().layers()[0].weights,
+        &c.sgd_w1,
+        tol,
+        &format!("{what}: W1 after sgd"),
+    );
+    close(
+        &f.network().layers()[1].bias,
+        &c.sgd_b2,
+        tol,
+        &format!("{what}: b2 after sgd"),
+    );
     // One Adam step, lr 0.1.
     let mut f = Fitter::new(n, c.loss, &Optimizer::adam(), 0.0, 5, 1).unwrap();
     f.step(x.view(), y.view(), F::from_f64(0.1));
-    close(&f.network().layers()[1].weights, &c.adam_w2, tol, &format!("{what}: W2 after adam"));
-    close(&f.network().layers()[0].bias, &c.adam_b1, tol, &format!("{what}: b1 after adam"));
+    close(
+        &f.network().layers()[1].weights,
+        &c.adam_w2,
+        tol,
+        &format!("{what}: W2 after adam"),
+    );
+    close(
+        &f.network().layers()[0].bias,
+        &c.adam_b1,
+        tol,
+        &format!("{what}: b1 after adam"),
+    );
 }
 
 #[test]

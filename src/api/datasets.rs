@@ -1,0 +1,239 @@
+//! `/v1/datasets`: upload (JSON, or CSV streamed straight into the parser), list, inspect,
+//! delete.
+
+use super::extract::{Path, content_type, parse_json};
+use super::jobs::dataset_not_found;
+use super::views::DatasetView;
+use crate::datasets::StoredDataset;
+use crate::domain::csv::{CsvError, CsvOptions, Task};
+use crate::domain::dataset::{DatasetJson, check_name};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use futures_util::TryStreamExt;
+use http_body_util::BodyExt;
+use serde::Serialize;
+use std::sync::Arc;
+use time::OffsetDateTime;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Serialize, ToSchema)]
+pub struct DatasetList {
+    pub datasets: Vec<DatasetView>,
+}
+
+/// Upload a dataset as JSON, or as CSV with a header row.
+///
+/// CSV: `?target=COLUMN` (repeat for several regression targets), optional `?name=` and
+/// `?task=regression|classification`. A target column holding integers or strings is a class
+/// label unless `task` says otherwise.
+#[utoipa::path(post, path = "/v1/datasets", tag = "datasets",
+    request_body(content(
+        (DatasetJson = "application/json"),
+        (String = "text/csv", example = "sepal_length,sepal_width,species\n5.1,3.5,setosa\n"),
+    )),
+    params(
+        ("target" = Option<Vec<String>>, Query, description = "CSV: target column (repeatable)", explode = true),
+        ("name" = Option<String>, Query, description = "CSV: dataset name"),
+        ("task" = Option<Task>, Query, description = "CSV: regression or classification (default: guessed)"),
+    ),
+    responses(
+        (status = 201, description = "The dataset", body = DatasetView,
+            headers(("Location" = String, description = "The dataset's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor CSV", body = ErrorBody),
+        (status = 422, description = "Invalid data", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = state.config.max_dataset_bytes;
+    let max_cells = state.config.max_dataset_cells;
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("datasets are limited to {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let (name, data) = match content_type(req.headers()).as_deref() {
+        Some("application/json") => {
+            let body = http_body_util::Limited::new(req.into_body(), limit);
+            let bytes = match body.collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) if is_length_limit(e.as_ref()) => return Err(too_large()),
+                Err(_) => {
+                    return Err(ApiError::new(
+                        ErrorCode::MalformedJson,
+                        "the request body could not be read",
+                    ));
+                }
+            };
+            let json: DatasetJson = parse_json(&bytes)?;
+            drop(bytes);
+            tokio::task::spawn_blocking(move || json.into_dataset(max_cells))
+                .await
+                .map_err(ApiError::internal)??
+        }
+        Some("text/csv") => {
+            let opts = csv_options(req.uri().query().unwrap_or(""), max_cells)?;
+            let stream = http_body_util::Limited::new(req.into_body(), limit);
+            let stream =
+                TryStreamExt::map_err(Body::new(stream).into_data_stream(), std::io::Error::other);
+            let reader = SyncIoBridge::new(StreamReader::new(stream));
+            let (name, opts) = opts;
+            let parsed =
+                tokio::task::spawn_blocking(move || crate::domain::csv::parse(reader, &opts))
+                    .await
+                    .map_err(ApiError::internal)?;
+            match parsed {
+                Ok(d) => (name, d),
+                Err(CsvError::Io(e)) if is_length_limit(&e) => return Err(too_large()),
+                Err(e) => return Err(ApiError::invalid("body", e)),
+            }
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "send the dataset as application/json or text/csv",
+            ));
+        }
+    };
+    let stored = state.datasets.insert(StoredDataset {
+        id: Uuid::new_v4(),
+        name,
+        created_at: OffsetDateTime::now_utc(),
+        data: Arc::new(data),
+    });
+    tracing::info!(dataset_id = %stored.id, rows = stored.data.rows(), "dataset stored");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/datasets/{}", stored.id))],
+        axum::Json(DatasetView::from(stored.as_ref())),
+    ))
+}
+
+/// Whether an error, or any error behind it, is a body that passed its size limit.
+fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| is_length_limit(inner))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// `?target=a&target=b&name=x&task=regression`.
+fn csv_options(query: &str, max_cells: usize) -> Result<(Option<String>, CsvOptions), ApiError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query).map_err(|e| ApiError::invalid("query", e))?;
+    let mut opts = CsvOptions {
+        max_cells: Some(max_cells),
+        ..Default::default()
+    };
+    let mut name = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "target" => opts.targets.push(v),
+            "name" => name = Some(v),
+            "task" => {
+                opts.task = Some(match v.as_str() {
+                    "regression" => Task::Regression,
+                    "classification" => Task::Classification,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "task",
+                            "must be regression or classification",
+                        ));
+                    }
+                })
+            }
+            other => return Err(ApiError::invalid(other, "is not a parameter of this route")),
+        }
+    }
+    if opts.targets.is_empty() {
+        return Err(ApiError::invalid(
+            "target",
+            "name the target column: ?target=COLUMN",
+        ));
+    }
+    check_name(&name)?;
+    Ok((name, opts))
+}
+
+/// List datasets, oldest first.
+#[utoipa::path(get, path = "/v1/datasets", tag = "datasets",
+    responses((status = 200, description = "All datasets", body = DatasetList)))]
+pub async fn list(State(state): State<AppState>) -> axum::Json<DatasetList> {
+    axum::Json(DatasetList {
+        datasets: state
+            .datasets
+            .list()
+            .iter()
+            .map(|d| DatasetView::from(d.as_ref()))
+            .collect(),
+    })
+}
+
+/// A dataset's shape and classes.
+#[utoipa::path(get, path = "/v1/datasets/{id}", tag = "datasets",
+    params(("id" = Uuid, Path, description = "Dataset id")),
+    responses(
+        (status = 200, description = "The dataset", body = DatasetView),
+        (status = 404, description = "No such dataset", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<DatasetView>, ApiError> {
+    let d = state
+        .datasets
+        .get(id)
+        .ok_or_else(|| dataset_not_found(id))?;
+    Ok(axum::Json(DatasetView::from(d.as_ref())))
+}
+
+/// Delete a dataset.
+#[utoipa::path(delete, path = "/v1/datasets/{id}", tag = "datasets",
+    params(("id" = Uuid, Path, description = "Dataset id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such dataset", body = ErrorBody),
+        (status = 409, description = "A queued or running job uses it", body = ErrorBody),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let _admin = state.admin_lock();
+    if state.jobs.active(|j| j.dataset_id == Some(id)) > 0 {
+        return Err(ApiError::new(
+            ErrorCode::DatasetInUse,
+            format!("dataset {id} is used by a queued or running job"),
+        ));
+    }
+    if !state.datasets.remove(id) {
+        return Err(dataset_not_found(id));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,40 @@
+//! Liveness and readiness.
+
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "Alive", body = Health)))]
+pub async fn health() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The service can do its work: training workers alive and not shutting down.
+#[utoipa::path(get, path = "/ready", tag = "health", responses(
+    (status = 200, description = "Ready", body = Health),
+    (status = 503, description = "Not ready", body = Health),
+))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+    let ok = state.jobs.workers_alive() && !*state.shutdown.borrow();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(Health {
+            status: if ok { "ready" } else { "unavailable" }.into(),
+        }),
+    )
+}

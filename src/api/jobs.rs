@@ -1,0 +1,191 @@
+//! Training jobs: submit (`POST /v1/models/{name}/train` → 202), inspect, list, cancel.
+
+use super::extract::{Json, Path, Query};
+use super::models::{model_not_found, parse_name};
+use super::views::JobView;
+use crate::domain::train::{DataSource, TrainRequest};
+use crate::error::{ApiError, ErrorBody, ErrorCode};
+use crate::jobs::{Job, JobStatus};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Start training a model (asynchronously).
+#[utoipa::path(post, path = "/v1/models/{name}/train", tag = "jobs", request_body = TrainRequest,
+    params(("name" = String, Path, description = "Model name")),
+    responses(
+        (status = 202, description = "The job, queued", body = JobView,
+            headers(("Location" = String, description = "The job's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 404, description = "No such model or dataset", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Invalid parameter, or data that does not fit the model", body = ErrorBody),
+        (status = 429, description = "The job queue is full; retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ))]
+pub async fn train(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Json(req): Json<TrainRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let name = parse_name(&name)?;
+    let (params, source) = req.into_parts()?;
+    let (dataset_id, data) = match source {
+        DataSource::Stored(id) => {
+            let d = state
+                .datasets
+                .get(id)
+                .ok_or_else(|| dataset_not_found(id))?;
+            (Some(id), d.data.clone())
+        }
+        DataSource::Inline(d) => {
+            let max = state.config.max_dataset_cells;
+            let (_, data) = tokio::task::spawn_blocking(move || d.into_dataset(max))
+                .await
+                .map_err(ApiError::internal)??;
+            (None, Arc::new(data))
+        }
+    };
+    let _admin = state.admin_lock();
+    let model = state
+        .registry
+        .get(&name)
+        .ok_or_else(|| model_not_found(name.as_str()))?;
+    if dataset_id.is_some_and(|id| state.datasets.get(id).is_none()) {
+        return Err(dataset_not_found(dataset_id.unwrap_or_default()));
+    }
+    // Data that cannot train this model is refused now, not after the job is queued.
+    crate::nn::check_data(&model.spec, &data, &params)?;
+    let job = Job::new(name, dataset_id, model.spec.clone(), params, data);
+    let job = state.jobs.submit(job).map_err(|_| {
+        ApiError::new(
+            ErrorCode::QueueFull,
+            "the training queue is full; retry later",
+        )
+        .retry_after(5)
+    })?;
+    tracing::info!(job_id = %job.id, model = %job.model, "job queued");
+    let view = JobView::of(&job, true);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/jobs/{}", job.id))],
+        axum::Json(view),
+    ))
+}
+
+pub fn dataset_not_found(id: Uuid) -> ApiError {
+    ApiError::new(ErrorCode::DatasetNotFound, format!("no dataset {id}"))
+}
+
+pub fn job_not_found(id: Uuid) -> ApiError {
+    ApiError::new(ErrorCode::JobNotFound, format!("no job {id}"))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct JobQuery {
+    /// Only jobs of this model.
+    pub model: Option<String>,
+    /// Only jobs in this state.
+    pub status: Option<JobStatus>,
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// Jobs to skip (newest first).
+    #[param(minimum = 0)]
+    pub offset: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobList {
+    /// Newest first, without histories.
+    pub jobs: Vec<JobView>,
+    /// Jobs matching the filters, over all pages.
+    pub total: usize,
+    /// The offset of the next page, if there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+}
+
+/// List jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobList),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<JobQuery>,
+) -> Result<axum::Json<JobList>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let matching: Vec<_> = state
+        .jobs
+        .list()
+        .into_iter()
+        .filter(|j| q.model.as_deref().is_none_or(|m| j.model.as_str() == m))
+        .filter(|j| q.status.is_none_or(|s| j.status() == s))
+        .collect();
+    let total = matching.len();
+    let jobs = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|j| JobView::of(j, false))
+        .collect();
+    let next_offset = (offset.saturating_add(limit) < total).then(|| offset + limit);
+    Ok(axum::Json(JobList {
+        jobs,
+        total,
+        next_offset,
+    }))
+}
+
+/// A job with its full epoch history.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<axum::Json<JobView>, ApiError> {
+    let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
+    Ok(axum::Json(JobView::of(&job, true)))
+}
+
+/// Cancel a job: a queued one at once, a running one within one mini-batch. The model keeps
+/// serving its previous version.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id")),
+    responses(
+        (status = 202, description = "Cancellation under way (or done, for a queued job)", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has already finished", body = ErrorBody),
+    ))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
+    let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
+    if !job.request_cancel() {
+        return Err(ApiError::new(
+            ErrorCode::JobFinished,
+            format!("job {id} has already finished ({:?})", job.status()),
+        ));
+    }
+    tracing::info!(job_id = %id, "cancel requested");
+    Ok((StatusCode::ACCEPTED, axum::Json(JobView::of(&job, true))))
+}

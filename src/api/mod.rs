@@ -1,0 +1,88 @@
+//! The HTTP API: one router, built with the OpenAPI document from the same handler list.
+
+mod datasets;
+mod events;
+pub mod extract;
+mod health;
+mod jobs;
+mod models;
+mod predict;
+mod views;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
+use axum::Router;
+use std::sync::OnceLock;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "mlpd", description = "Train feed-forward neural networks and serve their predictions over HTTP."),
+    tags(
+        (name = "models", description = "Named models, their versions and predictions"),
+        (name = "datasets", description = "Uploaded training data"),
+        (name = "jobs", description = "Asynchronous training jobs and their live progress"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+struct ApiDoc;
+
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(models::create, models::list))
+        .routes(routes!(models::get, models::delete))
+        .routes(routes!(models::versions))
+        .routes(routes!(models::version))
+        .routes(routes!(jobs::train))
+        .routes(routes!(predict::predict))
+        .routes(routes!(datasets::create, datasets::list))
+        .routes(routes!(datasets::get, datasets::delete))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(events::events))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+}
+
+/// The OpenAPI document of [`router`], as YAML.
+pub fn openapi_yaml() -> &'static str {
+    static YAML: OnceLock<String> = OnceLock::new();
+    YAML.get_or_init(|| {
+        let (_, api) = routes().split_for_parts();
+        api.to_yaml().expect("the OpenAPI document serializes")
+    })
+}
+
+/// Every route with its state.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = routes().split_for_parts();
+    router
+        .route("/openapi.yaml", axum::routing::get(serve_openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn serve_openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        openapi_yaml(),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::RouteNotFound,
+        format!("no route for {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,190 @@
+//! Response bodies: what clients see of models, versions, datasets and jobs.
+
+use crate::datasets::StoredDataset;
+use crate::jobs::{Job, JobError, JobStatus};
+use crate::nn::{
+    EpochReport, LabelSet, LayerSpec, Loss, Normalization, StopReason, Targets, TrainParams,
+};
+use crate::registry::{ModelEntry, ModelVersion, VersionMetrics};
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionView {
+    pub version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    pub job_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_id: Option<Uuid>,
+    pub params: TrainParams,
+    pub metrics: VersionMetrics,
+    /// Input scaling applied automatically at prediction.
+    pub normalize: Normalization,
+    /// The classes of a classifier, in output order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelSet>,
+}
+
+impl From<&ModelVersion> for VersionView {
+    fn from(v: &ModelVersion) -> Self {
+        VersionView {
+            version: v.version,
+            created_at: v.created_at,
+            job_id: v.job_id,
+            dataset_id: v.dataset_id,
+            params: v.params.clone(),
+            metrics: v.metrics.clone(),
+            normalize: v.model.input_scaler.kind,
+            labels: v.model.labels.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelView {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub inputs: usize,
+    pub layers: Vec<LayerSpec>,
+    pub loss: Loss,
+    /// Trainable weights and biases.
+    pub parameters: usize,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// The version predictions use (the newest), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latest_metrics: Option<VersionMetrics>,
+    /// Version numbers, oldest first.
+    pub versions: Vec<u32>,
+}
+
+impl From<&ModelEntry> for ModelView {
+    fn from(m: &ModelEntry) -> Self {
+        ModelView {
+            name: m.name.to_string(),
+            description: m.description.clone(),
+            inputs: m.spec.inputs,
+            layers: m.spec.layers.clone(),
+            loss: m.spec.loss,
+            parameters: m.spec.parameter_count(),
+            created_at: m.created_at,
+            latest_version: m.latest().map(|v| v.version),
+            latest_metrics: m.latest().map(|v| v.metrics.clone()),
+            versions: m.versions.iter().map(|v| v.version).collect(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DatasetView {
+    pub id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub rows: usize,
+    pub input_width: usize,
+    /// Regression datasets: target columns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_width: Option<usize>,
+    /// Classification datasets: the classes in output order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<LabelSet>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&StoredDataset> for DatasetView {
+    fn from(d: &StoredDataset) -> Self {
+        DatasetView {
+            id: d.id,
+            name: d.name.clone(),
+            rows: d.data.rows(),
+            input_width: d.data.input_width(),
+            target_width: d.data.target_width(),
+            classes: match d.data.targets() {
+                Targets::Classes { labels, .. } => Some(labels.clone()),
+                Targets::Values(_) => None,
+            },
+            created_at: d.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dataset_id: Option<Uuid>,
+    pub status: JobStatus,
+    /// Epochs completed.
+    pub epoch: u32,
+    /// Epochs requested.
+    pub epochs: u32,
+    /// `epoch / epochs`, 1 once succeeded.
+    pub progress: f64,
+    /// One record per completed epoch (omitted in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<EpochReport>>,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    /// The version this job created, once succeeded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+    pub params: TrainParams,
+}
+
+impl JobView {
+    pub fn of(job: &Job, with_history: bool) -> Self {
+        let st = job.state();
+        let epoch = st.history.last().map_or(0, |r| r.epoch);
+        let epochs = job.params.epochs;
+        let progress = if st.status == JobStatus::Succeeded {
+            1.0
+        } else {
+            f64::from(epoch) / f64::from(epochs.max(1))
+        };
+        JobView {
+            id: job.id,
+            model: job.model.to_string(),
+            dataset_id: job.dataset_id,
+            status: st.status,
+            epoch,
+            epochs,
+            progress,
+            history: with_history.then(|| st.history.clone()),
+            created_at: job.created_at,
+            started_at: st.started_at,
+            finished_at: st.finished_at,
+            error: st.error.clone(),
+            model_version: st.model_version,
+            stop_reason: st.stop_reason,
+            params: job.params.clone(),
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! The service's configuration: one typed struct, filled from flags and `MLPD_*` environment
+//! variables (flags win), every field documented for `--help`.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// mlpd: train feed-forward neural networks and serve their predictions over HTTP.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "mlpd", version, about)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "MLPD_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Directory that holds the service's data.
+    #[arg(long, env = "MLPD_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Training jobs that run at once, each on its own thread (0: one per core).
+    #[arg(long, env = "MLPD_TRAIN_WORKERS", default_value_t = 0)]
+    pub train_workers: usize,
+    /// Threads one training job's matrix products may use.
+    #[arg(long, env = "MLPD_TRAIN_THREADS", default_value_t = 1)]
+    pub train_threads: usize,
+    /// Jobs that may wait for a worker; submissions beyond it get 429.
+    #[arg(long, env = "MLPD_QUEUE_CAPACITY", default_value_t = 64)]
+    pub queue_capacity: usize,
+    /// Largest request body in bytes, except dataset uploads.
+    #[arg(long, env = "MLPD_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest dataset upload (CSV or JSON) in bytes.
+    #[arg(long, env = "MLPD_MAX_DATASET_BYTES", default_value_t = 256 << 20)]
+    pub max_dataset_bytes: usize,
+    /// Most cells (rows × columns) in one dataset.
+    #[arg(long, env = "MLPD_MAX_DATASET_CELLS", default_value_t = 100_000_000)]
+    pub max_dataset_cells: usize,
+    /// Most trainable parameters in one model.
+    #[arg(long, env = "MLPD_MAX_MODEL_PARAMETERS", default_value_t = 50_000_000)]
+    pub max_model_parameters: usize,
+    /// Predictions computed at once (0: two per core); more wait up to --predict-wait-ms.
+    #[arg(long, env = "MLPD_PREDICT_CONCURRENCY", default_value_t = 0)]
+    pub predict_concurrency: usize,
+    /// How long a prediction may wait for a free slot before it gets 503, in milliseconds.
+    #[arg(long, env = "MLPD_PREDICT_WAIT_MS", default_value_t = 2000)]
+    pub predict_wait_ms: u64,
+    /// Time limit for a request to produce its response headers, in seconds (event streams
+    /// are not cut).
+    #[arg(long, env = "MLPD_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
+    pub request_timeout_secs: u64,
+    /// Seconds to wait for running work on shutdown before exiting anyway.
+    #[arg(long, env = "MLPD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+    /// Interval between keep-alive comments on idle event streams, in seconds.
+    #[arg(long, env = "MLPD_SSE_KEEPALIVE_SECS", default_value_t = 15)]
+    pub sse_keepalive_secs: u64,
+    /// Log line format.
+    #[arg(long, env = "MLPD_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Settings for tests: an ephemeral port on loopback, small limits, two workers.
+    pub fn for_tests() -> Self {
+        let mut c = Config::parse_from(["mlpd"]);
+        c.bind = "127.0.0.1:0".parse().expect("valid address");
+        c.train_workers = 2;
+        c.queue_capacity = 8;
+        c.sse_keepalive_secs = 1;
+        c
+    }
+
+    pub fn workers(&self) -> usize {
+        if self.train_workers == 0 {
+            cores()
+        } else {
+            self.train_workers
+        }
+    }
+
+    pub fn predict_slots(&self) -> usize {
+        if self.predict_concurrency == 0 {
+            2 * cores()
+        } else {
+            self.predict_concurrency
+        }
+    }
+
+    pub fn predict_wait(&self) -> Duration {
+        Duration::from_millis(self.predict_wait_ms)
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,173 @@
+//! The one error type at the HTTP edge and the one table that maps each error code to its
+//! status. Every error body is `{"error": {"code": "...", "message": "...", "field"?: "..."}}`.
+//! Internal causes are logged, never sent to clients.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A stable, machine-readable error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    MalformedJson,
+    UnsupportedMediaType,
+    ValidationFailed,
+    PayloadTooLarge,
+    RouteNotFound,
+    MethodNotAllowed,
+    ModelNotFound,
+    VersionNotFound,
+    DatasetNotFound,
+    JobNotFound,
+    ModelExists,
+    ModelBusy,
+    ModelNotTrained,
+    DatasetInUse,
+    JobFinished,
+    QueueFull,
+    Overloaded,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The table: each code's HTTP status.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            MalformedJson => StatusCode::BAD_REQUEST,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RouteNotFound | ModelNotFound | VersionNotFound | DatasetNotFound | JobNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ModelExists | ModelBusy | ModelNotTrained | DatasetInUse | JobFinished => {
+                StatusCode::CONFLICT
+            }
+            QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answered to a client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub field: Option<String>,
+    pub retry_after_secs: Option<u64>,
+}
+
+/// The error body.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// A sentence for people.
+    pub message: String,
+    /// The request field at fault, where there is one (`layers[1].units`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+            field: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// 422 naming the field at fault.
+    pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        let field = field.into();
+        ApiError {
+            code: ErrorCode::ValidationFailed,
+            message: format!("{field}: {message}"),
+            field: Some(field),
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// An opaque 500; the cause goes to the log only.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        ApiError::new(ErrorCode::Internal, "internal error; see the server log")
+    }
+}
+
+impl From<crate::nn::FieldError> for ApiError {
+    fn from(e: crate::nn::FieldError) -> Self {
+        ApiError::invalid(e.field, e.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+            },
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_client_or_server_error_status() {
+        use ErrorCode::*;
+        for c in [
+            MalformedJson,
+            UnsupportedMediaType,
+            ValidationFailed,
+            PayloadTooLarge,
+            RouteNotFound,
+            MethodNotAllowed,
+            ModelNotFound,
+            VersionNotFound,
+            DatasetNotFound,
+            JobNotFound,
+            ModelExists,
+            ModelBusy,
+            ModelNotTrained,
+            DatasetInUse,
+            JobFinished,
+            QueueFull,
+            Overloaded,
+            Internal,
+        ] {
+            assert!(
+                c.status().is_client_error() || c.status().is_server_error(),
+                "{c:?}"
+            );
+        }
+    }
+}

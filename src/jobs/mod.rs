@@ -1,0 +1,156 @@
+//! The job system: submit → `queued` → a worker thread trains → `succeeded` (a new model
+//! version is published) | `failed` | `canceled`. The queue is bounded: a full one refuses new
+//! work instead of growing without limit.
+
+mod job;
+mod worker;
+
+pub use job::{Job, JobError, JobEvent, JobState, JobStatus};
+
+use crate::registry::Registry;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub struct JobManager {
+    jobs: RwLock<HashMap<Uuid, Arc<Job>>>,
+    queue: Mutex<Option<SyncSender<Arc<Job>>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+/// The queue is full.
+#[derive(Debug)]
+pub struct QueueFull;
+
+impl JobManager {
+    /// Starts `workers` training threads, each letting a job use `threads` threads.
+    pub fn start(
+        registry: Arc<Registry>,
+        workers: usize,
+        threads: usize,
+        capacity: usize,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = sync_channel(capacity);
+        let rx = Arc::new(Mutex::new(rx));
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for i in 0..workers.max(1) {
+            let w = worker::Worker {
+                queue: rx.clone(),
+                registry: registry.clone(),
+                threads,
+                shutting_down: shutting_down.clone(),
+            };
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("mlpd-train-{i}"))
+                    .spawn(move || w.run())?,
+            );
+        }
+        Ok(JobManager {
+            jobs: RwLock::new(HashMap::new()),
+            queue: Mutex::new(Some(tx)),
+            workers: Mutex::new(handles),
+            shutting_down,
+        })
+    }
+
+    /// Records the job and queues it.
+    ///
+    /// # Errors
+    /// `QueueFull` when no more jobs may wait (nothing is recorded then).
+    pub fn submit(&self, job: Job) -> Result<Arc<Job>, QueueFull> {
+        let job = Arc::new(job);
+        let queue = self.queue.lock().expect("queue lock");
+        let Some(tx) = queue.as_ref() else {
+            return Err(QueueFull);
+        };
+        self.jobs
+            .write()
+            .expect("jobs lock")
+            .insert(job.id, job.clone());
+        match tx.try_send(job.clone()) {
+            Ok(()) => Ok(job),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.jobs.write().expect("jobs lock").remove(&job.id);
+                Err(QueueFull)
+            }
+        }
+    }
+
+    pub fn get(&self, id: Uuid) -> Option<Arc<Job>> {
+        self.jobs.read().expect("jobs lock").get(&id).cloned()
+    }
+
+    /// All jobs, newest first.
+    pub fn list(&self) -> Vec<Arc<Job>> {
+        let mut v: Vec<_> = self
+            .jobs
+            .read()
+            .expect("jobs lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        v
+    }
+
+    /// Jobs not yet finished that match `pred`.
+    pub fn active(&self, pred: impl Fn(&Job) -> bool) -> usize {
+        self.jobs
+            .read()
+            .expect("jobs lock")
+            .values()
+            .filter(|j| !j.status().is_finished() && pred(j))
+            .count()
+    }
+
+    /// Queued jobs and running jobs.
+    pub fn counts(&self) -> (usize, usize) {
+        let jobs = self.jobs.read().expect("jobs lock");
+        let queued = jobs
+            .values()
+            .filter(|j| j.status() == JobStatus::Queued)
+            .count();
+        let running = jobs
+            .values()
+            .filter(|j| j.status() == JobStatus::Running)
+            .count();
+        (queued, running)
+    }
+
+    pub fn workers_alive(&self) -> bool {
+        self.workers
+            .lock()
+            .expect("workers lock")
+            .iter()
+            .all(|h| !h.is_finished())
+    }
+
+    /// Stops taking jobs, stops running ones (they end `failed`/`interrupted`), and waits up
+    /// to `grace` for the workers to finish. Blocking: call off the async runtime.
+    pub fn shutdown(&self, grace: Duration) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        self.queue.lock().expect("queue lock").take();
+        for job in self.jobs.read().expect("jobs lock").values() {
+            if job.status() == JobStatus::Queued {
+                job.fail("interrupted", "the server shut down before the job ran");
+            }
+        }
+        let deadline = Instant::now() + grace;
+        let handles = std::mem::take(&mut *self.workers.lock().expect("workers lock"));
+        for h in handles {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! A real server on an ephemeral port per test, and a client for it.
+
+use mlpd::{App, Config};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::for_tests();
+    tweak(&mut config);
+    let app = App::build(config).await.expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        client: Client::new(),
+        stop: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_csv(&self, path: &str, csv: impl Into<reqwest::Body>) -> Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "text/csv")
+            .body(csv)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Creates a model; panics unless 201.
+    pub async fn create_model(&self, name: &str, inputs: usize, layers: Value) -> Value {
+        let r = self
+            .post(
+                "/v1/models",
+                &json!({"name": name, "inputs": inputs, "layers": layers}),
+            )
+            .await;
+        expect(r, StatusCode::CREATED).await
+    }
+
+    /// Uploads a repo dataset as CSV; returns its id.
+    pub async fn upload(&self, file: &str, target: &str) -> String {
+        let body = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("datasets")
+                .join(file),
+        )
+        .unwrap();
+        let r = self
+            .post_csv(&format!("/v1/datasets?target={target}"), body)
+            .await;
+        expect(r, StatusCode::CREATED).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Starts training; returns the job id.
+    pub async fn train(&self, model: &str, body: Value) -> String {
+        let r = self.post(&format!("/v1/models/{model}/train"), &body).await;
+        expect(r, StatusCode::ACCEPTED).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Polls a job until `pred` holds (30 s at most).
+    pub async fn wait_job(&self, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let job: Value = self
+                .get(&format!("/v1/jobs/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if pred(&job) {
+                return job;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "job never reached the state: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_done(&self, id: &str) -> Value {
+        self.wait_job(id, |j| {
+            matches!(
+                j["status"].as_str(),
+                Some("succeeded" | "failed" | "canceled")
+            )
+        })
+        .await
+    }
+
+    /// Iris, 4-16-3, trained to completion: (model name, dataset id).
+    pub async fn trained_iris(&self, name: &str) -> String {
+        self.create_model(
+            name,
+            4,
+            json!([{"units": 16, "activation": "relu"}, {"units": 3, "activation": "softmax"}]),
+        )
+        .await;
+        let ds = self.upload("iris.csv", "species").await;
+        let job = self
+            .train(
+                name,
+                json!({"dataset_id": ds, "epochs": 60, "learning_rate": 0.02, "batch_size": 16}),
+            )
+            .await;
+        let done = self.wait_done(&job).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        ds
+    }
+
+    /// Stops the server the way a signal would, and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(15), h)
+                .await
+                .expect("server stops in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts the status and returns the JSON body.
+pub async fn expect(r: Response, status: StatusCode) -> Value {
+    let got = r.status();
+    let text = r.text().await.unwrap_or_default();
+    assert_eq!(got, status, "body: {text}");
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+}
+
+/// Asserts an error response: status, JSON error shape and code; returns the error object.
+pub async fn expect_error(r: Response, status: StatusCode, code: &str) -> Value {
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = expect(r, status).await;
+    assert!(
+        ct.starts_with("application/json"),
+        "content type {ct}: {body}"
+    );
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body["error"].clone()
+}
+
+/// A Server-Sent Events reader over a streaming response.
+pub struct Sse {
+    resp: Response,
+    buf: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+impl Sse {
+    pub async fn open(app: &TestApp, path: &str, last_event_id: Option<u32>) -> Sse {
+        let mut req = app.client.get(app.url(path));
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        Sse {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next event (keep-alive comments skipped); `None` when the stream closes.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut event, mut id, mut data) = (String::from("message"), None, String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a comment (keep-alive)
+                }
+                return Some(SseEvent {
+                    event,
+                    id,
+                    data: serde_json::from_str(&data).expect("event data is JSON"),
+                });
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.resp.chunk())
+                .await
+                .expect("event in time")
+                .ok()??;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Every event until the stream closes.
+    pub async fn collect(mut self) -> Vec<SseEvent> {
+        let mut v = Vec::new();
+        while let Some(e) = self.next().await {
+            v.push(e);
+        }
+        v
+    }
+}

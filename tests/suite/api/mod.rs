@@ -1,0 +1,8 @@
+//! The HTTP service, driven over real HTTP against a server on an ephemeral port.
+
+mod datasets;
+mod events;
+mod helpers;
+mod models;
+mod predict;
+mod training;
