@@ -45,6 +45,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::events))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
+        .routes(routes!(serve_openapi))
 }
 
 /// The OpenAPI document of [`router`], as YAML.
@@ -60,12 +61,14 @@ pub fn openapi_yaml() -> &'static str {
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
     router
-        .route("/openapi.yaml", axum::routing::get(serve_openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.yaml", tag = "health",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/yaml", body = String)))]
 async fn serve_openapi() -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/yaml")],

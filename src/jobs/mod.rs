@@ -6,6 +6,7 @@ mod job;
 mod worker;
 
 pub use job::{Job, JobError, JobEvent, JobState, JobStatus};
+pub use worker::TrainFn;
 
 use crate::registry::Registry;
 use std::collections::HashMap;
@@ -29,11 +30,28 @@ pub struct QueueFull;
 
 impl JobManager {
     /// Starts `workers` training threads, each letting a job use `threads` threads.
+    ///
+    /// # Errors
+    /// A thread cannot be spawned.
     pub fn start(
         registry: Arc<Registry>,
         workers: usize,
         threads: usize,
         capacity: usize,
+    ) -> std::io::Result<Self> {
+        Self::start_with(registry, workers, threads, capacity, crate::nn::train)
+    }
+
+    /// [`JobManager::start`] with another training function (tests inject failures with it).
+    ///
+    /// # Errors
+    /// A thread cannot be spawned.
+    pub fn start_with(
+        registry: Arc<Registry>,
+        workers: usize,
+        threads: usize,
+        capacity: usize,
+        train_fn: TrainFn,
     ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(capacity);
         let rx = Arc::new(Mutex::new(rx));
@@ -42,6 +60,7 @@ impl JobManager {
         for i in 0..workers.max(1) {
             let w = worker::Worker {
                 queue: rx.clone(),
+                train_fn,
                 registry: registry.clone(),
                 threads,
                 shutting_down: shutting_down.clone(),
@@ -152,5 +171,102 @@ impl JobManager {
                 let _ = h.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ModelName;
+    use crate::nn::{
+        Activation, Dataset, Label, LayerSpec, Loss, NetworkSpec, Observer, TrainError,
+        TrainOutcome, TrainParams,
+    };
+    use crate::registry::ModelEntry;
+
+    /// Panics on the first job it sees with 13 epochs, trains the rest for real.
+    fn flaky(
+        spec: &NetworkSpec,
+        data: &Dataset,
+        params: &TrainParams,
+        threads: usize,
+        obs: &mut (dyn Observer + Send),
+    ) -> Result<TrainOutcome, TrainError> {
+        assert!(params.epochs != 13, "injected failure");
+        crate::nn::train(spec, data, params, threads, obs)
+    }
+
+    #[test]
+    fn a_panicking_job_fails_and_the_worker_carries_on() {
+        let registry = Arc::new(Registry::default());
+        let spec = NetworkSpec {
+            inputs: 1,
+            layers: vec![LayerSpec {
+                units: 2,
+                activation: Activation::Softmax,
+            }],
+            loss: Loss::CrossEntropy,
+        };
+        let name = ModelName::parse("m").unwrap();
+        registry.create(ModelEntry {
+            name: name.clone(),
+            spec: spec.clone(),
+            description: None,
+            created_at: time::OffsetDateTime::now_utc(),
+            versions: vec![],
+            next_version: 1,
+        });
+        let data = Arc::new(
+            Dataset::classification(
+                ndarray::array![[0.0f32], [1.0]],
+                &[Label::Int(0), Label::Int(1)],
+            )
+            .unwrap(),
+        );
+        let jobs = JobManager::start_with(registry.clone(), 1, 1, 4, flaky).unwrap();
+        let bad = jobs
+            .submit(Job::new(
+                name.clone(),
+                None,
+                spec.clone(),
+                TrainParams {
+                    epochs: 13,
+                    ..Default::default()
+                },
+                data.clone(),
+            ))
+            .unwrap();
+        let good = jobs
+            .submit(Job::new(
+                name.clone(),
+                None,
+                spec,
+                TrainParams {
+                    epochs: 2,
+                    ..Default::default()
+                },
+                data,
+            ))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !good.status().is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(bad.status(), JobStatus::Failed);
+        let err = bad.state().error.clone().unwrap();
+        assert_eq!(err.code, "internal");
+        assert!(
+            !err.message.contains("injected"),
+            "the panic text stays in the log: {}",
+            err.message
+        );
+        assert_eq!(
+            good.status(),
+            JobStatus::Succeeded,
+            "the same worker ran the next job"
+        );
+        assert!(jobs.workers_alive());
+        assert_eq!(registry.serving(&name, None).unwrap().version, 1);
+        jobs.shutdown(Duration::from_secs(5));
     }
 }

@@ -12,8 +12,18 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
+/// The training function a worker calls: [`nn::train`], or a stand-in in tests.
+pub type TrainFn = fn(
+    &nn::NetworkSpec,
+    &nn::Dataset,
+    &nn::TrainParams,
+    usize,
+    &mut (dyn Observer + Send),
+) -> Result<nn::TrainOutcome, TrainError>;
+
 pub(super) struct Worker {
     pub queue: Arc<Mutex<Receiver<Arc<Job>>>>,
+    pub train_fn: TrainFn,
     pub registry: Arc<Registry>,
     pub threads: usize,
     pub shutting_down: Arc<AtomicBool>,
@@ -66,7 +76,7 @@ impl Worker {
             shutting_down: &self.shutting_down,
         };
         let result = catch_unwind(AssertUnwindSafe(|| {
-            nn::train(
+            (self.train_fn)(
                 &job.spec,
                 &job.data,
                 &job.params,

@@ -112,3 +112,32 @@ impl Scaler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn standard_and_minmax_fit_on_the_given_rows_and_handle_constant_columns() {
+        // Column 0 varies, column 1 is constant; row 3 is not part of the fit.
+        let x = array![[1.0f32, 5.0], [3.0, 5.0], [5.0, 5.0], [100.0, 7.0]];
+        let s = Scaler::fit(Normalization::Standard, x.view(), &[0, 1, 2]);
+        let t = s.transform(x.slice(ndarray::s![..3, ..]));
+        let std = (8.0f32 / 3.0).sqrt();
+        assert_eq!(
+            t.column(1).to_vec(),
+            vec![0.0, 0.0, 0.0],
+            "a constant column becomes 0, not NaN"
+        );
+        for (got, want) in t.column(0).iter().zip([-2.0 / std, 0.0, 2.0 / std]) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        let m = Scaler::fit(Normalization::Minmax, x.view(), &[0, 1, 2]);
+        assert_eq!(m.transform(x.view()).row(1).to_vec(), vec![0.5, 0.0]);
+        let mut y = m.transform(x.view());
+        m.invert(&mut y);
+        assert_eq!(y, x, "invert undoes apply");
+        assert!(Scaler::fit(Normalization::None, x.view(), &[0]).is_identity());
+    }
+}

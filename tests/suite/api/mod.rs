@@ -4,5 +4,6 @@ mod datasets;
 mod events;
 mod helpers;
 mod models;
+mod openapi;
 mod predict;
 mod training;
