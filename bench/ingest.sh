@@ -30,7 +30,7 @@ T0=$(date +%s.%N)
 OUT=$(curl -sf -XPOST "$B/v1/datasets?target=label&name=mnist" -H 'content-type: text/csv' --data-binary "@$WORK/mnist.csv")
 T1=$(date +%s.%N)
 AFTER=$(hwm)
-echo "$OUT" | python3 -c 'import sys,json; d=json.load(sys.stdin); print(f"stored {d[\"rows\"]} rows x {d[\"input_width\"]} features, {len(d[\"classes\"][\"values\"])} classes")'
+echo "$OUT" | python3 -c 'import sys,json; d=json.load(sys.stdin); print("stored", d["rows"], "rows x", d["input_width"], "features,", len(d["classes"]["values"]), "classes")'
 python3 - "$SIZE" "$T0" "$T1" "$BEFORE" "$AFTER" <<'PY'
 import sys
 size, t0, t1, before, after = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])

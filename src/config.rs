@@ -28,6 +28,9 @@ pub struct Config {
     /// Threads one training job's matrix products may use.
     #[arg(long, env = "MLPD_TRAIN_THREADS", default_value_t = 1)]
     pub train_threads: usize,
+    /// Scheduling niceness of training threads (0–19; higher yields the CPU to predictions).
+    #[arg(long, env = "MLPD_TRAIN_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub train_nice: i32,
     /// Jobs that may wait for a worker; submissions beyond it get 429.
     #[arg(long, env = "MLPD_QUEUE_CAPACITY", default_value_t = 64)]
     pub queue_capacity: usize,

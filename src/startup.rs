@@ -4,7 +4,7 @@
 use crate::api;
 use crate::config::Config;
 use crate::datasets::Datasets;
-use crate::jobs::JobManager;
+use crate::jobs::{JobManager, WorkerSettings};
 use crate::registry::Registry;
 use crate::state::AppState;
 use axum::Router;
@@ -38,9 +38,12 @@ impl App {
         let registry = Arc::new(Registry::default());
         let jobs = JobManager::start(
             registry.clone(),
-            config.workers(),
-            config.train_threads,
-            config.queue_capacity,
+            WorkerSettings {
+                workers: config.workers(),
+                threads: config.train_threads,
+                nice: config.train_nice,
+                capacity: config.queue_capacity,
+            },
         )?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let state = AppState {

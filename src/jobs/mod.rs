@@ -24,22 +24,30 @@ pub struct JobManager {
     shutting_down: Arc<AtomicBool>,
 }
 
+/// How the training workers run.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerSettings {
+    /// Jobs trained at once, one OS thread each.
+    pub workers: usize,
+    /// Threads one job's matrix products may use.
+    pub threads: usize,
+    /// Niceness of training threads.
+    pub nice: i32,
+    /// Jobs that may wait queued.
+    pub capacity: usize,
+}
+
 /// The queue is full.
 #[derive(Debug)]
 pub struct QueueFull;
 
 impl JobManager {
-    /// Starts `workers` training threads, each letting a job use `threads` threads.
+    /// Starts the training worker threads.
     ///
     /// # Errors
     /// A thread cannot be spawned.
-    pub fn start(
-        registry: Arc<Registry>,
-        workers: usize,
-        threads: usize,
-        capacity: usize,
-    ) -> std::io::Result<Self> {
-        Self::start_with(registry, workers, threads, capacity, crate::nn::train)
+    pub fn start(registry: Arc<Registry>, settings: WorkerSettings) -> std::io::Result<Self> {
+        Self::start_with(registry, settings, crate::nn::train)
     }
 
     /// [`JobManager::start`] with another training function (tests inject failures with it).
@@ -48,21 +56,20 @@ impl JobManager {
     /// A thread cannot be spawned.
     pub fn start_with(
         registry: Arc<Registry>,
-        workers: usize,
-        threads: usize,
-        capacity: usize,
+        settings: WorkerSettings,
         train_fn: TrainFn,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(capacity);
+        let (tx, rx) = sync_channel(settings.capacity);
         let rx = Arc::new(Mutex::new(rx));
         let shutting_down = Arc::new(AtomicBool::new(false));
         let mut handles = Vec::new();
-        for i in 0..workers.max(1) {
+        for i in 0..settings.workers.max(1) {
             let w = worker::Worker {
                 queue: rx.clone(),
                 train_fn,
                 registry: registry.clone(),
-                threads,
+                threads: settings.threads,
+                nice: settings.nice,
                 shutting_down: shutting_down.clone(),
             };
             handles.push(
@@ -223,7 +230,17 @@ mod tests {
             )
             .unwrap(),
         );
-        let jobs = JobManager::start_with(registry.clone(), 1, 1, 4, flaky).unwrap();
+        let jobs = JobManager::start_with(
+            registry.clone(),
+            WorkerSettings {
+                workers: 1,
+                threads: 1,
+                nice: 0,
+                capacity: 4,
+            },
+            flaky,
+        )
+        .unwrap();
         let bad = jobs
             .submit(Job::new(
                 name.clone(),

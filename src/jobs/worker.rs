@@ -26,6 +26,7 @@ pub(super) struct Worker {
     pub train_fn: TrainFn,
     pub registry: Arc<Registry>,
     pub threads: usize,
+    pub nice: i32,
     pub shutting_down: Arc<AtomicBool>,
 }
 
@@ -46,8 +47,24 @@ impl Observer for JobObserver<'_> {
     }
 }
 
+/// Lowers the calling thread's CPU priority, so that on a busy machine predictions preempt
+/// training. Linux applies nice values per thread.
+pub(super) fn lower_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::gettid();
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) != 0 {
+            tracing::warn!(nice, "could not lower the training thread's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
+
 impl Worker {
     pub fn run(self) {
+        lower_priority(self.nice);
         loop {
             let next = self.queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
             let Ok(job) = next else { return };
