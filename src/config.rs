@@ -62,20 +62,42 @@ pub struct Config {
     /// Interval between keep-alive comments on idle event streams, in seconds.
     #[arg(long, env = "MLPD_SSE_KEEPALIVE_SECS", default_value_t = 15)]
     pub sse_keepalive_secs: u64,
+    /// Versions kept per model; older ones are deleted (the served version never is).
+    #[arg(long, env = "MLPD_MAX_VERSIONS_PER_MODEL", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_versions_per_model: u64,
+    /// Finished jobs kept; older ones are deleted with their history.
+    #[arg(long, env = "MLPD_MAX_FINISHED_JOBS", default_value_t = 1000)]
+    pub max_finished_jobs: usize,
+    /// Cap on the store's size in MiB (0: none); writes beyond it get 507.
+    #[arg(long, env = "MLPD_MAX_STORE_MB", default_value_t = 0)]
+    pub max_store_mb: u64,
     /// Log line format.
     #[arg(long, env = "MLPD_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
 }
 
 impl Config {
-    /// Settings for tests: an ephemeral port on loopback, small limits, two workers.
+    /// Settings for tests: an ephemeral port on loopback, a fresh data directory under the
+    /// system's temporary directory, two workers.
     pub fn for_tests() -> Self {
         let mut c = Config::parse_from(["mlpd"]);
         c.bind = "127.0.0.1:0".parse().expect("valid address");
         c.train_workers = 2;
         c.queue_capacity = 8;
         c.sse_keepalive_secs = 1;
+        c.data_dir = std::env::temp_dir().join(format!("mlpd-test-{}", uuid::Uuid::new_v4()));
         c
+    }
+
+    pub fn retention(&self) -> crate::store::Retention {
+        crate::store::Retention {
+            versions_per_model: usize::try_from(self.max_versions_per_model).unwrap_or(usize::MAX),
+            finished_jobs: self.max_finished_jobs,
+        }
+    }
+
+    pub fn max_store_bytes(&self) -> Option<u64> {
+        (self.max_store_mb > 0).then(|| self.max_store_mb.saturating_mul(1 << 20))
     }
 
     pub fn workers(&self) -> usize {

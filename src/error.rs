@@ -28,6 +28,8 @@ pub enum ErrorCode {
     JobFinished,
     QueueFull,
     Overloaded,
+    StorageFull,
+    StoreUnavailable,
     Internal,
 }
 
@@ -48,7 +50,8 @@ impl ErrorCode {
                 StatusCode::CONFLICT
             }
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -118,6 +121,28 @@ impl From<crate::nn::FieldError> for ApiError {
     }
 }
 
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Full => {
+                tracing::error!("store full");
+                ApiError::new(
+                    ErrorCode::StorageFull,
+                    "the server's storage is full; nothing was changed",
+                )
+            }
+            crate::store::StoreError::Failed(cause) => {
+                tracing::error!(%cause, "store failed");
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "the server's storage is unavailable; nothing was changed",
+                )
+                .retry_after(5)
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
@@ -162,6 +187,8 @@ mod tests {
             JobFinished,
             QueueFull,
             Overloaded,
+            StorageFull,
+            StoreUnavailable,
             Internal,
         ] {
             assert!(

@@ -13,6 +13,7 @@ pub mod nn;
 pub mod registry;
 pub mod startup;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 
 pub use config::Config;

@@ -1,18 +1,21 @@
 //! The models: name → definition and trained versions. The version a model serves is swapped
-//! in atomically (one write lock) when a training job succeeds; readers clone an `Arc` out and
-//! compute without any lock held.
+//! in atomically (one write lock) once the store has committed it; readers clone an `Arc` out
+//! and compute without any lock held.
 
 use crate::domain::ModelName;
-use crate::nn::{EpochReport, NetworkSpec, StopReason, TrainParams, TrainedModel};
-use serde::Serialize;
+use crate::nn::{EpochReport, NetworkSpec, StopReason};
+use crate::store::ModelRecord;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
-use uuid::Uuid;
+
+/// A trained version is exactly what the store keeps of it.
+pub use crate::store::VersionRecord as ModelVersion;
 
 /// Final figures of a training run.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct VersionMetrics {
     /// Epochs run.
     pub epochs: u32,
@@ -49,18 +52,6 @@ impl VersionMetrics {
     }
 }
 
-/// One trained version of a model.
-#[derive(Debug)]
-pub struct ModelVersion {
-    pub version: u32,
-    pub created_at: OffsetDateTime,
-    pub job_id: Uuid,
-    pub dataset_id: Option<Uuid>,
-    pub params: TrainParams,
-    pub metrics: VersionMetrics,
-    pub model: TrainedModel,
-}
-
 /// A model: its definition and its versions, oldest first (the last one is served).
 #[derive(Clone, Debug)]
 pub struct ModelEntry {
@@ -77,6 +68,16 @@ impl ModelEntry {
     pub fn latest(&self) -> Option<&Arc<ModelVersion>> {
         self.versions.last()
     }
+
+    pub fn record(&self) -> ModelRecord {
+        ModelRecord {
+            name: self.name.to_string(),
+            spec: self.spec.clone(),
+            description: self.description.clone(),
+            created_at: self.created_at,
+            next_version: self.next_version,
+        }
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -92,6 +93,36 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Rebuilds the registry from stored records (versions in any order).
+    pub fn restore(&self, models: Vec<ModelRecord>, versions: Vec<ModelVersion>) {
+        let mut m = self.models.write().expect("registry lock");
+        for r in models {
+            let Ok(name) = ModelName::parse(&r.name) else {
+                continue;
+            };
+            m.insert(
+                name.clone(),
+                ModelEntry {
+                    name,
+                    spec: r.spec,
+                    description: r.description,
+                    created_at: r.created_at,
+                    versions: Vec::new(),
+                    next_version: r.next_version,
+                },
+            );
+        }
+        for v in versions {
+            if let Some(e) = ModelName::parse(&v.model).ok().and_then(|n| m.get_mut(&n)) {
+                e.next_version = e.next_version.max(v.version + 1);
+                e.versions.push(Arc::new(v));
+            }
+        }
+        for e in m.values_mut() {
+            e.versions.sort_by_key(|v| v.version);
+        }
+    }
+
     /// Adds a model; `false` when the name is taken.
     pub fn create(&self, entry: ModelEntry) -> bool {
         let mut m = self.models.write().expect("registry lock");
@@ -100,6 +131,13 @@ impl Registry {
         }
         m.insert(entry.name.clone(), entry);
         true
+    }
+
+    pub fn contains(&self, name: &ModelName) -> bool {
+        self.models
+            .read()
+            .expect("registry lock")
+            .contains_key(name)
     }
 
     pub fn get(&self, name: &ModelName) -> Option<ModelEntry> {
@@ -119,12 +157,10 @@ impl Registry {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.models.read().expect("registry lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Models, and versions over all models.
+    pub fn counts(&self) -> (usize, usize) {
+        let m = self.models.read().expect("registry lock");
+        (m.len(), m.values().map(|e| e.versions.len()).sum())
     }
 
     pub fn remove(&self, name: &ModelName) -> bool {
@@ -154,13 +190,24 @@ impl Registry {
         }
     }
 
-    /// Publishes a new version (it becomes the served one at once). `None` if the model is gone.
-    pub fn publish(&self, name: &ModelName, make: impl FnOnce(u32) -> ModelVersion) -> Option<u32> {
+    /// Takes the next version number of a model (`None` if the model is gone).
+    pub fn reserve_version(&self, name: &ModelName) -> Option<u32> {
         let mut m = self.models.write().expect("registry lock");
-        let entry = m.get_mut(name)?;
-        let v = entry.next_version;
-        entry.next_version += 1;
-        entry.versions.push(Arc::new(make(v)));
+        let e = m.get_mut(name)?;
+        let v = e.next_version;
+        e.next_version += 1;
         Some(v)
+    }
+
+    /// Publishes a committed version (it is served from now on) and drops pruned ones.
+    pub fn insert_version(&self, name: &ModelName, v: Arc<ModelVersion>, pruned: &[u32]) -> bool {
+        let mut m = self.models.write().expect("registry lock");
+        let Some(e) = m.get_mut(name) else {
+            return false;
+        };
+        e.next_version = e.next_version.max(v.version + 1);
+        e.versions.push(v);
+        e.versions.retain(|x| !pruned.contains(&x.version));
+        true
     }
 }

@@ -4,17 +4,19 @@
 use crate::api;
 use crate::config::Config;
 use crate::datasets::Datasets;
-use crate::jobs::{JobManager, WorkerSettings};
+use crate::jobs::{Job, JobEnd, JobManager, WorkerSettings};
 use crate::registry::Registry;
 use crate::state::AppState;
+use crate::store::{SqliteStore, Store};
+use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, StatusCode};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Mutex, Semaphore, watch};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -34,24 +36,40 @@ impl App {
     /// # Errors
     /// The address cannot be bound, or worker threads cannot be started.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let listener = TcpListener::bind(config.bind).await?;
+        let dir = config.data_dir.clone();
+        let cap = config.max_store_bytes();
+        let store: Arc<dyn Store> = Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open(&dir, cap))
+                .await?
+                .with_context(|| {
+                    format!("cannot use data directory {}", config.data_dir.display())
+                })?,
+        );
         let registry = Arc::new(Registry::default());
+        let datasets = Arc::new(Datasets::default());
         let jobs = JobManager::start(
             registry.clone(),
+            store.clone(),
             WorkerSettings {
                 workers: config.workers(),
                 threads: config.train_threads,
                 nice: config.train_nice,
                 capacity: config.queue_capacity,
+                retention: config.retention(),
             },
         )?;
+        restore(store.clone(), &registry, &datasets, &jobs).await?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let state = AppState {
             predict_slots: Arc::new(Semaphore::new(config.predict_slots())),
             config: Arc::new(config),
             registry,
-            datasets: Arc::new(Datasets::default()),
+            datasets,
             jobs: Arc::new(jobs),
+            store,
             admin: Arc::new(Mutex::new(())),
             shutdown,
         };
@@ -114,6 +132,61 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Loads what the store holds. Jobs that were queued or running when the process stopped are
+/// recorded as `failed`/`interrupted`: nothing re-runs by surprise after a crash.
+async fn restore(
+    store: Arc<dyn Store>,
+    registry: &Registry,
+    datasets: &Datasets,
+    jobs: &JobManager,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let (snap, restored, interrupted) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut snap = store.load().context("cannot read the store")?;
+            let mut restored = Vec::new();
+            let mut interrupted = 0;
+            for (record, history) in std::mem::take(&mut snap.jobs) {
+                let Some(job) = Job::restore(record, history) else {
+                    continue;
+                };
+                if !job.status().is_finished() {
+                    let end = JobEnd::failed(
+                        "interrupted",
+                        "the server stopped while the job was queued or running",
+                    );
+                    store
+                        .save_job(&job.record(Some(&end)))
+                        .context("cannot update the store")?;
+                    job.finish(end);
+                    interrupted += 1;
+                }
+                restored.push(job);
+            }
+            Ok((snap, restored, interrupted))
+        })
+        .await??;
+    let (models, versions, n_datasets, n_jobs) = (
+        snap.models.len(),
+        snap.versions.len(),
+        snap.datasets.len(),
+        restored.len(),
+    );
+    registry.restore(snap.models, snap.versions);
+    datasets.restore(snap.datasets);
+    jobs.restore(restored);
+    tracing::info!(
+        models,
+        versions,
+        datasets = n_datasets,
+        jobs = n_jobs,
+        interrupted,
+        ms = t.elapsed().as_millis() as u64,
+        "state loaded"
+    );
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -9,6 +9,7 @@ use crate::domain::csv::{CsvError, CsvOptions, Task};
 use crate::domain::dataset::{DatasetJson, check_name};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::state::AppState;
+use crate::store::DatasetRecord;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
@@ -112,17 +113,18 @@ pub async fn create(
             ));
         }
     };
-    let stored = state.datasets.insert(StoredDataset {
-        id: Uuid::new_v4(),
-        name,
-        created_at: OffsetDateTime::now_utc(),
-        data: Arc::new(data),
-    });
-    tracing::info!(dataset_id = %stored.id, rows = stored.data.rows(), "dataset stored");
+    let record = DatasetRecord::describe(Uuid::new_v4(), name, OffsetDateTime::now_utc(), &data);
+    let data = Arc::new(data);
+    let (r, d) = (record.clone(), data.clone());
+    state.store(move |s| s.insert_dataset(&r, &d)).await?;
+    let stored = state
+        .datasets
+        .insert(StoredDataset::new(record, Some(data)));
+    tracing::info!(dataset_id = %stored.id(), rows = stored.record.rows, "dataset stored");
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, format!("/v1/datasets/{}", stored.id))],
-        axum::Json(DatasetView::from(stored.as_ref())),
+        [(header::LOCATION, format!("/v1/datasets/{}", stored.id()))],
+        axum::Json(DatasetView::from(&stored.record)),
     ))
 }
 
@@ -190,7 +192,7 @@ pub async fn list(State(state): State<AppState>) -> axum::Json<DatasetList> {
             .datasets
             .list()
             .iter()
-            .map(|d| DatasetView::from(d.as_ref()))
+            .map(|d| DatasetView::from(&d.record))
             .collect(),
     })
 }
@@ -210,7 +212,7 @@ pub async fn get(
         .datasets
         .get(id)
         .ok_or_else(|| dataset_not_found(id))?;
-    Ok(axum::Json(DatasetView::from(d.as_ref())))
+    Ok(axum::Json(DatasetView::from(&d.record)))
 }
 
 /// Delete a dataset.
@@ -225,15 +227,17 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let _admin = state.admin_lock();
+    let _admin = state.admin_lock().await;
     if state.jobs.active(|j| j.dataset_id == Some(id)) > 0 {
         return Err(ApiError::new(
             ErrorCode::DatasetInUse,
             format!("dataset {id} is used by a queued or running job"),
         ));
     }
-    if !state.datasets.remove(id) {
+    if state.datasets.get(id).is_none() {
         return Err(dataset_not_found(id));
     }
+    state.store(move |s| s.delete_dataset(id)).await?;
+    state.datasets.remove(id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -19,13 +19,17 @@ pub async fn health() -> axum::Json<Health> {
     })
 }
 
-/// The service can do its work: training workers alive and not shutting down.
+/// The service can do its work: store reachable, training workers alive, not shutting down.
 #[utoipa::path(get, path = "/ready", tag = "health", responses(
     (status = 200, description = "Ready", body = Health),
     (status = 503, description = "Not ready", body = Health),
 ))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
-    let ok = state.jobs.workers_alive() && !*state.shutdown.borrow();
+    let store = state.store.clone();
+    let store_ok = tokio::task::spawn_blocking(move || store.ping().is_ok())
+        .await
+        .unwrap_or(false);
+    let ok = store_ok && state.jobs.workers_alive() && !*state.shutdown.borrow();
     let status = if ok {
         StatusCode::OK
     } else {

@@ -36,13 +36,14 @@ pub async fn train(
 ) -> Result<impl IntoResponse, ApiError> {
     let name = parse_name(&name)?;
     let (params, source) = req.into_parts()?;
+    // Load (or parse) the data before taking the lock: it may take seconds.
     let (dataset_id, data) = match source {
         DataSource::Stored(id) => {
             let d = state
                 .datasets
                 .get(id)
                 .ok_or_else(|| dataset_not_found(id))?;
-            (Some(id), d.data.clone())
+            (Some(id), state.store(move |s| d.data(s)).await?)
         }
         DataSource::Inline(d) => {
             let max = state.config.max_dataset_cells;
@@ -52,24 +53,30 @@ pub async fn train(
             (None, Arc::new(data))
         }
     };
-    let _admin = state.admin_lock();
+    let _admin = state.admin_lock().await;
     let model = state
         .registry
         .get(&name)
         .ok_or_else(|| model_not_found(name.as_str()))?;
-    if dataset_id.is_some_and(|id| state.datasets.get(id).is_none()) {
-        return Err(dataset_not_found(dataset_id.unwrap_or_default()));
+    if let Some(id) = dataset_id
+        && state.datasets.get(id).is_none()
+    {
+        return Err(dataset_not_found(id));
     }
     // Data that cannot train this model is refused now, not after the job is queued.
     crate::nn::check_data(&model.spec, &data, &params)?;
-    let job = Job::new(name, dataset_id, model.spec.clone(), params, data);
-    let job = state.jobs.submit(job).map_err(|_| {
-        ApiError::new(
+    let job = Arc::new(Job::new(name, dataset_id, model.spec.clone(), params, data));
+    let record = job.record(None);
+    state.store(move |s| s.save_job(&record)).await?;
+    let id = job.id;
+    let Ok(job) = state.jobs.submit(job) else {
+        state.store(move |s| s.delete_job(id)).await?;
+        return Err(ApiError::new(
             ErrorCode::QueueFull,
             "the training queue is full; retry later",
         )
-        .retry_after(5)
-    })?;
+        .retry_after(5));
+    };
     tracing::info!(job_id = %job.id, model = %job.model, "job queued");
     let view = JobView::of(&job, true);
     Ok((
@@ -180,11 +187,19 @@ pub async fn cancel(
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
     let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
-    if !job.request_cancel() {
-        return Err(ApiError::new(
-            ErrorCode::JobFinished,
-            format!("job {id} has already finished ({:?})", job.status()),
-        ));
+    match job.request_cancel() {
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::JobFinished,
+                format!("job {id} has already finished ({:?})", job.status()),
+            ));
+        }
+        // A queued job ended here and now: record it. A running one is recorded by its worker.
+        Some(true) => {
+            let record = job.record(None);
+            state.store(move |s| s.save_job(&record)).await?;
+        }
+        Some(false) => {}
     }
     tracing::info!(job_id = %id, "cancel requested");
     Ok((StatusCode::ACCEPTED, axum::Json(JobView::of(&job, true))))

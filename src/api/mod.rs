@@ -35,6 +35,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(models::get, models::delete))
         .routes(routes!(models::versions))
         .routes(routes!(models::version))
+        .routes(routes!(models::export))
+        .routes(routes!(models::import))
         .routes(routes!(jobs::train))
         .routes(routes!(predict::predict))
         .routes(routes!(datasets::create, datasets::list))

@@ -1,18 +1,19 @@
 //! `/v1/models`: define models, list and inspect them and their versions, delete them.
 
-use super::extract::{Json, Path};
+use super::extract::{Json, Path, Query};
 use super::views::{ModelView, VersionView};
 use crate::domain::ModelName;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::nn::{Activation, LayerSpec, Loss, NetworkSpec};
-use crate::registry::{Lookup, ModelEntry};
+use crate::nn::{Activation, LayerSpec, Loss, ModelError, NetworkSpec, TrainParams, TrainedModel};
+use crate::registry::{Lookup, ModelEntry, ModelVersion, VersionMetrics};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use time::OffsetDateTime;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// `POST /v1/models`.
 #[derive(Deserialize, ToSchema)]
@@ -104,6 +105,35 @@ pub async fn create(
         loss,
     };
     spec.validate()?;
+    check_size(&state, &spec)?;
+    let entry = ModelEntry {
+        name: name.clone(),
+        spec,
+        description: req.description,
+        created_at: OffsetDateTime::now_utc(),
+        versions: Vec::new(),
+        next_version: 1,
+    };
+    let view = ModelView::from(&entry);
+    let _admin = state.admin_lock().await;
+    if state.registry.contains(&name) {
+        return Err(ApiError::new(
+            ErrorCode::ModelExists,
+            format!("a model named {name:?} exists"),
+        ));
+    }
+    let record = entry.record();
+    state.store(move |s| s.insert_model(&record)).await?;
+    state.registry.create(entry);
+    tracing::info!(model = %name, "model created");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/models/{name}"))],
+        axum::Json(view),
+    ))
+}
+
+fn check_size(state: &AppState, spec: &NetworkSpec) -> Result<(), ApiError> {
     let max = state.config.max_model_parameters;
     if spec.parameter_count() > max {
         return Err(ApiError::invalid(
@@ -114,27 +144,7 @@ pub async fn create(
             ),
         ));
     }
-    let entry = ModelEntry {
-        name: name.clone(),
-        spec,
-        description: req.description,
-        created_at: OffsetDateTime::now_utc(),
-        versions: Vec::new(),
-        next_version: 1,
-    };
-    let view = ModelView::from(&entry);
-    if !state.registry.create(entry) {
-        return Err(ApiError::new(
-            ErrorCode::ModelExists,
-            format!("a model named {name:?} exists"),
-        ));
-    }
-    tracing::info!(model = %name, "model created");
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/v1/models/{name}"))],
-        axum::Json(view),
-    ))
+    Ok(())
 }
 
 /// List models (by name).
@@ -178,16 +188,19 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
-    let _admin = state.admin_lock();
+    let _admin = state.admin_lock().await;
     if state.jobs.active(|j| j.model == name) > 0 {
         return Err(ApiError::new(
             ErrorCode::ModelBusy,
             format!("model {name:?} has a queued or running job; cancel it first"),
         ));
     }
-    if !state.registry.remove(&name) {
+    if !state.registry.contains(&name) {
         return Err(model_not_found(name.as_str()));
     }
+    let n = name.to_string();
+    state.store(move |s| s.delete_model(&n)).await?;
+    state.registry.remove(&name);
     tracing::info!(model = %name, "model deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -234,4 +247,156 @@ pub async fn version(
         .serving(&name, Some(version))
         .map_err(|e| lookup_error(&name, e))?;
     Ok(axum::Json(VersionView::from(v.as_ref())))
+}
+
+/// The exported form of one trained version: everything needed to predict with it elsewhere.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelExport {
+    /// Always `mlpd.model`.
+    pub format: String,
+    /// The version of this document's layout (1).
+    pub format_version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub exported_at: OffsetDateTime,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub version: u32,
+    pub params: TrainParams,
+    pub metrics: VersionMetrics,
+    /// The trained network: `spec`, `network` (per layer: `weights` as ndarray `{v, dim, data}`
+    /// with `dim = [units, inputs]`, `bias`, `activation`), `input_scaler`, `target_scaler`,
+    /// `labels`, `format_version`.
+    #[schema(value_type = Object)]
+    pub model: TrainedModel,
+}
+
+const EXPORT_FORMAT: &str = "mlpd.model";
+const EXPORT_VERSION: u32 = 1;
+
+/// Export a trained version as one JSON document.
+#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/export", tag = "models",
+    params(("name" = String, Path, description = "Model name"), ("version" = u32, Path, description = "Version number", minimum = 1)),
+    responses(
+        (status = 200, description = "The version, ready to import elsewhere", body = ModelExport),
+        (status = 404, description = "No such model or version", body = ErrorBody),
+    ))]
+pub async fn export(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, u32)>,
+) -> Result<axum::Json<ModelExport>, ApiError> {
+    let name = parse_name(&name)?;
+    let entry = state
+        .registry
+        .get(&name)
+        .ok_or_else(|| model_not_found(name.as_str()))?;
+    let v = state
+        .registry
+        .serving(&name, Some(version))
+        .map_err(|e| lookup_error(&name, e))?;
+    Ok(axum::Json(ModelExport {
+        format: EXPORT_FORMAT.into(),
+        format_version: EXPORT_VERSION,
+        exported_at: OffsetDateTime::now_utc(),
+        name: name.to_string(),
+        description: entry.description.clone(),
+        version: v.version,
+        params: v.params.clone(),
+        metrics: v.metrics.clone(),
+        model: v.trained.clone(),
+    }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    /// The new model's name (default: the name in the document).
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    pub name: Option<String>,
+}
+
+/// Import an exported version as a new model (its version 1).
+#[utoipa::path(post, path = "/v1/models/import", tag = "models", request_body = ModelExport, params(ImportQuery),
+    responses(
+        (status = 201, description = "The new model", body = ModelView,
+            headers(("Location" = String, description = "The model's URL"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Not a valid export", body = ErrorBody),
+        (status = 503, description = "Storage unavailable", body = ErrorBody),
+        (status = 507, description = "Storage full", body = ErrorBody),
+    ))]
+pub async fn import(
+    State(state): State<AppState>,
+    Query(q): Query<ImportQuery>,
+    Json(doc): Json<ModelExport>,
+) -> Result<impl IntoResponse, ApiError> {
+    if doc.format != EXPORT_FORMAT {
+        return Err(ApiError::invalid(
+            "format",
+            format!("must be {EXPORT_FORMAT:?}"),
+        ));
+    }
+    if doc.format_version != EXPORT_VERSION {
+        return Err(ApiError::invalid(
+            "format_version",
+            format!("this server reads version {EXPORT_VERSION}"),
+        ));
+    }
+    let raw_name = q.name.unwrap_or(doc.name);
+    let name = ModelName::parse(&raw_name).map_err(|m| ApiError::invalid("name", m))?;
+    doc.model.validate().map_err(|e| match e {
+        ModelError::Invalid(f) => ApiError::invalid(format!("model.{}", f.field), f.message),
+        other => ApiError::invalid("model", other),
+    })?;
+    check_size(&state, &doc.model.spec)?;
+    let now = OffsetDateTime::now_utc();
+    let entry = ModelEntry {
+        name: name.clone(),
+        spec: doc.model.spec.clone(),
+        description: doc.description,
+        created_at: now,
+        versions: Vec::new(),
+        next_version: 2,
+    };
+    let version = ModelVersion {
+        model: name.to_string(),
+        version: 1,
+        created_at: now,
+        job_id: None,
+        dataset_id: None,
+        params: doc.params,
+        metrics: doc.metrics,
+        trained: doc.model,
+    };
+    let _admin = state.admin_lock().await;
+    if state.registry.contains(&name) {
+        return Err(ApiError::new(
+            ErrorCode::ModelExists,
+            format!("a model named {name:?} exists"),
+        ));
+    }
+    let record = entry.record();
+    let version = Arc::new(version);
+    let v = version.clone();
+    state.store(move |s| s.import_model(&record, &v)).await?;
+    state.registry.create(entry);
+    state.registry.insert_version(&name, version, &[]);
+    let view = ModelView::from(
+        &state
+            .registry
+            .get(&name)
+            .ok_or_else(|| ApiError::internal("imported model vanished"))?,
+    );
+    tracing::info!(model = %name, "model imported");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, format!("/v1/models/{name}"))],
+        axum::Json(view),
+    ))
 }

@@ -66,7 +66,7 @@ pub async fn predict(
         .map_err(|e| lookup_error(&name, e))?;
     let x = matrix(&req.inputs, "inputs")?;
     drop(req);
-    let want = served.model.inputs();
+    let want = served.trained.inputs();
     if x.ncols() != want {
         return Err(ApiError::invalid(
             "inputs[0]",
@@ -77,10 +77,10 @@ pub async fn predict(
     // hand-off to a blocking thread; larger ones never run on the runtime.
     let work = x
         .nrows()
-        .saturating_mul(served.model.spec.parameter_count());
+        .saturating_mul(served.trained.spec.parameter_count());
     if work <= INLINE_WORK {
         let pred = served
-            .model
+            .trained
             .predict(x.view())
             .map_err(|e| ApiError::invalid("inputs", e))?;
         return Ok(respond(&name, &served, pred));
@@ -95,7 +95,7 @@ pub async fn predict(
     let model = served.clone();
     let pred = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        model.model.predict(x.view())
+        model.trained.predict(x.view())
     })
     .await
     .map_err(ApiError::internal)?

@@ -1,11 +1,9 @@
 //! Response bodies: what clients see of models, versions, datasets and jobs.
 
-use crate::datasets::StoredDataset;
 use crate::jobs::{Job, JobError, JobStatus};
-use crate::nn::{
-    EpochReport, LabelSet, LayerSpec, Loss, Normalization, StopReason, Targets, TrainParams,
-};
+use crate::nn::{EpochReport, LabelSet, LayerSpec, Loss, Normalization, StopReason, TrainParams};
 use crate::registry::{ModelEntry, ModelVersion, VersionMetrics};
+use crate::store::DatasetRecord;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -17,7 +15,9 @@ pub struct VersionView {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
-    pub job_id: Uuid,
+    /// The job that trained it (none for an imported version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dataset_id: Option<Uuid>,
     pub params: TrainParams,
@@ -38,8 +38,8 @@ impl From<&ModelVersion> for VersionView {
             dataset_id: v.dataset_id,
             params: v.params.clone(),
             metrics: v.metrics.clone(),
-            normalize: v.model.input_scaler.kind,
-            labels: v.model.labels.clone(),
+            normalize: v.trained.input_scaler.kind,
+            labels: v.trained.labels.clone(),
         }
     }
 }
@@ -101,18 +101,15 @@ pub struct DatasetView {
     pub created_at: OffsetDateTime,
 }
 
-impl From<&StoredDataset> for DatasetView {
-    fn from(d: &StoredDataset) -> Self {
+impl From<&DatasetRecord> for DatasetView {
+    fn from(d: &DatasetRecord) -> Self {
         DatasetView {
             id: d.id,
             name: d.name.clone(),
-            rows: d.data.rows(),
-            input_width: d.data.input_width(),
-            target_width: d.data.target_width(),
-            classes: match d.data.targets() {
-                Targets::Classes { labels, .. } => Some(labels.clone()),
-                Targets::Values(_) => None,
-            },
+            rows: d.rows,
+            input_width: d.input_width,
+            target_width: d.target_width,
+            classes: d.classes.clone(),
             created_at: d.created_at,
         }
     }

@@ -18,7 +18,9 @@ impl ModelName {
         let ok = s.len() <= 64
             && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
             && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if ok {
+        if s == "import" {
+            Err("\"import\" is reserved (POST /v1/models/import)".into())
+        } else if ok {
             Ok(ModelName(s.to_owned()))
         } else {
             Err(
@@ -61,7 +63,7 @@ mod tests {
         for ok in ["a", "Iris-2.v1", "0_x", &"a".repeat(64)] {
             assert!(ModelName::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-a", ".a", "a b", "a/b", "é", &"a".repeat(65)] {
+        for bad in ["", "-a", ".a", "a b", "a/b", "é", "import", &"a".repeat(65)] {
             assert!(ModelName::parse(bad).is_err(), "{bad}");
         }
     }

@@ -5,6 +5,7 @@
 
 use crate::domain::ModelName;
 use crate::nn::{Dataset, EpochReport, NetworkSpec, StopReason, TrainParams};
+use crate::store::JobRecord;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,7 +37,7 @@ impl JobStatus {
 }
 
 /// Why a job failed.
-#[derive(Clone, Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, ToSchema)]
 pub struct JobError {
     /// `diverged`, `invalid_data`, `interrupted`, `model_deleted` or `internal`.
     pub code: String,
@@ -61,6 +62,51 @@ pub struct JobState {
     pub stop_reason: Option<StopReason>,
 }
 
+/// How a job ends: computed first, written to the store, then applied in memory.
+#[derive(Clone, Debug)]
+pub struct JobEnd {
+    pub status: JobStatus,
+    pub error: Option<JobError>,
+    pub model_version: Option<u32>,
+    pub stop_reason: Option<StopReason>,
+    pub finished_at: OffsetDateTime,
+}
+
+impl JobEnd {
+    pub fn succeeded(version: u32, stop_reason: StopReason) -> Self {
+        JobEnd {
+            status: JobStatus::Succeeded,
+            error: None,
+            model_version: Some(version),
+            stop_reason: Some(stop_reason),
+            finished_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    pub fn failed(code: &str, message: impl Into<String>) -> Self {
+        JobEnd {
+            status: JobStatus::Failed,
+            error: Some(JobError {
+                code: code.into(),
+                message: message.into(),
+            }),
+            model_version: None,
+            stop_reason: None,
+            finished_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    pub fn canceled() -> Self {
+        JobEnd {
+            status: JobStatus::Canceled,
+            error: None,
+            model_version: None,
+            stop_reason: None,
+            finished_at: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Job {
     pub id: Uuid,
@@ -68,8 +114,9 @@ pub struct Job {
     pub dataset_id: Option<Uuid>,
     pub spec: NetworkSpec,
     pub params: TrainParams,
-    pub data: Arc<Dataset>,
     pub created_at: OffsetDateTime,
+    /// The training data until a worker takes it (finished jobs hold none).
+    data: Mutex<Option<Arc<Dataset>>>,
     cancel: AtomicBool,
     state: Mutex<JobState>,
     events: broadcast::Sender<JobEvent>,
@@ -83,16 +130,15 @@ impl Job {
         params: TrainParams,
         data: Arc<Dataset>,
     ) -> Self {
-        Job {
-            id: Uuid::new_v4(),
+        Self::build(
+            Uuid::new_v4(),
             model,
             dataset_id,
             spec,
             params,
-            data,
-            created_at: OffsetDateTime::now_utc(),
-            cancel: AtomicBool::new(false),
-            state: Mutex::new(JobState {
+            OffsetDateTime::now_utc(),
+            Some(data),
+            JobState {
                 status: JobStatus::Queued,
                 history: Vec::new(),
                 started_at: None,
@@ -100,7 +146,55 @@ impl Job {
                 error: None,
                 model_version: None,
                 stop_reason: None,
-            }),
+            },
+        )
+    }
+
+    /// A job as the store recorded it.
+    pub fn restore(r: JobRecord, history: Vec<EpochReport>) -> Option<Self> {
+        let model = ModelName::parse(&r.model).ok()?;
+        let state = JobState {
+            status: r.status,
+            history,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            error: r.error,
+            model_version: r.model_version,
+            stop_reason: r.stop_reason,
+        };
+        Some(Self::build(
+            r.id,
+            model,
+            r.dataset_id,
+            r.spec,
+            r.params,
+            r.created_at,
+            None,
+            state,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        id: Uuid,
+        model: ModelName,
+        dataset_id: Option<Uuid>,
+        spec: NetworkSpec,
+        params: TrainParams,
+        created_at: OffsetDateTime,
+        data: Option<Arc<Dataset>>,
+        state: JobState,
+    ) -> Self {
+        Job {
+            id,
+            model,
+            dataset_id,
+            spec,
+            params,
+            created_at,
+            data: Mutex::new(data),
+            cancel: AtomicBool::new(false),
+            state: Mutex::new(state),
             events: broadcast::channel(EVENT_BUFFER).0,
         }
     }
@@ -114,22 +208,48 @@ impl Job {
         self.state().status
     }
 
+    /// Hands the training data to the worker (once).
+    pub fn take_data(&self) -> Option<Arc<Dataset>> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The job as the store keeps it: now, or as it will be after `end`.
+    pub fn record(&self, end: Option<&JobEnd>) -> JobRecord {
+        let st = self.state();
+        JobRecord {
+            id: self.id,
+            model: self.model.to_string(),
+            dataset_id: self.dataset_id,
+            spec: self.spec.clone(),
+            params: self.params.clone(),
+            created_at: self.created_at,
+            status: end.map_or(st.status, |e| e.status),
+            started_at: st.started_at,
+            finished_at: end.map(|e| e.finished_at).or(st.finished_at),
+            error: end.map_or(st.error.clone(), |e| e.error.clone()),
+            model_version: end.map_or(st.model_version, |e| e.model_version),
+            stop_reason: end.map_or(st.stop_reason, |e| e.stop_reason),
+        }
+    }
+
     pub fn cancel_requested(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
 
-    /// Asks the job to stop. A queued job ends `canceled` at once; a running one within one
-    /// mini-batch. `false` if it had already finished.
-    pub fn request_cancel(&self) -> bool {
+    /// Asks the job to stop. A queued job ends `canceled` at once (returns `Some(true)`); a
+    /// running one within one mini-batch (`Some(false)`). `None` if it had already finished.
+    pub fn request_cancel(&self) -> Option<bool> {
         let mut st = self.state();
         if st.status.is_finished() {
-            return false;
+            return None;
         }
         self.cancel.store(true, Ordering::Relaxed);
         if st.status == JobStatus::Queued {
-            self.finish_locked(&mut st, JobStatus::Canceled, None);
+            self.finish_locked(&mut st, JobEnd::canceled());
+            self.data.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return Some(true);
         }
-        true
+        Some(false)
     }
 
     /// queued → running; `false` (and nothing changes) if the job was canceled while queued.
@@ -149,37 +269,21 @@ impl Job {
         let _ = self.events.send(JobEvent::Epoch(report.clone()));
     }
 
-    pub fn succeed(&self, version: u32, stop_reason: StopReason) {
+    /// Applies the end (once) and tells subscribers.
+    pub fn finish(&self, end: JobEnd) {
         let mut st = self.state();
-        st.model_version = Some(version);
-        st.stop_reason = Some(stop_reason);
-        self.finish_locked(&mut st, JobStatus::Succeeded, None);
+        self.finish_locked(&mut st, end);
     }
 
-    pub fn fail(&self, code: &str, message: impl Into<String>) {
-        let mut st = self.state();
-        self.finish_locked(
-            &mut st,
-            JobStatus::Failed,
-            Some(JobError {
-                code: code.into(),
-                message: message.into(),
-            }),
-        );
-    }
-
-    pub fn mark_canceled(&self) {
-        let mut st = self.state();
-        self.finish_locked(&mut st, JobStatus::Canceled, None);
-    }
-
-    fn finish_locked(&self, st: &mut JobState, status: JobStatus, error: Option<JobError>) {
+    fn finish_locked(&self, st: &mut JobState, end: JobEnd) {
         if st.status.is_finished() {
             return;
         }
-        st.status = status;
-        st.error = error;
-        st.finished_at = Some(OffsetDateTime::now_utc());
+        st.status = end.status;
+        st.error = end.error;
+        st.model_version = end.model_version;
+        st.stop_reason = end.stop_reason;
+        st.finished_at = Some(end.finished_at);
         let _ = self.events.send(JobEvent::End);
     }
 

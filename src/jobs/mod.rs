@@ -5,10 +5,11 @@
 mod job;
 mod worker;
 
-pub use job::{Job, JobError, JobEvent, JobState, JobStatus};
+pub use job::{Job, JobEnd, JobError, JobEvent, JobState, JobStatus};
 pub use worker::TrainFn;
 
 use crate::registry::Registry;
+use crate::store::{Retention, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
@@ -17,12 +18,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-pub struct JobManager {
-    jobs: RwLock<HashMap<Uuid, Arc<Job>>>,
-    queue: Mutex<Option<SyncSender<Arc<Job>>>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
-    shutting_down: Arc<AtomicBool>,
-}
+/// Every job the service remembers, by id (shared with the workers, which prune it).
+pub(crate) type JobTable = Arc<RwLock<HashMap<Uuid, Arc<Job>>>>;
 
 /// How the training workers run.
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +32,15 @@ pub struct WorkerSettings {
     pub nice: i32,
     /// Jobs that may wait queued.
     pub capacity: usize,
+    pub retention: Retention,
+}
+
+pub struct JobManager {
+    jobs: JobTable,
+    queue: Mutex<Option<SyncSender<Arc<Job>>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    shutting_down: Arc<AtomicBool>,
+    store: Arc<dyn Store>,
 }
 
 /// The queue is full.
@@ -46,8 +52,12 @@ impl JobManager {
     ///
     /// # Errors
     /// A thread cannot be spawned.
-    pub fn start(registry: Arc<Registry>, settings: WorkerSettings) -> std::io::Result<Self> {
-        Self::start_with(registry, settings, crate::nn::train)
+    pub fn start(
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        settings: WorkerSettings,
+    ) -> std::io::Result<Self> {
+        Self::start_with(registry, store, settings, crate::nn::train)
     }
 
     /// [`JobManager::start`] with another training function (tests inject failures with it).
@@ -56,18 +66,23 @@ impl JobManager {
     /// A thread cannot be spawned.
     pub fn start_with(
         registry: Arc<Registry>,
+        store: Arc<dyn Store>,
         settings: WorkerSettings,
         train_fn: TrainFn,
     ) -> std::io::Result<Self> {
         let (tx, rx) = sync_channel(settings.capacity);
         let rx = Arc::new(Mutex::new(rx));
         let shutting_down = Arc::new(AtomicBool::new(false));
+        let table: JobTable = Arc::new(RwLock::new(HashMap::new()));
         let mut handles = Vec::new();
         for i in 0..settings.workers.max(1) {
             let w = worker::Worker {
                 queue: rx.clone(),
                 train_fn,
                 registry: registry.clone(),
+                store: store.clone(),
+                table: table.clone(),
+                retention: settings.retention,
                 threads: settings.threads,
                 nice: settings.nice,
                 shutting_down: shutting_down.clone(),
@@ -79,19 +94,27 @@ impl JobManager {
             );
         }
         Ok(JobManager {
-            jobs: RwLock::new(HashMap::new()),
+            jobs: table,
             queue: Mutex::new(Some(tx)),
             workers: Mutex::new(handles),
             shutting_down,
+            store,
         })
     }
 
-    /// Records the job and queues it.
+    /// Adds jobs loaded from the store (all finished).
+    pub fn restore(&self, jobs: Vec<Job>) {
+        let mut t = self.jobs.write().expect("jobs lock");
+        for j in jobs {
+            t.insert(j.id, Arc::new(j));
+        }
+    }
+
+    /// Queues a job (already saved as `queued`).
     ///
     /// # Errors
     /// `QueueFull` when no more jobs may wait (nothing is recorded then).
-    pub fn submit(&self, job: Job) -> Result<Arc<Job>, QueueFull> {
-        let job = Arc::new(job);
+    pub fn submit(&self, job: Arc<Job>) -> Result<Arc<Job>, QueueFull> {
         let queue = self.queue.lock().expect("queue lock");
         let Some(tx) = queue.as_ref() else {
             return Err(QueueFull);
@@ -136,18 +159,18 @@ impl JobManager {
             .count()
     }
 
-    /// Queued jobs and running jobs.
-    pub fn counts(&self) -> (usize, usize) {
+    /// Jobs by status: (queued, running, finished).
+    pub fn counts(&self) -> (usize, usize, usize) {
         let jobs = self.jobs.read().expect("jobs lock");
-        let queued = jobs
-            .values()
-            .filter(|j| j.status() == JobStatus::Queued)
-            .count();
-        let running = jobs
-            .values()
-            .filter(|j| j.status() == JobStatus::Running)
-            .count();
-        (queued, running)
+        let mut c = (0, 0, 0);
+        for j in jobs.values() {
+            match j.status() {
+                JobStatus::Queued => c.0 += 1,
+                JobStatus::Running => c.1 += 1,
+                _ => c.2 += 1,
+            }
+        }
+        c
     }
 
     pub fn workers_alive(&self) -> bool {
@@ -158,15 +181,25 @@ impl JobManager {
             .all(|h| !h.is_finished())
     }
 
-    /// Stops taking jobs, stops running ones (they end `failed`/`interrupted`), and waits up
-    /// to `grace` for the workers to finish. Blocking: call off the async runtime.
+    /// Stops taking jobs, stops running ones (they end `failed`/`interrupted`, recorded), and
+    /// waits up to `grace` for the workers to finish. Blocking: call off the async runtime.
     pub fn shutdown(&self, grace: Duration) {
         self.shutting_down.store(true, Ordering::Relaxed);
         self.queue.lock().expect("queue lock").take();
-        for job in self.jobs.read().expect("jobs lock").values() {
-            if job.status() == JobStatus::Queued {
-                job.fail("interrupted", "the server shut down before the job ran");
+        let queued: Vec<_> = self
+            .jobs
+            .read()
+            .expect("jobs lock")
+            .values()
+            .filter(|j| j.status() == JobStatus::Queued)
+            .cloned()
+            .collect();
+        for job in queued {
+            let end = JobEnd::failed("interrupted", "the server shut down before the job ran");
+            if let Err(e) = self.store.save_job(&job.record(Some(&end))) {
+                tracing::error!(job_id = %job.id, error = %e, "could not save the job's end");
             }
+            job.finish(end);
         }
         let deadline = Instant::now() + grace;
         let handles = std::mem::take(&mut *self.workers.lock().expect("workers lock"));
@@ -191,7 +224,7 @@ mod tests {
     };
     use crate::registry::ModelEntry;
 
-    /// Panics on the first job it sees with 13 epochs, trains the rest for real.
+    /// Panics on a job with 13 epochs, trains the rest for real.
     fn flaky(
         spec: &NetworkSpec,
         data: &Dataset,
@@ -215,14 +248,18 @@ mod tests {
             loss: Loss::CrossEntropy,
         };
         let name = ModelName::parse("m").unwrap();
-        registry.create(ModelEntry {
+        let entry = ModelEntry {
             name: name.clone(),
             spec: spec.clone(),
             description: None,
             created_at: time::OffsetDateTime::now_utc(),
             versions: vec![],
             next_version: 1,
-        });
+        };
+        let dir = std::env::temp_dir().join(format!("mlpd-unit-{}", Uuid::new_v4()));
+        let store: Arc<dyn Store> = Arc::new(crate::store::SqliteStore::open(&dir, None).unwrap());
+        store.insert_model(&entry.record()).unwrap();
+        registry.create(entry);
         let data = Arc::new(
             Dataset::classification(
                 ndarray::array![[0.0f32], [1.0]],
@@ -230,41 +267,35 @@ mod tests {
             )
             .unwrap(),
         );
-        let jobs = JobManager::start_with(
-            registry.clone(),
-            WorkerSettings {
-                workers: 1,
-                threads: 1,
-                nice: 0,
-                capacity: 4,
+        let settings = WorkerSettings {
+            workers: 1,
+            threads: 1,
+            nice: 0,
+            capacity: 4,
+            retention: Retention {
+                versions_per_model: 10,
+                finished_jobs: 10,
             },
-            flaky,
-        )
-        .unwrap();
-        let bad = jobs
-            .submit(Job::new(
+        };
+        let jobs =
+            JobManager::start_with(registry.clone(), store.clone(), settings, flaky).unwrap();
+        let submit = |epochs| {
+            let params = TrainParams {
+                epochs,
+                ..Default::default()
+            };
+            let job = Arc::new(Job::new(
                 name.clone(),
                 None,
                 spec.clone(),
-                TrainParams {
-                    epochs: 13,
-                    ..Default::default()
-                },
+                params,
                 data.clone(),
-            ))
-            .unwrap();
-        let good = jobs
-            .submit(Job::new(
-                name.clone(),
-                None,
-                spec,
-                TrainParams {
-                    epochs: 2,
-                    ..Default::default()
-                },
-                data,
-            ))
-            .unwrap();
+            ));
+            store.save_job(&job.record(None)).unwrap();
+            jobs.submit(job).unwrap()
+        };
+        let bad = submit(13);
+        let good = submit(2);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !good.status().is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
@@ -285,5 +316,16 @@ mod tests {
         assert!(jobs.workers_alive());
         assert_eq!(registry.serving(&name, None).unwrap().version, 1);
         jobs.shutdown(Duration::from_secs(5));
+        // The store agrees: one failed job, one succeeded with its version.
+        let snap = store.load().unwrap();
+        assert_eq!(snap.versions.len(), 1);
+        let mut statuses: Vec<_> = snap
+            .jobs
+            .iter()
+            .map(|(j, _)| format!("{:?}", j.status))
+            .collect();
+        statuses.sort();
+        assert_eq!(statuses, ["Failed", "Succeeded"]);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

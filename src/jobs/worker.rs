@@ -1,16 +1,24 @@
 //! Training worker threads. Each takes jobs from the shared bounded queue and trains one at a
-//! time on its own OS thread (never on the async runtime). A panic inside training is caught and
-//! recorded as `failed`; the worker carries on.
+//! time on its own OS thread (never on the async runtime), at a lower CPU priority than request
+//! handling. Every state change is committed to the store before it is shown in memory; epoch
+//! history is written in batches (at most a second behind) and completely at the end. A panic
+//! inside training is caught and recorded as `failed`; the worker carries on.
 
-use super::job::Job;
+use super::JobTable;
+use super::job::{Job, JobEnd};
 use crate::nn::{self, EpochReport, Observer, TrainError};
 use crate::registry::{ModelVersion, Registry, VersionMetrics};
+use crate::store::{Retention, Store};
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+
+/// How far the stored epoch history may lag behind a running job.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// The training function a worker calls: [`nn::train`], or a stand-in in tests.
 pub type TrainFn = fn(
@@ -25,20 +33,35 @@ pub(super) struct Worker {
     pub queue: Arc<Mutex<Receiver<Arc<Job>>>>,
     pub train_fn: TrainFn,
     pub registry: Arc<Registry>,
+    pub store: Arc<dyn Store>,
+    pub table: JobTable,
+    pub retention: Retention,
     pub threads: usize,
     pub nice: i32,
     pub shutting_down: Arc<AtomicBool>,
 }
 
-/// Relays a run's progress to its job and its cancel flag (or the server's shutdown) to the run.
+/// Relays a run's progress to its job (and, in batches, to the store), and its cancel flag (or
+/// the server's shutdown) to the run.
 struct JobObserver<'a> {
     job: &'a Job,
+    store: &'a dyn Store,
     shutting_down: &'a AtomicBool,
+    pending: Vec<EpochReport>,
+    flushed_at: Instant,
 }
 
 impl Observer for JobObserver<'_> {
     fn on_epoch(&mut self, report: &EpochReport) -> ControlFlow<()> {
         self.job.push_epoch(report);
+        self.pending.push(report.clone());
+        if self.flushed_at.elapsed() >= FLUSH_EVERY {
+            match self.store.append_epochs(self.job.id, &self.pending) {
+                Ok(()) => self.pending.clear(),
+                Err(e) => tracing::warn!(error = %e, "could not save epoch history yet"),
+            }
+            self.flushed_at = Instant::now();
+        }
         ControlFlow::Continue(())
     }
 
@@ -48,7 +71,7 @@ impl Observer for JobObserver<'_> {
 }
 
 /// Lowers the calling thread's CPU priority, so that on a busy machine predictions preempt
-/// training. Linux applies nice values per thread.
+/// training. Linux applies nice values per thread, and threads inherit them.
 pub(super) fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
@@ -69,70 +92,68 @@ impl Worker {
             let next = self.queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
             let Ok(job) = next else { return };
             if self.shutting_down.load(Ordering::Relaxed) {
-                job.fail("interrupted", "the server shut down before the job ran");
+                self.end(
+                    &job,
+                    JobEnd::failed("interrupted", "the server shut down before the job ran"),
+                    &[],
+                );
                 continue;
             }
             if !job.start() {
                 continue; // canceled while queued
             }
+            if let Err(e) = self.store.save_job(&job.record(None)) {
+                tracing::warn!(job_id = %job.id, error = %e, "could not save the job's running state");
+            }
             let span = tracing::info_span!("job", job_id = %job.id, model = %job.model);
             let _enter = span.enter();
-            tracing::info!(
-                epochs = job.params.epochs,
-                rows = job.data.rows(),
-                "training started"
-            );
+            tracing::info!(epochs = job.params.epochs, "training started");
             self.train(&job);
             tracing::info!(status = ?job.status(), "training ended");
+            self.prune_jobs();
         }
     }
 
+    /// Records the end in the store, then in memory (which tells subscribers).
+    fn end(&self, job: &Job, end: JobEnd, pending: &[EpochReport]) {
+        let saved = self
+            .store
+            .append_epochs(job.id, pending)
+            .and_then(|()| self.store.save_job(&job.record(Some(&end))));
+        if let Err(e) = saved {
+            tracing::error!(job_id = %job.id, error = %e, "could not save the job's end");
+        }
+        job.finish(end);
+    }
+
     fn train(&self, job: &Job) {
+        let Some(data) = job.take_data() else {
+            return self.end(job, JobEnd::failed("internal", "the job has no data"), &[]);
+        };
         let mut observer = JobObserver {
             job,
+            store: &*self.store,
             shutting_down: &self.shutting_down,
+            pending: Vec::new(),
+            flushed_at: Instant::now(),
         };
         let result = catch_unwind(AssertUnwindSafe(|| {
-            (self.train_fn)(
-                &job.spec,
-                &job.data,
-                &job.params,
-                self.threads,
-                &mut observer,
-            )
+            (self.train_fn)(&job.spec, &data, &job.params, self.threads, &mut observer)
         }));
-        match result {
-            Ok(Ok(outcome)) => {
-                let metrics = VersionMetrics::from_history(
-                    &outcome.history,
-                    outcome.best_epoch,
-                    outcome.stop_reason,
-                );
-                let published = self.registry.publish(&job.model, |version| ModelVersion {
-                    version,
-                    created_at: OffsetDateTime::now_utc(),
-                    job_id: job.id,
-                    dataset_id: job.dataset_id,
-                    params: job.params.clone(),
-                    metrics,
-                    model: outcome.model,
-                });
-                match published {
-                    Some(v) => job.succeed(v, outcome.stop_reason),
-                    None => job.fail("model_deleted", "the model was deleted while the job ran"),
-                }
+        drop(data);
+        let pending = std::mem::take(&mut observer.pending);
+        let shutting_down = self.shutting_down.load(Ordering::Relaxed);
+        let end = match result {
+            Ok(Ok(outcome)) => return self.publish(job, outcome, &pending),
+            Ok(Err(TrainError::Canceled { .. })) if shutting_down && !job.cancel_requested() => {
+                JobEnd::failed("interrupted", "the server shut down while the job ran")
             }
-            Ok(Err(TrainError::Canceled { .. }))
-                if self.shutting_down.load(Ordering::Relaxed) && !job.cancel_requested() =>
-            {
-                job.fail("interrupted", "the server shut down while the job ran")
-            }
-            Ok(Err(TrainError::Canceled { .. })) => job.mark_canceled(),
-            Ok(Err(e @ TrainError::Diverged { .. })) => job.fail("diverged", e.to_string()),
-            Ok(Err(e @ TrainError::Invalid(_))) => job.fail("invalid_data", e.to_string()),
+            Ok(Err(TrainError::Canceled { .. })) => JobEnd::canceled(),
+            Ok(Err(e @ TrainError::Diverged { .. })) => JobEnd::failed("diverged", e.to_string()),
+            Ok(Err(e @ TrainError::Invalid(_))) => JobEnd::failed("invalid_data", e.to_string()),
             Ok(Err(e @ TrainError::Threads(_))) => {
                 tracing::error!(error = %e, "training could not start");
-                job.fail("internal", "training could not start; see the server log")
+                JobEnd::failed("internal", "training could not start; see the server log")
             }
             Err(panic) => {
                 let what = panic
@@ -141,11 +162,80 @@ impl Worker {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::error!(panic = %what, "training panicked");
-                job.fail(
+                JobEnd::failed(
                     "internal",
                     "training failed unexpectedly; see the server log",
                 )
             }
+        };
+        self.end(job, end, &pending);
+    }
+
+    /// Commits the new version together with the job's success, then serves it.
+    fn publish(&self, job: &Job, outcome: nn::TrainOutcome, pending: &[EpochReport]) {
+        let Some(version) = self.registry.reserve_version(&job.model) else {
+            return self.end(
+                job,
+                JobEnd::failed("model_deleted", "the model was deleted while the job ran"),
+                pending,
+            );
+        };
+        let history = job.state().history.clone();
+        let v = ModelVersion {
+            model: job.model.to_string(),
+            version,
+            created_at: OffsetDateTime::now_utc(),
+            job_id: Some(job.id),
+            dataset_id: job.dataset_id,
+            params: job.params.clone(),
+            metrics: VersionMetrics::from_history(
+                &history,
+                outcome.best_epoch,
+                outcome.stop_reason,
+            ),
+            trained: outcome.model,
+        };
+        let end = JobEnd::succeeded(version, outcome.stop_reason);
+        match self.store.publish(
+            &v,
+            &job.record(Some(&end)),
+            pending,
+            self.retention.versions_per_model,
+        ) {
+            Ok(pruned) => {
+                self.registry
+                    .insert_version(&job.model, Arc::new(v), &pruned);
+                job.finish(end);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not save the new version");
+                let code = if matches!(e, crate::store::StoreError::Full) {
+                    "storage_full"
+                } else {
+                    "store_error"
+                };
+                self.end(
+                    job,
+                    JobEnd::failed(
+                        code,
+                        "the new version could not be saved; the previous version keeps serving",
+                    ),
+                    pending,
+                );
+            }
+        }
+    }
+
+    fn prune_jobs(&self) {
+        match self.store.prune_jobs(self.retention.finished_jobs) {
+            Ok(ids) if !ids.is_empty() => {
+                let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+                for id in ids {
+                    t.remove(&id);
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not prune finished jobs"),
         }
     }
 }

@@ -9,6 +9,9 @@ use tokio::sync::oneshot;
 pub struct TestApp {
     pub base: String,
     pub client: Client,
+    pub data_dir: std::path::PathBuf,
+    /// Whether dropping the app removes its data directory (not when a test reuses it).
+    owns_dir: bool,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -19,7 +22,10 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::for_tests();
+    let fresh = config.data_dir.clone();
     tweak(&mut config);
+    let owns_dir = config.data_dir == fresh;
+    let data_dir = config.data_dir.clone();
     let app = App::build(config).await.expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let (tx, rx) = oneshot::channel::<()>();
@@ -29,6 +35,8 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     TestApp {
         base,
         client: Client::new(),
+        data_dir,
+        owns_dir,
         stop: Some(tx),
         server: Some(server),
     }
@@ -181,6 +189,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
         }
     }
 }

@@ -5,5 +5,6 @@ mod events;
 mod helpers;
 mod models;
 mod openapi;
+mod persistence;
 mod predict;
 mod training;

@@ -1,0 +1,426 @@
+//! The embedded store: one SQLite database (`mlpd.sqlite3`) in the data directory, WAL journal,
+//! `synchronous = FULL`, so a commit survives kill -9 and power loss alike. Structured values
+//! are JSON text (inspectable with `sqlite3`); dataset matrices are little-endian f32 blobs,
+//! streamed in and out in chunks so no second full copy is made.
+
+use super::{DatasetRecord, JobRecord, ModelRecord, Snapshot, Store, StoreError, VersionRecord};
+use crate::nn::{Dataset, EpochReport, Label, Targets};
+use ndarray::Array2;
+use rusqlite::blob::ZeroBlob;
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, Transaction, params};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+const SCHEMA_VERSION: i64 = 1;
+const CHUNK: usize = 1 << 20;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+  name TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+  model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
+  version INTEGER NOT NULL,
+  record TEXT NOT NULL,
+  PRIMARY KEY (model, version));
+CREATE TABLE IF NOT EXISTS datasets (
+  id TEXT PRIMARY KEY, record TEXT NOT NULL, features BLOB NOT NULL, targets BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+  id TEXT PRIMARY KEY, status TEXT NOT NULL, finished_at TEXT, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS epochs (
+  job TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  epoch INTEGER NOT NULL,
+  record TEXT NOT NULL,
+  PRIMARY KEY (job, epoch));
+";
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn fail(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(e.to_string())
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full,
+            _ => fail(e),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        fail(e)
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(v)?)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    Ok(serde_json::from_str(s)?)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `dir`, optionally capped at `max_bytes`
+    /// (writes beyond it fail with [`StoreError::Full`], as on a full disk).
+    ///
+    /// # Errors
+    /// The directory cannot be created or written, or the database cannot be opened or is from
+    /// a newer version of mlpd.
+    pub fn open(dir: &Path, max_bytes: Option<u64>) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            fail(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let conn = Connection::open(dir.join("mlpd.sqlite3")).map_err(|e| {
+            fail(format!(
+                "cannot open the database in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| fail(format!("cannot write to {}: {e}", dir.display())))?;
+        let version: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version.map(|v| v.parse::<i64>().unwrap_or(i64::MAX)) {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(fail(format!(
+                    "the database has schema version {v}; this mlpd reads up to {SCHEMA_VERSION}"
+                )));
+            }
+            Some(_) => {}
+        }
+        if let Some(max) = max_bytes {
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let pages = i64::try_from(max).unwrap_or(i64::MAX) / page.max(1);
+            conn.pragma_update(None, "max_page_count", pages.max(1))?;
+        }
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Writes 4-byte little-endian words into a new zero-filled blob of the given row and column,
+/// in chunks.
+fn write_blob(
+    tx: &Transaction,
+    column: &str,
+    rowid: i64,
+    words: impl Iterator<Item = [u8; 4]>,
+) -> Result<(), StoreError> {
+    let mut blob = tx.blob_open(MAIN_DB, "datasets", column, rowid, false)?;
+    let mut buf = Vec::with_capacity(CHUNK);
+    for w in words {
+        buf.extend_from_slice(&w);
+        if buf.len() >= CHUNK {
+            blob.write_all(&buf).map_err(fail)?;
+            buf.clear();
+        }
+    }
+    blob.write_all(&buf).map_err(fail)?;
+    Ok(())
+}
+
+/// Reads a blob of 4-byte little-endian words, converting each with `word`.
+fn read_blob<T>(
+    conn: &Connection,
+    column: &str,
+    rowid: i64,
+    word: impl Fn([u8; 4]) -> T,
+) -> Result<Vec<T>, StoreError> {
+    let mut blob = conn.blob_open(MAIN_DB, "datasets", column, rowid, true)?;
+    let mut out = Vec::with_capacity(blob.len() / 4);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = blob.read(&mut buf).map_err(fail)?;
+        if n == 0 {
+            break;
+        }
+        out.extend(
+            buf[..n]
+                .chunks_exact(4)
+                .map(|c| word([c[0], c[1], c[2], c[3]])),
+        );
+    }
+    Ok(out)
+}
+
+fn upsert_job(tx: &Connection, job: &JobRecord) -> Result<(), StoreError> {
+    let status = json(&job.status)?;
+    let finished = job
+        .finished_at
+        .map(|t| t.unix_timestamp_nanos().to_string());
+    tx.execute(
+        "INSERT INTO jobs (id, status, finished_at, record) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at, record = excluded.record",
+        params![job.id.to_string(), status, finished, json(job)?],
+    )?;
+    Ok(())
+}
+
+fn insert_epochs(tx: &Connection, job: Uuid, epochs: &[EpochReport]) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached("INSERT OR REPLACE INTO epochs (job, epoch, record) VALUES (?1, ?2, ?3)")?;
+    let id = job.to_string();
+    for e in epochs {
+        stmt.execute(params![id, e.epoch, json(e)?])?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let conn = self.conn();
+        let mut snap = Snapshot::default();
+        let mut stmt = conn.prepare("SELECT record FROM models ORDER BY name")?;
+        for r in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            snap.models.push(parse(&r?)?);
+        }
+        let mut stmt = conn.prepare("SELECT record FROM versions ORDER BY model, version")?;
+        for r in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            snap.versions.push(parse(&r?)?);
+        }
+        let mut stmt = conn.prepare("SELECT record FROM datasets")?;
+        for r in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            snap.datasets.push(parse(&r?)?);
+        }
+        let mut stmt = conn.prepare("SELECT id, record FROM jobs")?;
+        let mut epochs_of =
+            conn.prepare("SELECT record FROM epochs WHERE job = ?1 ORDER BY epoch")?;
+        for r in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (id, record) = r?;
+            let job: JobRecord = parse(&record)?;
+            let mut epochs = Vec::new();
+            for e in epochs_of.query_map([id], |r| r.get::<_, String>(0))? {
+                epochs.push(parse(&e?)?);
+            }
+            snap.jobs.push((job, epochs));
+        }
+        Ok(snap)
+    }
+
+    fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO models (name, record) VALUES (?1, ?2)",
+            params![m.name, json(m)?],
+        )?;
+        Ok(())
+    }
+
+    fn delete_model(&self, name: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM models WHERE name = ?1", [name])?;
+        Ok(())
+    }
+
+    fn insert_dataset(&self, meta: &DatasetRecord, data: &Dataset) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let x = data.features();
+        let targets_len = match data.targets() {
+            Targets::Values(y) => y.len(),
+            Targets::Classes { indices, .. } => indices.len(),
+        };
+        tx.execute(
+            "INSERT INTO datasets (id, record, features, targets) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                meta.id.to_string(),
+                json(meta)?,
+                ZeroBlob((x.len() * 4) as u64),
+                ZeroBlob((targets_len * 4) as u64)
+            ],
+        )?;
+        let rowid = tx.last_insert_rowid();
+        write_blob(&tx, "features", rowid, x.iter().map(|v| v.to_le_bytes()))?;
+        match data.targets() {
+            Targets::Values(y) => {
+                write_blob(&tx, "targets", rowid, y.iter().map(|v| v.to_le_bytes()))?
+            }
+            Targets::Classes { indices, .. } => write_blob(
+                &tx,
+                "targets",
+                rowid,
+                indices.iter().map(|i| i.to_le_bytes()),
+            )?,
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_dataset(&self, id: Uuid) -> Result<Option<Dataset>, StoreError> {
+        let conn = self.conn();
+        let row: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT rowid, record FROM datasets WHERE id = ?1",
+                [id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((rowid, record)) = row else {
+            return Ok(None);
+        };
+        let meta: DatasetRecord = parse(&record)?;
+        let features = read_blob(&conn, "features", rowid, f32::from_le_bytes)?;
+        let x = Array2::from_shape_vec((meta.rows, meta.input_width), features).map_err(fail)?;
+        let data = match (&meta.classes, meta.target_width) {
+            (Some(set), _) => {
+                let indices = read_blob(&conn, "targets", rowid, u32::from_le_bytes)?;
+                let labels: Vec<Label> = indices
+                    .iter()
+                    .map(|&i| {
+                        set.get(i as usize)
+                            .ok_or_else(|| fail("a stored class index is out of range"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Dataset::classification(x, &labels).map_err(fail)?
+            }
+            (None, Some(w)) => {
+                let y = read_blob(&conn, "targets", rowid, f32::from_le_bytes)?;
+                Dataset::regression(x, Array2::from_shape_vec((meta.rows, w), y).map_err(fail)?)
+                    .map_err(fail)?
+            }
+            (None, None) => return Err(fail("a stored dataset has neither classes nor targets")),
+        };
+        Ok(Some(data))
+    }
+
+    fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM datasets WHERE id = ?1", [id.to_string()])?;
+        Ok(())
+    }
+
+    fn save_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        upsert_job(&self.conn(), job)
+    }
+
+    fn delete_job(&self, id: Uuid) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM jobs WHERE id = ?1", [id.to_string()])?;
+        Ok(())
+    }
+
+    fn import_model(&self, m: &ModelRecord, v: &VersionRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO models (name, record) VALUES (?1, ?2)",
+            params![m.name, json(m)?],
+        )?;
+        tx.execute(
+            "INSERT INTO versions (model, version, record) VALUES (?1, ?2, ?3)",
+            params![v.model, v.version, json(v)?],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn append_epochs(&self, job: Uuid, epochs: &[EpochReport]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_epochs(&tx, job, epochs)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn publish(
+        &self,
+        v: &VersionRecord,
+        job: &JobRecord,
+        epochs: &[EpochReport],
+        keep: usize,
+    ) -> Result<Vec<u32>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let record: Option<String> = tx
+            .query_row(
+                "SELECT record FROM models WHERE name = ?1",
+                [&v.model],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(record) = record else {
+            return Err(fail(format!("model {} is gone", v.model)));
+        };
+        let mut model: ModelRecord = parse(&record)?;
+        model.next_version = model.next_version.max(v.version + 1);
+        tx.execute(
+            "UPDATE models SET record = ?2 WHERE name = ?1",
+            params![v.model, json(&model)?],
+        )?;
+        tx.execute(
+            "INSERT INTO versions (model, version, record) VALUES (?1, ?2, ?3)",
+            params![v.model, v.version, json(v)?],
+        )?;
+        insert_epochs(&tx, job.id, epochs)?;
+        upsert_job(&tx, job)?;
+        let mut pruned = Vec::new();
+        {
+            let mut stmt = tx.prepare("SELECT version FROM versions WHERE model = ?1 ORDER BY version DESC LIMIT -1 OFFSET ?2")?;
+            for r in stmt.query_map(params![v.model, keep.max(1) as i64], |r| r.get::<_, u32>(0))? {
+                pruned.push(r?);
+            }
+        }
+        for p in &pruned {
+            tx.execute(
+                "DELETE FROM versions WHERE model = ?1 AND version = ?2",
+                params![v.model, p],
+            )?;
+        }
+        tx.commit()?;
+        Ok(pruned)
+    }
+
+    fn prune_jobs(&self, keep: usize) -> Result<Vec<Uuid>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut ids = Vec::new();
+        {
+            let mut stmt = tx.prepare(
+                "SELECT id FROM jobs WHERE finished_at IS NOT NULL ORDER BY CAST(finished_at AS INTEGER) DESC, id DESC LIMIT -1 OFFSET ?1",
+            )?;
+            for r in stmt.query_map([keep as i64], |r| r.get::<_, String>(0))? {
+                ids.push(r?);
+            }
+        }
+        for id in &ids {
+            tx.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.conn().query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
