@@ -88,7 +88,13 @@ impl SqliteStore {
             ))
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Deleted rows give their pages back to the file system (set before the first table,
+        // so it takes effect on new databases).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // After a checkpoint the WAL shrinks back to this, instead of keeping the size of the
+        // largest transaction (a dataset) forever.
+        conn.pragma_update(None, "journal_size_limit", 64i64 << 20)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)
@@ -127,6 +133,32 @@ impl SqliteStore {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// After large writes or deletes: return free pages to the file system and fold the WAL into
+/// the database, so the files hold one copy of the data. Best effort: the data is safe either way.
+fn compact(conn: &Connection) {
+    // Here each execution of `incremental_vacuum` frees a single page whatever its argument, so
+    // it runs once per free page, all in one transaction (one sync, not one per page).
+    let vacuum = || -> rusqlite::Result<()> {
+        let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        if free == 0 {
+            return Ok(());
+        }
+        conn.execute_batch("BEGIN")?;
+        let mut stmt = conn.prepare_cached("PRAGMA incremental_vacuum(1)")?;
+        for _ in 0..free {
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+        }
+        drop(stmt);
+        conn.execute_batch("COMMIT")
+    };
+    if let Err(e) = vacuum() {
+        let _ = conn.execute_batch("ROLLBACK");
+        tracing::warn!(error = %e, "incremental vacuum failed");
+    }
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 /// Writes 4-byte little-endian words into a new zero-filled blob of the given row and column,
@@ -237,8 +269,9 @@ impl Store for SqliteStore {
     }
 
     fn delete_model(&self, name: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM models WHERE name = ?1", [name])?;
+        let conn = self.conn();
+        conn.execute("DELETE FROM models WHERE name = ?1", [name])?;
+        compact(&conn);
         Ok(())
     }
 
@@ -273,6 +306,7 @@ impl Store for SqliteStore {
             )?,
         }
         tx.commit()?;
+        compact(&conn);
         Ok(())
     }
 
@@ -314,8 +348,9 @@ impl Store for SqliteStore {
     }
 
     fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM datasets WHERE id = ?1", [id.to_string()])?;
+        let conn = self.conn();
+        conn.execute("DELETE FROM datasets WHERE id = ?1", [id.to_string()])?;
+        compact(&conn);
         Ok(())
     }
 
@@ -416,6 +451,9 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
         }
         tx.commit()?;
+        if !ids.is_empty() {
+            compact(&conn);
+        }
         Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
     }
 

@@ -208,6 +208,46 @@ async fn a_full_store_answers_507_and_changes_nothing() {
         .await;
 }
 
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn deleting_a_dataset_gives_its_space_back() {
+    let app = super::helpers::spawn_app().await;
+    let empty = dir_bytes(&app.data_dir);
+    let rows: Vec<Value> = (0..5000)
+        .map(|i| json!(vec![i as f32 / 3.0; 100]))
+        .collect(); // 2 MB of f32
+    let targets: Vec<Value> = (0..5000).map(|i| json!([i as f32])).collect();
+    let d = expect(
+        app.post("/v1/datasets", &json!({"inputs": rows, "targets": targets}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let full = dir_bytes(&app.data_dir);
+    assert!(
+        full >= 2_020_000 && full < empty + 3_000_000,
+        "the 2 MB are on disk once: {empty} → {full}"
+    );
+    expect(
+        app.delete(&format!("/v1/datasets/{}", d["id"].as_str().unwrap()))
+            .await,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    let after = dir_bytes(&app.data_dir);
+    assert!(
+        after < empty + 500_000,
+        "space given back: {empty} → {full} → {after}"
+    );
+}
+
 #[tokio::test]
 async fn an_unusable_data_directory_is_a_clear_startup_error() {
     let file = temp_dir("not-a-dir");
