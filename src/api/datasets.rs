@@ -30,7 +30,8 @@ pub struct DatasetList {
 
 /// Upload a dataset as JSON, or as CSV with a header row.
 ///
-/// CSV: `?target=COLUMN` (repeat for several regression targets), optional `?name=` and
+/// CSV: `?target=COLUMN` (repeat for several regression targets; default: the last column),
+/// optional `?name=` and
 /// `?task=regression|classification`. A target column holding integers or strings is a class
 /// label unless `task` says otherwise.
 #[utoipa::path(post, path = "/v1/datasets", tag = "datasets",
@@ -39,7 +40,7 @@ pub struct DatasetList {
         (String = "text/csv", example = "sepal_length,sepal_width,species\n5.1,3.5,setosa\n"),
     )),
     params(
-        ("target" = Option<Vec<String>>, Query, description = "CSV: target column (repeatable)", explode = true),
+        ("target" = Option<Vec<String>>, Query, description = "CSV: target column (repeatable; default: the last column)", explode = true),
         ("name" = Option<String>, Query, description = "CSV: dataset name"),
         ("task" = Option<Task>, Query, description = "CSV: regression or classification (default: guessed)"),
     ),
@@ -172,12 +173,6 @@ fn csv_options(query: &str, max_cells: usize) -> Result<(Option<String>, CsvOpti
             }
             other => return Err(ApiError::invalid(other, "is not a parameter of this route")),
         }
-    }
-    if opts.targets.is_empty() {
-        return Err(ApiError::invalid(
-            "target",
-            "name the target column: ?target=COLUMN",
-        ));
     }
     check_name(&name)?;
     Ok((name, opts))

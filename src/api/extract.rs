@@ -54,6 +54,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        if inner.to_string().starts_with("number out of range") {
+            // Valid JSON, but the value does not fit (an f32 beyond ±3.4e38).
+            return ApiError::invalid(path, "is out of range for a 32-bit float");
+        }
         match inner.classify() {
             serde_json::error::Category::Data => {
                 let field = if path == "." {

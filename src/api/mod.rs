@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 
 #[derive(OpenApi)]
 #[openapi(
+    components(schemas(crate::domain::csv::Task)),
     info(title = "mlpd", description = "Train feed-forward neural networks and serve their predictions over HTTP."),
     tags(
         (name = "models", description = "Named models, their versions and predictions"),
@@ -70,7 +71,7 @@ pub fn router(state: AppState) -> Router {
 
 /// This API's OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.yaml", tag = "health",
-    responses((status = 200, description = "The OpenAPI document", content_type = "application/yaml", body = String)))]
+    responses((status = 200, description = "The OpenAPI document (YAML)", content_type = "application/yaml")))]
 async fn serve_openapi() -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/yaml")],

@@ -20,7 +20,7 @@ pub enum Task {
 /// How to read a CSV body.
 #[derive(Clone, Debug, Default)]
 pub struct CsvOptions {
-    /// Target column names (at least one; several only for regression).
+    /// Target column names (several only for regression); none means the last column.
     pub targets: Vec<String>,
     pub task: Option<Task>,
     /// The most cells (rows × columns) accepted.
@@ -30,8 +30,6 @@ pub struct CsvOptions {
 /// Why a CSV body was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum CsvError {
-    #[error("name at least one target column (?target=COLUMN)")]
-    NoTarget,
     #[error("the CSV has no header row")]
     NoHeader,
     #[error("target column {0:?} is not in the header")]
@@ -71,9 +69,6 @@ pub enum CsvError {
 /// # Errors
 /// See [`CsvError`]; every error names the line and column at fault.
 pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> {
-    if opts.targets.is_empty() {
-        return Err(CsvError::NoTarget);
-    }
     let mut rdr = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(::csv::Trim::All)
@@ -83,7 +78,13 @@ pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> 
         return Err(CsvError::NoHeader);
     }
     let mut target_cols = Vec::new();
-    for t in &opts.targets {
+    let default_target = [header.iter().next_back().unwrap_or_default().to_string()];
+    let targets: &[String] = if opts.targets.is_empty() {
+        &default_target
+    } else {
+        &opts.targets
+    };
+    for t in targets {
         let col = header
             .iter()
             .position(|h| h == t)
@@ -172,7 +173,7 @@ pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> 
                 .filter(|v| v.is_finite())
                 .ok_or_else(|| CsvError::NotANumber {
                     line: r as u64 + 2,
-                    column: opts.targets[t].clone(),
+                    column: targets[t].clone(),
                     value: v.clone(),
                 })?;
         }

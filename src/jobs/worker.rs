@@ -110,7 +110,6 @@ impl Worker {
             tracing::info!(epochs = job.params.epochs, "training started");
             self.train(&job);
             tracing::info!(status = ?job.status(), "training ended");
-            self.prune_jobs();
         }
     }
 
@@ -123,6 +122,7 @@ impl Worker {
         if let Err(e) = saved {
             tracing::error!(job_id = %job.id, error = %e, "could not save the job's end");
         }
+        self.prune_jobs();
         job.finish(end);
     }
 
@@ -205,6 +205,7 @@ impl Worker {
             Ok(pruned) => {
                 self.registry
                     .insert_version(&job.model, Arc::new(v), &pruned);
+                self.prune_jobs();
                 job.finish(end);
             }
             Err(e) => {
@@ -226,6 +227,8 @@ impl Worker {
         }
     }
 
+    /// Deletes finished jobs beyond the retention limit: runs after a job's end is committed and
+    /// before it is shown, so a client that sees the end also sees the pruned list.
     fn prune_jobs(&self) {
         match self.store.prune_jobs(self.retention.finished_jobs) {
             Ok(ids) if !ids.is_empty() => {

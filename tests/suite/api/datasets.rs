@@ -67,9 +67,20 @@ async fn csv_uploads_guess_classes_and_regression() {
     )
     .await;
     assert_eq!(d["target_width"], 1);
+    // No target named: the last column.
+    let d = expect(
+        app.post_csv("/v1/datasets", "a,b,label\n1,2,x\n3,4,y\n")
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(
+        (d["input_width"].as_u64(), d["classes"]["values"].clone()),
+        (Some(2), json!(["x", "y"]))
+    );
 
     let list = expect(app.get("/v1/datasets").await, StatusCode::OK).await;
-    assert_eq!(list["datasets"].as_array().unwrap().len(), 5);
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 6);
 }
 
 #[tokio::test]
@@ -177,7 +188,6 @@ async fn bad_datasets_are_4xx_and_store_nothing() {
         ("/v1/datasets?target=b", "a,b\nx,2\n", "\"x\""),
         ("/v1/datasets?target=b", "a,b\nNaN,2\n", "NaN"),
         ("/v1/datasets?target=b", "a,b\n", "no rows"),
-        ("/v1/datasets", "a,b\n1,2\n", "target"),
         ("/v1/datasets?target=b&task=guess", "a,b\n1,2\n", "task"),
         ("/v1/datasets?target=b", "b\n1\n", "feature"),
     ];
