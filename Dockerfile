@@ -22,7 +22,7 @@ COPY benches benches
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin mlpd
 
 FROM ${BASE} AS runtime-base
-RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/mlpd --create-home mlpd \
+RUN useradd --uid 10001 --user-group --home-dir /var/lib/mlpd --create-home mlpd \
     && mkdir -p /var/lib/mlpd/data && chown mlpd:mlpd /var/lib/mlpd/data
 ENV MLPD_BIND=0.0.0.0:8080 \
     MLPD_DATA_DIR=/var/lib/mlpd/data \
@@ -31,7 +31,7 @@ WORKDIR /var/lib/mlpd
 VOLUME ["/var/lib/mlpd/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["mlpd", "healthcheck"]
-USER mlpd
+USER 10001:10001
 ENTRYPOINT ["mlpd"]
 
 # The runtime stage around a binary built on the host.
