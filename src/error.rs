@@ -34,6 +34,32 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 20] = {
+        use ErrorCode::*;
+        [
+            MalformedJson,
+            UnsupportedMediaType,
+            ValidationFailed,
+            PayloadTooLarge,
+            RouteNotFound,
+            MethodNotAllowed,
+            ModelNotFound,
+            VersionNotFound,
+            DatasetNotFound,
+            JobNotFound,
+            ModelExists,
+            ModelBusy,
+            ModelNotTrained,
+            DatasetInUse,
+            JobFinished,
+            QueueFull,
+            Overloaded,
+            StorageFull,
+            StoreUnavailable,
+            Internal,
+        ]
+    };
+
     /// The table: each code's HTTP status.
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
@@ -168,29 +194,7 @@ mod tests {
 
     #[test]
     fn every_code_has_a_client_or_server_error_status() {
-        use ErrorCode::*;
-        for c in [
-            MalformedJson,
-            UnsupportedMediaType,
-            ValidationFailed,
-            PayloadTooLarge,
-            RouteNotFound,
-            MethodNotAllowed,
-            ModelNotFound,
-            VersionNotFound,
-            DatasetNotFound,
-            JobNotFound,
-            ModelExists,
-            ModelBusy,
-            ModelNotTrained,
-            DatasetInUse,
-            JobFinished,
-            QueueFull,
-            Overloaded,
-            StorageFull,
-            StoreUnavailable,
-            Internal,
-        ] {
+        for c in ErrorCode::ALL {
             assert!(
                 c.status().is_client_error() || c.status().is_server_error(),
                 "{c:?}"

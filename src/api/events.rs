@@ -66,21 +66,41 @@ fn end_event(job: &Job) -> Event {
         .unwrap_or_else(|_| Event::default().event("end"))
 }
 
+/// Sends the job's recorded epochs after `*sent` (advancing it); `false` once the client is gone.
+async fn send_history(
+    job: &Job,
+    sent: &mut u32,
+    tx: &mpsc::Sender<Result<Event, Infallible>>,
+) -> bool {
+    let after = *sent;
+    let missed: Vec<_> = job
+        .state()
+        .history
+        .iter()
+        .filter(|r| r.epoch > after)
+        .cloned()
+        .collect();
+    for r in missed {
+        *sent = r.epoch;
+        if tx.send(Ok(epoch_event(&r))).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// Replays, then forwards live events until the job ends, the client leaves, or the server
-/// shuts down.
+/// shuts down. Subscribing happens before the replay reads the history, so every epoch is
+/// either replayed or received live (duplicates are skipped by epoch number).
 async fn relay(
     job: Arc<Job>,
     mut sent: u32,
     tx: mpsc::Sender<Result<Event, Infallible>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let (history, finished, mut rx) = job.subscribe();
-    let start = sent;
-    for r in history.iter().filter(|r| r.epoch > start) {
-        if tx.send(Ok(epoch_event(r))).await.is_err() {
-            return;
-        }
-        sent = r.epoch;
+    let (finished, mut rx) = job.subscribe();
+    if !send_history(&job, &mut sent, &tx).await {
+        return;
     }
     if finished {
         let _ = tx.send(Ok(end_event(&job))).await;
@@ -101,36 +121,16 @@ async fn relay(
             }
             Ok(JobEvent::Epoch(_)) => {}
             Ok(JobEvent::End) | Err(broadcast::error::RecvError::Closed) => break,
+            // Fell behind the live buffer: catch up from the history.
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                // Fell behind the live buffer: catch up from the history.
-                let missed: Vec<_> = job
-                    .state()
-                    .history
-                    .iter()
-                    .filter(|r| r.epoch > sent)
-                    .cloned()
-                    .collect();
-                for r in missed {
-                    sent = r.epoch;
-                    if tx.send(Ok(epoch_event(&r))).await.is_err() {
-                        return;
-                    }
+                if !send_history(&job, &mut sent, &tx).await {
+                    return;
                 }
             }
         }
     }
-    // Epochs that arrived between the last live event and the end.
-    let rest: Vec<_> = job
-        .state()
-        .history
-        .iter()
-        .filter(|r| r.epoch > sent)
-        .cloned()
-        .collect();
-    for r in rest {
-        if tx.send(Ok(epoch_event(&r))).await.is_err() {
-            return;
-        }
+    // Epochs recorded between the last live event and the end.
+    if send_history(&job, &mut sent, &tx).await {
+        let _ = tx.send(Ok(end_event(&job))).await;
     }
-    let _ = tx.send(Ok(end_event(&job))).await;
 }

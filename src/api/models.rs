@@ -49,6 +49,14 @@ pub fn parse_name(name: &str) -> Result<ModelName, ApiError> {
     ModelName::parse(name).map_err(|_| model_not_found(name))
 }
 
+/// The model, or a 404.
+fn find(state: &AppState, name: &ModelName) -> Result<ModelEntry, ApiError> {
+    state
+        .registry
+        .get(name)
+        .ok_or_else(|| model_not_found(name.as_str()))
+}
+
 pub fn model_not_found(name: &str) -> ApiError {
     ApiError::new(ErrorCode::ModelNotFound, format!("no model named {name:?}"))
 }
@@ -168,10 +176,7 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> Result<axum::Json<ModelView>, ApiError> {
     let name = parse_name(&name)?;
-    let entry = state
-        .registry
-        .get(&name)
-        .ok_or_else(|| model_not_found(name.as_str()))?;
+    let entry = find(&state, &name)?;
     Ok(axum::Json(ModelView::from(&entry)))
 }
 
@@ -217,10 +222,7 @@ pub async fn versions(
     Path(name): Path<String>,
 ) -> Result<axum::Json<VersionList>, ApiError> {
     let name = parse_name(&name)?;
-    let entry = state
-        .registry
-        .get(&name)
-        .ok_or_else(|| model_not_found(name.as_str()))?;
+    let entry = find(&state, &name)?;
     Ok(axum::Json(VersionList {
         versions: entry
             .versions
@@ -288,10 +290,7 @@ pub async fn export(
     Path((name, version)): Path<(String, u32)>,
 ) -> Result<axum::Json<ModelExport>, ApiError> {
     let name = parse_name(&name)?;
-    let entry = state
-        .registry
-        .get(&name)
-        .ok_or_else(|| model_not_found(name.as_str()))?;
+    let entry = find(&state, &name)?;
     let v = state
         .registry
         .serving(&name, Some(version))

@@ -1,6 +1,6 @@
 //! One training job: a state machine (queued → running → succeeded | failed | canceled), its
 //! epoch history, and a broadcast of its progress. History and broadcast change under one lock,
-//! so a subscriber that snapshots the history and subscribes in one step misses nothing and
+//! so a subscriber that subscribes and then reads the history misses nothing and
 //! sees nothing twice.
 
 use crate::domain::ModelName;
@@ -287,14 +287,10 @@ impl Job {
         let _ = self.events.send(JobEvent::End);
     }
 
-    /// The history so far, whether the job has finished, and a receiver for what comes next —
-    /// taken together, under the state lock.
-    pub fn subscribe(&self) -> (Vec<EpochReport>, bool, broadcast::Receiver<JobEvent>) {
+    /// Whether the job has finished, and a receiver for everything that happens after — taken
+    /// together, under the state lock (so an end is either reported here or received).
+    pub fn subscribe(&self) -> (bool, broadcast::Receiver<JobEvent>) {
         let st = self.state();
-        (
-            st.history.clone(),
-            st.status.is_finished(),
-            self.events.subscribe(),
-        )
+        (st.status.is_finished(), self.events.subscribe())
     }
 }
