@@ -71,6 +71,9 @@ pub struct Config {
     /// Cap on the store's size in MiB (0: none); writes beyond it get 507.
     #[arg(long, env = "MLPD_MAX_STORE_MB", default_value_t = 0)]
     pub max_store_mb: u64,
+    /// Origins allowed to call the API from a browser, comma-separated (`*`: any; empty: CORS off).
+    #[arg(long, env = "MLPD_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Log line format.
     #[arg(long, env = "MLPD_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,

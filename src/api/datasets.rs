@@ -51,6 +51,9 @@ pub struct DatasetList {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Neither JSON nor CSV", body = ErrorBody),
         (status = 422, description = "Invalid data", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "Storage full; nothing was changed", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -217,6 +220,9 @@ pub async fn get(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such dataset", body = ErrorBody),
         (status = 409, description = "A queued or running job uses it", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "Storage full; nothing was changed", body = ErrorBody),
     ))]
 pub async fn delete(
     State(state): State<AppState>,

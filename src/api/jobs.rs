@@ -28,6 +28,9 @@ use uuid::Uuid;
         (status = 422, description = "Invalid parameter, or data that does not fit the model", body = ErrorBody),
         (status = 429, description = "The job queue is full; retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "Storage full; nothing was changed", body = ErrorBody),
     ))]
 pub async fn train(
     State(state): State<AppState>,
@@ -181,6 +184,9 @@ pub async fn get(
         (status = 202, description = "Cancellation under way (or done, for a queued job)", body = JobView),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The job has already finished", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "Storage full; nothing was changed", body = ErrorBody),
     ))]
 pub async fn cancel(
     State(state): State<AppState>,

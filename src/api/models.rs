@@ -85,6 +85,9 @@ pub fn lookup_error(name: &ModelName, e: Lookup) -> ApiError {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "Storage full; nothing was changed", body = ErrorBody),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -187,6 +190,9 @@ pub async fn get(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 409, description = "A job for the model is queued or running", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "Storage full; nothing was changed", body = ErrorBody),
     ))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -327,8 +333,9 @@ pub struct ImportQuery {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Not a valid export", body = ErrorBody),
-        (status = 503, description = "Storage unavailable", body = ErrorBody),
-        (status = 507, description = "Storage full", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 507, description = "Storage full; nothing was changed", body = ErrorBody),
     ))]
 pub async fn import(
     State(state): State<AppState>,

@@ -7,4 +7,5 @@ mod models;
 mod openapi;
 mod persistence;
 mod predict;
+mod process;
 mod training;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn temp_dir(tag: &str) -> PathBuf {
+pub fn temp_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("mlpd-{tag}-{}", uuid::Uuid::new_v4()))
 }
 
@@ -438,7 +438,7 @@ impl Remote {
 }
 
 /// Starts the `mlpd` binary on an ephemeral port; returns it and its base URL.
-fn start_binary(dir: &Path) -> (Child, String) {
+pub fn start_binary(dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mlpd"))
         .args([
             "--bind",
