@@ -46,6 +46,10 @@ pub struct Config {
     /// Most trainable parameters in one model.
     #[arg(long, env = "MLPD_MAX_MODEL_PARAMETERS", default_value_t = 50_000_000)]
     pub max_model_parameters: usize,
+    /// Longest a training job may run, in seconds (0: no limit); a job that reaches it ends
+    /// `succeeded` with the weights reached, as with its own `max_seconds`.
+    #[arg(long, env = "MLPD_MAX_TRAIN_SECONDS", default_value_t = 0.0)]
+    pub max_train_seconds: f64,
     /// Predictions computed at once (0: two per core); more wait up to --predict-wait-ms.
     #[arg(long, env = "MLPD_PREDICT_CONCURRENCY", default_value_t = 0)]
     pub predict_concurrency: usize,

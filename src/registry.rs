@@ -16,6 +16,7 @@ pub use crate::store::VersionRecord as ModelVersion;
 
 /// Final figures of a training run.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct VersionMetrics {
     /// Epochs run.
     pub epochs: u32,

@@ -34,7 +34,7 @@ pub struct DatasetList {
 /// optional `?name=` and
 /// `?task=regression|classification`. A target column holding integers or strings is a class
 /// label unless `task` says otherwise.
-#[utoipa::path(post, path = "/v1/datasets", tag = "datasets",
+#[utoipa::path(post, path = "/v1/datasets", operation_id = "createDataset", tag = "datasets",
     request_body(content(
         (DatasetJson = "application/json"),
         (String = "text/csv", example = "sepal_length,sepal_width,species\n5.1,3.5,setosa\n"),
@@ -182,7 +182,7 @@ fn csv_options(query: &str, max_cells: usize) -> Result<(Option<String>, CsvOpti
 }
 
 /// List datasets, oldest first.
-#[utoipa::path(get, path = "/v1/datasets", tag = "datasets",
+#[utoipa::path(get, path = "/v1/datasets", operation_id = "listDatasets", tag = "datasets",
     responses((status = 200, description = "All datasets", body = DatasetList)))]
 pub async fn list(State(state): State<AppState>) -> axum::Json<DatasetList> {
     axum::Json(DatasetList {
@@ -196,7 +196,7 @@ pub async fn list(State(state): State<AppState>) -> axum::Json<DatasetList> {
 }
 
 /// A dataset's shape and classes.
-#[utoipa::path(get, path = "/v1/datasets/{id}", tag = "datasets",
+#[utoipa::path(get, path = "/v1/datasets/{id}", operation_id = "getDataset", tag = "datasets",
     params(("id" = Uuid, Path, description = "Dataset id")),
     responses(
         (status = 200, description = "The dataset", body = DatasetView),
@@ -214,7 +214,7 @@ pub async fn get(
 }
 
 /// Delete a dataset.
-#[utoipa::path(delete, path = "/v1/datasets/{id}", tag = "datasets",
+#[utoipa::path(delete, path = "/v1/datasets/{id}", operation_id = "deleteDataset", tag = "datasets",
     params(("id" = Uuid, Path, description = "Dataset id")),
     responses(
         (status = 204, description = "Deleted"),

@@ -10,6 +10,7 @@ use super::jobs::job_not_found;
 use super::views::JobView;
 use crate::error::{ApiError, ErrorBody};
 use crate::jobs::{Job, JobEvent};
+use crate::nn::MAX_EPOCHS;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -23,15 +24,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
 /// Follow a job's progress live.
-#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs",
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", operation_id = "streamJobEvents", tag = "jobs",
     params(
         ("id" = Uuid, Path, description = "Job id"),
-        ("Last-Event-ID" = Option<u32>, Header, description = "Resume after this epoch"),
+        ("Last-Event-ID" = Option<u32>, Header, description = "Resume after this epoch (0–1000000)"),
     ),
     responses(
         (status = 200, description = "`event: epoch` per epoch (`id` = epoch, `data` = the epoch record), then `event: end` (`data` = the job)",
             content_type = "text/event-stream", body = String),
         (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "`Last-Event-ID` is not an epoch number", body = ErrorBody),
     ))]
 pub async fn events(
     State(state): State<AppState>,
@@ -39,11 +41,20 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
-    let after = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0);
+    let after = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .filter(|&epoch| epoch <= MAX_EPOCHS)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "Last-Event-ID",
+                    format!("must be an epoch number from 0 to {MAX_EPOCHS}"),
+                )
+            })?,
+    };
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(relay(job, after, tx, state.shutdown.clone()));
     let keep_alive =

@@ -12,7 +12,7 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "Alive", body = Health)))]
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "health", responses((status = 200, description = "Alive", body = Health)))]
 pub async fn health() -> axum::Json<Health> {
     axum::Json(Health {
         status: "ok".into(),
@@ -20,7 +20,7 @@ pub async fn health() -> axum::Json<Health> {
 }
 
 /// The service can do its work: store reachable, training workers alive, not shutting down.
-#[utoipa::path(get, path = "/ready", tag = "health", responses(
+#[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "health", responses(
     (status = 200, description = "Ready", body = Health),
     (status = 503, description = "Not ready", body = Health),
 ))]

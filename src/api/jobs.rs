@@ -16,16 +16,16 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 /// Start training a model (asynchronously).
-#[utoipa::path(post, path = "/v1/models/{name}/train", tag = "jobs", request_body = TrainRequest,
+#[utoipa::path(post, path = "/v1/models/{name}/train", operation_id = "trainModel", tag = "jobs", request_body = TrainRequest,
     params(("name" = String, Path, description = "Model name")),
     responses(
         (status = 202, description = "The job, queued", body = JobView,
             headers(("Location" = String, description = "The job's URL"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 404, description = "No such model or dataset", body = ErrorBody),
+        (status = 404, description = "No such model", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Invalid parameter, or data that does not fit the model", body = ErrorBody),
+        (status = 422, description = "Invalid parameter, no such `dataset_id`, or data that does not fit the model", body = ErrorBody),
         (status = 429, description = "The job queue is full; retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
@@ -38,14 +38,19 @@ pub async fn train(
     Json(req): Json<TrainRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = parse_name(&name)?;
-    let (params, source) = req.into_parts()?;
+    // An unknown model is a 404 whatever the body says.
+    if state.registry.get(&name).is_none() {
+        return Err(model_not_found(name.as_str()));
+    }
+    let (mut params, source) = req.into_parts()?;
+    let cap = state.config.max_train_seconds;
+    if cap > 0.0 {
+        params.max_seconds = Some(params.max_seconds.map_or(cap, |s| s.min(cap)));
+    }
     // Load (or parse) the data before taking the lock: it may take seconds.
     let (dataset_id, data) = match source {
         DataSource::Stored(id) => {
-            let d = state
-                .datasets
-                .get(id)
-                .ok_or_else(|| dataset_not_found(id))?;
+            let d = state.datasets.get(id).ok_or_else(|| unknown_dataset(id))?;
             (Some(id), state.store(move |s| d.data(s)).await?)
         }
         DataSource::Inline(d) => {
@@ -64,7 +69,7 @@ pub async fn train(
     if let Some(id) = dataset_id
         && state.datasets.get(id).is_none()
     {
-        return Err(dataset_not_found(id));
+        return Err(unknown_dataset(id));
     }
     // Data that cannot train this model is refused now, not after the job is queued.
     crate::nn::check_data(&model.spec, &data, &params)?;
@@ -93,9 +98,17 @@ pub fn dataset_not_found(id: Uuid) -> ApiError {
     ApiError::new(ErrorCode::DatasetNotFound, format!("no dataset {id}"))
 }
 
+/// A train request naming a dataset that does not exist: the request, not the URL, is at fault.
+fn unknown_dataset(id: Uuid) -> ApiError {
+    ApiError::invalid("dataset_id", format!("no dataset {id}"))
+}
+
 pub fn job_not_found(id: Uuid) -> ApiError {
     ApiError::new(ErrorCode::JobNotFound, format!("no job {id}"))
 }
+
+/// The largest `offset` of a job listing (far more jobs than are ever kept).
+const MAX_OFFSET: u32 = 1_000_000_000;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -109,8 +122,8 @@ pub struct JobQuery {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// Jobs to skip (newest first).
-    #[param(minimum = 0)]
-    pub offset: Option<usize>,
+    #[param(minimum = 0, maximum = 1000000000)]
+    pub offset: Option<u32>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -125,7 +138,7 @@ pub struct JobList {
 }
 
 /// List jobs, newest first.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobQuery),
+#[utoipa::path(get, path = "/v1/jobs", operation_id = "listJobs", tag = "jobs", params(JobQuery),
     responses(
         (status = 200, description = "A page of jobs", body = JobList),
         (status = 422, description = "Invalid query", body = ErrorBody),
@@ -139,6 +152,13 @@ pub async fn list(
         return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
     }
     let offset = q.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::invalid(
+            "offset",
+            format!("must be between 0 and {MAX_OFFSET}"),
+        ));
+    }
+    let offset = offset as usize;
     let matching: Vec<_> = state
         .jobs
         .list()
@@ -162,7 +182,7 @@ pub async fn list(
 }
 
 /// A job with its full epoch history.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+#[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "getJob", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 200, description = "The job", body = JobView),
@@ -178,7 +198,7 @@ pub async fn get(
 
 /// Cancel a job: a queued one at once, a running one within one mini-batch. The model keeps
 /// serving its previous version.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", operation_id = "cancelJob", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
         (status = 202, description = "Cancellation under way (or done, for a queued job)", body = JobView),

@@ -6,6 +6,7 @@ pub mod extract;
 mod health;
 mod jobs;
 mod models;
+pub mod openapi;
 mod predict;
 mod views;
 
@@ -19,7 +20,7 @@ use utoipa_axum::routes;
 
 #[derive(OpenApi)]
 #[openapi(
-    components(schemas(crate::domain::csv::Task)),
+    components(schemas(crate::domain::csv::Task, openapi::Float32)),
     info(title = "mlpd", description = "Train feed-forward neural networks and serve their predictions over HTTP."),
     tags(
         (name = "models", description = "Named models, their versions and predictions"),
@@ -56,7 +57,7 @@ pub fn openapi_yaml() -> &'static str {
     static YAML: OnceLock<String> = OnceLock::new();
     YAML.get_or_init(|| {
         let (_, api) = routes().split_for_parts();
-        api.to_yaml().expect("the OpenAPI document serializes")
+        openapi::to_yaml(&api)
     })
 }
 
@@ -70,7 +71,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// This API's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.yaml", tag = "health",
+#[utoipa::path(get, path = "/openapi.yaml", operation_id = "getOpenapi", tag = "health",
     responses((status = 200, description = "The OpenAPI document (YAML)", content_type = "application/yaml")))]
 async fn serve_openapi() -> impl axum::response::IntoResponse {
     (

@@ -76,7 +76,7 @@ pub fn lookup_error(name: &ModelName, e: Lookup) -> ApiError {
 }
 
 /// Define a model.
-#[utoipa::path(post, path = "/v1/models", tag = "models", request_body = CreateModel,
+#[utoipa::path(post, path = "/v1/models", operation_id = "createModel", tag = "models", request_body = CreateModel,
     responses(
         (status = 201, description = "The model, not yet trained", body = ModelView,
             headers(("Location" = String, description = "The model's URL"))),
@@ -159,7 +159,7 @@ fn check_size(state: &AppState, spec: &NetworkSpec) -> Result<(), ApiError> {
 }
 
 /// List models (by name).
-#[utoipa::path(get, path = "/v1/models", tag = "models",
+#[utoipa::path(get, path = "/v1/models", operation_id = "listModels", tag = "models",
     responses((status = 200, description = "All models", body = ModelList)))]
 pub async fn list(State(state): State<AppState>) -> axum::Json<ModelList> {
     axum::Json(ModelList {
@@ -168,7 +168,7 @@ pub async fn list(State(state): State<AppState>) -> axum::Json<ModelList> {
 }
 
 /// A model: architecture, versions, latest metrics.
-#[utoipa::path(get, path = "/v1/models/{name}", tag = "models",
+#[utoipa::path(get, path = "/v1/models/{name}", operation_id = "getModel", tag = "models",
     params(("name" = String, Path, description = "Model name")),
     responses(
         (status = 200, description = "The model", body = ModelView),
@@ -184,7 +184,7 @@ pub async fn get(
 }
 
 /// Delete a model and all its versions.
-#[utoipa::path(delete, path = "/v1/models/{name}", tag = "models",
+#[utoipa::path(delete, path = "/v1/models/{name}", operation_id = "deleteModel", tag = "models",
     params(("name" = String, Path, description = "Model name")),
     responses(
         (status = 204, description = "Deleted"),
@@ -217,7 +217,7 @@ pub async fn delete(
 }
 
 /// A model's trained versions, oldest first.
-#[utoipa::path(get, path = "/v1/models/{name}/versions", tag = "models",
+#[utoipa::path(get, path = "/v1/models/{name}/versions", operation_id = "listVersions", tag = "models",
     params(("name" = String, Path, description = "Model name")),
     responses(
         (status = 200, description = "The versions", body = VersionList),
@@ -239,7 +239,7 @@ pub async fn versions(
 }
 
 /// One trained version: training parameters, final metrics, labels.
-#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}", tag = "models",
+#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}", operation_id = "getVersion", tag = "models",
     params(("name" = String, Path, description = "Model name"), ("version" = u32, Path, description = "Version number", minimum = 1)),
     responses(
         (status = 200, description = "The version", body = VersionView),
@@ -274,10 +274,7 @@ pub struct ModelExport {
     pub version: u32,
     pub params: TrainParams,
     pub metrics: VersionMetrics,
-    /// The trained network: `spec`, `network` (per layer: `weights` as ndarray `{v, dim, data}`
-    /// with `dim = [units, inputs]`, `bias`, `activation`), `input_scaler`, `target_scaler`,
-    /// `labels`, `format_version`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = super::openapi::TrainedModel)]
     pub model: TrainedModel,
 }
 
@@ -285,7 +282,7 @@ const EXPORT_FORMAT: &str = "mlpd.model";
 const EXPORT_VERSION: u32 = 1;
 
 /// Export a trained version as one JSON document.
-#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/export", tag = "models",
+#[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/export", operation_id = "exportVersion", tag = "models",
     params(("name" = String, Path, description = "Model name"), ("version" = u32, Path, description = "Version number", minimum = 1)),
     responses(
         (status = 200, description = "The version, ready to import elsewhere", body = ModelExport),
@@ -324,7 +321,7 @@ pub struct ImportQuery {
 }
 
 /// Import an exported version as a new model (its version 1).
-#[utoipa::path(post, path = "/v1/models/import", tag = "models", request_body = ModelExport, params(ImportQuery),
+#[utoipa::path(post, path = "/v1/models/import", operation_id = "importModel", tag = "models", request_body = ModelExport, params(ImportQuery),
     responses(
         (status = 201, description = "The new model", body = ModelView,
             headers(("Location" = String, description = "The model's URL"))),

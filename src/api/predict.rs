@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// One or more rows of the model's input width.
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, value_type = Vec<Vec<super::openapi::Float32>>)]
     pub inputs: Vec<Vec<f32>>,
 }
 
@@ -40,7 +40,7 @@ pub struct PredictResponse {
 }
 
 /// Predict with a trained model.
-#[utoipa::path(post, path = "/v1/models/{name}/predict", tag = "models", request_body = PredictRequest,
+#[utoipa::path(post, path = "/v1/models/{name}/predict", operation_id = "predict", tag = "models", request_body = PredictRequest,
     params(("name" = String, Path, description = "Model name"), PredictQuery),
     responses(
         (status = 200, description = "Outputs (and labels) per row", body = PredictResponse),

@@ -15,9 +15,10 @@ pub struct DatasetJson {
     #[schema(max_length = 128)]
     pub name: Option<String>,
     /// Feature rows, all of one width.
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, value_type = Vec<Vec<crate::api::openapi::Float32>>)]
     pub inputs: Vec<Vec<f32>>,
     /// Regression targets: one row per input row, all of one width.
+    #[schema(value_type = Option<Vec<Vec<crate::api::openapi::Float32>>>)]
     pub targets: Option<Vec<Vec<f32>>>,
     /// Class labels, one per input row: all integers or all strings.
     pub labels: Option<Vec<Label>>,

@@ -6,14 +6,50 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
 
-/// A class label as the client wrote it: an integer or a string.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
+/// A class label as the client wrote it: an integer or a string. As in JSON Schema, a number
+/// with no fractional part (`3.0`) is an integer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Label {
     Int(i64),
     Str(String),
+}
+
+impl<'de> Deserialize<'de> for Label {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Label;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer or a string")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Label, E> {
+                Ok(Label::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Label, E> {
+                i64::try_from(v)
+                    .map(Label::Int)
+                    .map_err(|_| E::custom("an integer label must fit in 64 bits"))
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::float_cmp)]
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Label, E> {
+                // 2^63 is exactly representable; anything in [-2^63, 2^63) converts exactly.
+                let i = v as i64;
+                if v.fract() == 0.0 && v >= -(2f64.powi(63)) && v < 2f64.powi(63) && i as f64 == v {
+                    Ok(Label::Int(i))
+                } else {
+                    Err(E::custom("a numeric label must be an integer"))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Label, E> {
+                Ok(Label::Str(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Label, E> {
+                Ok(Label::Str(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl fmt::Display for Label {

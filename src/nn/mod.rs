@@ -37,8 +37,8 @@ pub use optim::{LrSchedule, Optimizer};
 pub use scaling::{Normalization, Scaler};
 pub use spec::{FieldError, LayerSpec, NetworkSpec};
 pub use train::{
-    EarlyStopping, EpochReport, NoObserver, Observer, ParamError, StopReason, TrainError,
-    TrainOutcome, TrainParams, check_data, holdout, train,
+    EarlyStopping, EpochReport, MAX_EPOCHS, NoObserver, Observer, ParamError, StopReason,
+    TrainError, TrainOutcome, TrainParams, check_data, holdout, train,
 };
 
 /// The floating-point types the core computes in: `f32` to train and serve, `f64` to check.

@@ -12,6 +12,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Spec, weights, input scaling, target scaling and class labels. Round-trips through serde
 /// exactly (f32 values are written in their shortest exact form).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainedModel {
     pub format_version: u32,
     pub spec: NetworkSpec,

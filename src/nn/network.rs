@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// single input row is a matrix–vector product `W·x`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(bound(serialize = "F: Serialize", deserialize = "F: Deserialize<'de>"))]
+#[serde(deny_unknown_fields)]
 pub struct Dense<F> {
     pub weights: Array2<F>,
     pub bias: Array1<F>,

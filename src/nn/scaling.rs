@@ -20,6 +20,7 @@ pub enum Normalization {
 /// A per-column affine transform `x' = (x − shift)·scale`. Constant columns get scale 1, so they
 /// become 0 instead of a division by zero.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Scaler {
     pub kind: Normalization,
     pub shift: Vec<f32>,

@@ -27,6 +27,7 @@ impl FieldError {
 
 /// One dense layer: `units` outputs, each `activation(w·a + b)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LayerSpec {
     /// Output width of the layer.
     #[schema(minimum = 1, maximum = 65536)]
@@ -36,6 +37,7 @@ pub struct LayerSpec {
 
 /// A multi-layer perceptron: input width, the layers in order (the last is the output), cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// Number of input features.
     #[schema(minimum = 1, maximum = 1048576)]

@@ -48,6 +48,7 @@ fn yes() -> bool {
 
 /// Everything that shapes a training run (but not how many threads compute it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TrainParams {
     pub epochs: u32,
     pub learning_rate: f64,

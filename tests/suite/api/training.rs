@@ -173,8 +173,8 @@ async fn bad_training_requests_are_422_naming_the_field_and_queue_nothing() {
     expect_error(
         app.post("/v1/models/m/train", &json!({"dataset_id": missing}))
             .await,
-        StatusCode::NOT_FOUND,
-        "dataset_not_found",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
     )
     .await;
     let jobs = expect(app.get("/v1/jobs").await, StatusCode::OK).await;
