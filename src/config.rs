@@ -78,6 +78,36 @@ pub struct Config {
     /// Origins allowed to call the API from a browser, comma-separated (`*`: any; empty: CORS off).
     #[arg(long, env = "MLPD_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Bearer tokens of the admin role (every call), comma-separated. Any configured token turns
+    /// authentication on; several allow rotation.
+    #[arg(
+        long,
+        env = "MLPD_ADMIN_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_tokens: Vec<crate::auth::Token>,
+    /// Bearer tokens of the predict role (predictions and read-only GETs), comma-separated.
+    #[arg(
+        long,
+        env = "MLPD_PREDICT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub predict_tokens: Vec<crate::auth::Token>,
+    /// A file of tokens, one per line: `admin TOKEN` or `predict TOKEN` (`#` starts a comment);
+    /// read at startup, in addition to the token lists.
+    #[arg(long, env = "MLPD_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// With authentication on, whether `/metrics` needs an admin token (otherwise it is open).
+    #[arg(long, env = "MLPD_METRICS_AUTH", default_value_t = false)]
+    pub metrics_auth: bool,
+    /// Most models stored at once (0: no limit); creating or importing more gets 409.
+    #[arg(long, env = "MLPD_MAX_MODELS", default_value_t = 1000)]
+    pub max_models: usize,
+    /// Most datasets stored at once (0: no limit); uploading more gets 409.
+    #[arg(long, env = "MLPD_MAX_DATASETS", default_value_t = 100)]
+    pub max_datasets: usize,
     /// Log line format.
     #[arg(long, env = "MLPD_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,

@@ -30,11 +30,15 @@ pub enum ErrorCode {
     Overloaded,
     StorageFull,
     StoreUnavailable,
+    Unauthorized,
+    Forbidden,
+    LimitReached,
+    Timeout,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = {
+    pub const ALL: [ErrorCode; 24] = {
         use ErrorCode::*;
         [
             MalformedJson,
@@ -56,6 +60,10 @@ impl ErrorCode {
             Overloaded,
             StorageFull,
             StoreUnavailable,
+            Unauthorized,
+            Forbidden,
+            LimitReached,
+            Timeout,
             Internal,
         ]
     };
@@ -72,11 +80,12 @@ impl ErrorCode {
                 StatusCode::NOT_FOUND
             }
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ModelExists | ModelBusy | ModelNotTrained | DatasetInUse | JobFinished => {
-                StatusCode::CONFLICT
-            }
+            ModelExists | ModelBusy | ModelNotTrained | DatasetInUse | JobFinished
+            | LimitReached => StatusCode::CONFLICT,
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            Overloaded | StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | StoreUnavailable | Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
             StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -4,11 +4,13 @@
 //! `jobs` (shared state, short locks) → `nn` (pure computation, on worker or blocking threads).
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod datasets;
 pub mod domain;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod nn;
 pub mod registry;
 pub mod startup;

@@ -11,7 +11,7 @@ use crate::store::{SqliteStore, Store};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +19,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore, watch};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -63,8 +62,18 @@ impl App {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let tokens = crate::auth::Tokens::load(
+            &config.admin_tokens,
+            &config.predict_tokens,
+            config.tokens_file.as_deref(),
+        )?;
+        if tokens.enabled() {
+            tracing::info!("bearer-token authentication is on");
+        }
+        crate::metrics::handle();
         let (shutdown_tx, shutdown) = watch::channel(false);
         let state = AppState {
+            tokens: Arc::new(tokens),
             predict_slots: Arc::new(Semaphore::new(config.predict_slots())),
             config: Arc::new(config),
             registry,
@@ -76,10 +85,6 @@ impl App {
         };
         let router = api::router(state.clone())
             .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Duration::from_secs(state.config.request_timeout_secs),
-            ))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
                 let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");

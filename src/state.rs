@@ -7,11 +7,13 @@ use crate::jobs::JobManager;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
-use tokio::sync::{Mutex, MutexGuard, Semaphore, watch};
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, watch};
 
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// Bearer tokens and their roles (empty: authentication off).
+    pub tokens: Arc<crate::auth::Tokens>,
     pub registry: Arc<Registry>,
     pub datasets: Arc<Datasets>,
     pub jobs: Arc<JobManager>,
@@ -27,8 +29,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub async fn admin_lock(&self) -> MutexGuard<'_, ()> {
-        self.admin.lock().await
+    /// The admin lock, owned, so that it can move into [`AppState::commit`].
+    pub async fn admin_lock(&self) -> OwnedMutexGuard<()> {
+        self.admin.clone().lock_owned().await
     }
 
     /// Runs a store call on a blocking thread (store calls never run on the runtime).
@@ -40,10 +43,32 @@ impl AppState {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
+        self.commit(None, f).await
+    }
+
+    /// Runs a store write together with the in-memory change that follows it (`f` does both) on
+    /// a blocking thread, holding `guard` until both are done. The pair cannot be torn apart:
+    /// if the request is dropped meanwhile (client gone, request timeout), the blocking thread
+    /// still finishes it, so memory and store never disagree.
+    ///
+    /// # Errors
+    /// 507 when the store is full, 503 when it fails otherwise.
+    pub async fn commit<T, F>(
+        &self,
+        guard: Option<OwnedMutexGuard<()>>,
+        f: F,
+    ) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&*store))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::from)
+        tokio::task::spawn_blocking(move || {
+            let _guard = guard;
+            f(&*store)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
     }
 }

@@ -49,6 +49,7 @@ pub struct DatasetList {
             headers(("Location" = String, description = "The dataset's URL"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 409, description = "The server holds `--max-datasets` datasets (`limit_reached`)", body = ErrorBody),
         (status = 415, description = "Neither JSON nor CSV", body = ErrorBody),
         (status = 422, description = "Invalid data", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
@@ -67,6 +68,7 @@ pub async fn create(
             format!("datasets are limited to {limit} bytes"),
         )
     };
+    room_for_dataset(&state)?;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -120,16 +122,33 @@ pub async fn create(
     let record = DatasetRecord::describe(Uuid::new_v4(), name, OffsetDateTime::now_utc(), &data);
     let data = Arc::new(data);
     let (r, d) = (record.clone(), data.clone());
-    state.store(move |s| s.insert_dataset(&r, &d)).await?;
+    let admin = state.admin_lock().await;
+    room_for_dataset(&state)?;
+    let datasets = state.datasets.clone();
     let stored = state
-        .datasets
-        .insert(StoredDataset::new(record, Some(data)));
+        .commit(Some(admin), move |s| {
+            s.insert_dataset(&r, &d)?;
+            Ok(datasets.insert(StoredDataset::new(record, Some(data))))
+        })
+        .await?;
     tracing::info!(dataset_id = %stored.id(), rows = stored.record.rows, "dataset stored");
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/datasets/{}", stored.id()))],
         axum::Json(DatasetView::from(&stored.record)),
     ))
+}
+
+/// 409 when the server holds `--max-datasets` datasets already.
+fn room_for_dataset(state: &AppState) -> Result<(), ApiError> {
+    let max = state.config.max_datasets;
+    if max > 0 && state.datasets.len() >= max {
+        return Err(ApiError::new(
+            ErrorCode::LimitReached,
+            format!("this server keeps at most {max} datasets; delete one first"),
+        ));
+    }
+    Ok(())
 }
 
 /// Whether an error, or any error behind it, is a body that passed its size limit.
@@ -228,7 +247,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let _admin = state.admin_lock().await;
+    let admin = state.admin_lock().await;
     if state.jobs.active(|j| j.dataset_id == Some(id)) > 0 {
         return Err(ApiError::new(
             ErrorCode::DatasetInUse,
@@ -238,7 +257,13 @@ pub async fn delete(
     if state.datasets.get(id).is_none() {
         return Err(dataset_not_found(id));
     }
-    state.store(move |s| s.delete_dataset(id)).await?;
-    state.datasets.remove(id);
+    let datasets = state.datasets.clone();
+    state
+        .commit(Some(admin), move |s| {
+            s.delete_dataset(id)?;
+            datasets.remove(id);
+            Ok(())
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -61,7 +61,7 @@ pub async fn train(
             (None, Arc::new(data))
         }
     };
-    let _admin = state.admin_lock().await;
+    let admin = state.admin_lock().await;
     let model = state
         .registry
         .get(&name)
@@ -75,10 +75,17 @@ pub async fn train(
     crate::nn::check_data(&model.spec, &data, &params)?;
     let job = Arc::new(Job::new(name, dataset_id, model.spec.clone(), params, data));
     let record = job.record(None);
-    state.store(move |s| s.save_job(&record)).await?;
-    let id = job.id;
-    let Ok(job) = state.jobs.submit(job) else {
-        state.store(move |s| s.delete_job(id)).await?;
+    let jobs = state.jobs.clone();
+    let submitted = state
+        .commit(Some(admin), move |s| {
+            s.save_job(&record)?;
+            match jobs.submit(job) {
+                Ok(job) => Ok(Some(job)),
+                Err(_) => s.delete_job(record.id).map(|()| None),
+            }
+        })
+        .await?;
+    let Some(job) = submitted else {
         return Err(ApiError::new(
             ErrorCode::QueueFull,
             "the training queue is full; retry later",
@@ -213,19 +220,23 @@ pub async fn cancel(
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
     let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
-    match job.request_cancel() {
-        None => {
-            return Err(ApiError::new(
-                ErrorCode::JobFinished,
-                format!("job {id} has already finished ({:?})", job.status()),
-            ));
-        }
-        // A queued job ended here and now: record it. A running one is recorded by its worker.
-        Some(true) => {
-            let record = job.record(None);
-            state.store(move |s| s.save_job(&record)).await?;
-        }
-        Some(false) => {}
+    let j = job.clone();
+    let requested = state
+        .commit(None, move |s| {
+            let requested = j.request_cancel();
+            // A queued job ended here and now: record it. A running one is recorded by its
+            // worker.
+            if requested == Some(true) {
+                s.save_job(&j.record(None))?;
+            }
+            Ok(requested)
+        })
+        .await?;
+    if requested.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::JobFinished,
+            format!("job {id} has already finished ({:?})", job.status()),
+        ));
     }
     tracing::info!(job_id = %id, "cancel requested");
     Ok((StatusCode::ACCEPTED, axum::Json(JobView::of(&job, true))))

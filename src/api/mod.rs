@@ -5,6 +5,8 @@ mod events;
 pub mod extract;
 mod health;
 mod jobs;
+mod metrics;
+pub mod middleware;
 mod models;
 pub mod openapi;
 mod predict;
@@ -14,6 +16,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 use axum::Router;
 use std::sync::OnceLock;
+use std::time::Duration;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -49,6 +52,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(events::events))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
+        .routes(routes!(metrics::metrics))
         .routes(routes!(serve_openapi))
 }
 
@@ -64,7 +68,18 @@ pub fn openapi_yaml() -> &'static str {
 /// Every route with its state.
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
+    let limit = Duration::from_secs(state.config.request_timeout_secs);
+    // Innermost first: the timeout around the handler, then authentication, then metrics (which
+    // so count refused and timed-out requests too, by route).
     router
+        .route_layer(axum::middleware::from_fn(move |req, next| {
+            middleware::timeout(limit, req, next)
+        }))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::authenticate,
+        ))
+        .route_layer(axum::middleware::from_fn(middleware::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

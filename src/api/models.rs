@@ -81,7 +81,7 @@ pub fn lookup_error(name: &ModelName, e: Lookup) -> ApiError {
         (status = 201, description = "The model, not yet trained", body = ModelView,
             headers(("Location" = String, description = "The model's URL"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 409, description = "The name is taken (`model_exists`), or the server holds `--max-models` models (`limit_reached`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Invalid field", body = ErrorBody),
@@ -126,16 +126,17 @@ pub async fn create(
         next_version: 1,
     };
     let view = ModelView::from(&entry);
-    let _admin = state.admin_lock().await;
-    if state.registry.contains(&name) {
-        return Err(ApiError::new(
-            ErrorCode::ModelExists,
-            format!("a model named {name:?} exists"),
-        ));
-    }
+    let admin = state.admin_lock().await;
+    room_for_model(&state, &name)?;
     let record = entry.record();
-    state.store(move |s| s.insert_model(&record)).await?;
-    state.registry.create(entry);
+    let registry = state.registry.clone();
+    state
+        .commit(Some(admin), move |s| {
+            s.insert_model(&record)?;
+            registry.create(entry);
+            Ok(())
+        })
+        .await?;
     tracing::info!(model = %name, "model created");
     Ok((
         StatusCode::CREATED,
@@ -199,7 +200,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
-    let _admin = state.admin_lock().await;
+    let admin = state.admin_lock().await;
     if state.jobs.active(|j| j.model == name) > 0 {
         return Err(ApiError::new(
             ErrorCode::ModelBusy,
@@ -209,9 +210,14 @@ pub async fn delete(
     if !state.registry.contains(&name) {
         return Err(model_not_found(name.as_str()));
     }
-    let n = name.to_string();
-    state.store(move |s| s.delete_model(&n)).await?;
-    state.registry.remove(&name);
+    let (n, registry) = (name.clone(), state.registry.clone());
+    state
+        .commit(Some(admin), move |s| {
+            s.delete_model(n.as_str())?;
+            registry.remove(&n);
+            Ok(())
+        })
+        .await?;
     tracing::info!(model = %name, "model deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -255,6 +261,25 @@ pub async fn version(
         .serving(&name, Some(version))
         .map_err(|e| lookup_error(&name, e))?;
     Ok(axum::Json(VersionView::from(v.as_ref())))
+}
+
+/// 409 when the name is taken or the server holds `--max-models` models already. Call under
+/// the admin lock.
+fn room_for_model(state: &AppState, name: &ModelName) -> Result<(), ApiError> {
+    if state.registry.contains(name) {
+        return Err(ApiError::new(
+            ErrorCode::ModelExists,
+            format!("a model named {name:?} exists"),
+        ));
+    }
+    let max = state.config.max_models;
+    if max > 0 && state.registry.counts().0 >= max {
+        return Err(ApiError::new(
+            ErrorCode::LimitReached,
+            format!("this server keeps at most {max} models; delete one first"),
+        ));
+    }
+    Ok(())
 }
 
 /// The exported form of one trained version: everything needed to predict with it elsewhere.
@@ -326,7 +351,7 @@ pub struct ImportQuery {
         (status = 201, description = "The new model", body = ModelView,
             headers(("Location" = String, description = "The model's URL"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 409, description = "The name is taken (`model_exists`), or the server holds `--max-models` models (`limit_reached`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Not a valid export", body = ErrorBody),
@@ -377,25 +402,21 @@ pub async fn import(
         metrics: doc.metrics,
         trained: doc.model,
     };
-    let _admin = state.admin_lock().await;
-    if state.registry.contains(&name) {
-        return Err(ApiError::new(
-            ErrorCode::ModelExists,
-            format!("a model named {name:?} exists"),
-        ));
-    }
+    let admin = state.admin_lock().await;
+    room_for_model(&state, &name)?;
     let record = entry.record();
     let version = Arc::new(version);
-    let v = version.clone();
-    state.store(move |s| s.import_model(&record, &v)).await?;
-    state.registry.create(entry);
-    state.registry.insert_version(&name, version, &[]);
-    let view = ModelView::from(
-        &state
-            .registry
-            .get(&name)
-            .ok_or_else(|| ApiError::internal("imported model vanished"))?,
-    );
+    let (n, registry) = (name.clone(), state.registry.clone());
+    let entry = state
+        .commit(Some(admin), move |s| {
+            s.import_model(&record, &version)?;
+            registry.create(entry);
+            registry.insert_version(&n, version, &[]);
+            Ok(registry.get(&n))
+        })
+        .await?
+        .ok_or_else(|| ApiError::internal("imported model vanished"))?;
+    let view = ModelView::from(&entry);
     tracing::info!(model = %name, "model imported");
     Ok((
         StatusCode::CREATED,

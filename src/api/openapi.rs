@@ -101,6 +101,8 @@ pub fn to_yaml(api: &OpenApi) -> String {
 }
 
 fn refine(doc: &mut Value) {
+    answers_of_every_route(doc);
+
     let schemas = &mut doc["components"]["schemas"];
     exactly_one_of(
         &mut schemas["TrainRequest"],
@@ -205,6 +207,42 @@ fn refine(doc: &mut Value) {
             ("ExportVersion", "exportVersion", version()),
         ],
     );
+}
+
+/// What middleware adds to every route: the timeout's 503, and with authentication on, 401 and
+/// 403 on every route but the open ones (which declare no security requirement).
+fn answers_of_every_route(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "Needed when the server has tokens configured (MLPD_ADMIN_TOKENS, MLPD_PREDICT_TOKENS)"}
+    });
+    let error = |description: &str| {
+        json!({"description": description,
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+    };
+    let Some(paths) = doc["paths"].as_object_mut() else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let open = matches!(path.as_str(), "/health" | "/ready" | "/openapi.yaml" | "/");
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for op in item.values_mut() {
+            let responses = &mut op["responses"];
+            if path != "/health" && path != "/ready" && responses.get("503").is_none() {
+                responses["503"] = error("The request did not complete in time; retry");
+            }
+            if open {
+                op["security"] = json!([]);
+                continue;
+            }
+            responses["401"] = error("Authentication is on and no valid bearer token was sent");
+            responses["403"] = error("The token's role does not allow this call");
+            // Open when the server has no tokens, else a bearer token.
+            op["security"] = json!([{}, {"bearer": []}]);
+        }
+    }
 }
 
 /// Requires exactly one of the (nullable) `fields` to be present with a value of its type.

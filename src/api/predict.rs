@@ -78,11 +78,14 @@ pub async fn predict(
     let work = x
         .nrows()
         .saturating_mul(served.trained.spec.parameter_count());
+    let rows = x.nrows();
     if work <= INLINE_WORK {
+        let started = std::time::Instant::now();
         let pred = served
             .trained
             .predict(x.view())
             .map_err(|e| ApiError::invalid("inputs", e))?;
+        crate::metrics::predicted(rows, started.elapsed());
         return Ok(respond(&name, &served, pred));
     }
     let slots = state.predict_slots.clone();
@@ -95,7 +98,10 @@ pub async fn predict(
     let model = served.clone();
     let pred = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        model.trained.predict(x.view())
+        let started = std::time::Instant::now();
+        let pred = model.trained.predict(x.view());
+        crate::metrics::predicted(rows, started.elapsed());
+        pred
     })
     .await
     .map_err(ApiError::internal)?

@@ -280,6 +280,11 @@ impl Job {
             return;
         }
         st.status = end.status;
+        crate::metrics::job_finished(match end.status {
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Canceled => "canceled",
+            _ => "failed",
+        });
         st.error = end.error;
         st.model_version = end.model_version;
         st.stop_reason = end.stop_reason;

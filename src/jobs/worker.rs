@@ -49,10 +49,16 @@ struct JobObserver<'a> {
     shutting_down: &'a AtomicBool,
     pending: Vec<EpochReport>,
     flushed_at: Instant,
+    /// Rows trained on per epoch (the validation split held out), for throughput metrics.
+    train_rows: usize,
+    last_elapsed_ms: u64,
 }
 
 impl Observer for JobObserver<'_> {
     fn on_epoch(&mut self, report: &EpochReport) -> ControlFlow<()> {
+        let took = report.elapsed_ms.saturating_sub(self.last_elapsed_ms);
+        self.last_elapsed_ms = report.elapsed_ms;
+        crate::metrics::epoch_trained(self.train_rows, Duration::from_millis(took));
         self.job.push_epoch(report);
         self.pending.push(report.clone());
         if self.flushed_at.elapsed() >= FLUSH_EVERY {
@@ -136,6 +142,10 @@ impl Worker {
             shutting_down: &self.shutting_down,
             pending: Vec::new(),
             flushed_at: Instant::now(),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            train_rows: data.rows()
+                - (data.rows() as f64 * job.params.validation_split).round() as usize,
+            last_elapsed_ms: 0,
         };
         let result = catch_unwind(AssertUnwindSafe(|| {
             (self.train_fn)(&job.spec, &data, &job.params, self.threads, &mut observer)

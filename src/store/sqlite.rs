@@ -41,13 +41,17 @@ pub struct SqliteStore {
 }
 
 fn fail(e: impl std::fmt::Display) -> StoreError {
+    crate::metrics::store_error("failed");
     StoreError::Failed(e.to_string())
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full,
+            Some(rusqlite::ErrorCode::DiskFull) => {
+                crate::metrics::store_error("full");
+                StoreError::Full
+            }
             _ => fail(e),
         }
     }

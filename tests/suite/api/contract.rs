@@ -26,7 +26,11 @@ async fn integral_numbers_are_integer_labels_and_fractions_are_refused() {
     let e = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(e["field"], "labels[0]");
     let all = expect(app.get("/v1/datasets").await, StatusCode::OK).await;
-    assert_eq!(all["datasets"].as_array().unwrap().len(), 1, "nothing stored");
+    assert_eq!(
+        all["datasets"].as_array().unwrap().len(),
+        1,
+        "nothing stored"
+    );
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod events;
 mod helpers;
 mod models;
 mod openapi;
+mod operations;
 mod persistence;
 mod predict;
 mod process;

@@ -1,0 +1,151 @@
+//! Prometheus metrics: one recorder per process (many servers may run in one process, as in the
+//! tests; they share it), the names in one place, and the text rendering served at `/metrics`.
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Latency buckets, in seconds: from 100 µs (an inline prediction) to 60 s (the request timeout).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// The process's recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            // Someone else installed a recorder; ours still renders (empty), nothing panics.
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+        }
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("a thread can be started");
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "mlpd_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
+    describe_histogram!(
+        "mlpd_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to the response headers, by route, method and status"
+    );
+    describe_counter!(
+        "mlpd_jobs_finished_total",
+        "Jobs that ended, by status (succeeded, failed, canceled)"
+    );
+    describe_counter!("mlpd_training_epochs_total", "Epochs trained");
+    describe_counter!("mlpd_training_samples_total", "Training rows processed");
+    describe_gauge!(
+        "mlpd_training_samples_per_second",
+        "Training throughput of the latest epoch of any job"
+    );
+    describe_counter!("mlpd_prediction_rows_total", "Rows predicted");
+    describe_histogram!(
+        "mlpd_prediction_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to compute one prediction request (forward pass, without queueing)"
+    );
+    describe_counter!(
+        "mlpd_store_errors_total",
+        "Store operations that failed, by kind (full, failed)"
+    );
+}
+
+pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("route", route.to_owned()),
+        ("method", method.to_owned()),
+        ("status", status.to_string()),
+    ];
+    counter!("mlpd_http_requests_total", &labels).increment(1);
+    histogram!("mlpd_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+}
+
+pub fn job_finished(status: &'static str) {
+    counter!("mlpd_jobs_finished_total", "status" => status).increment(1);
+}
+
+pub fn epoch_trained(samples: usize, elapsed: Duration) {
+    counter!("mlpd_training_epochs_total").increment(1);
+    counter!("mlpd_training_samples_total").increment(samples as u64);
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 {
+        gauge!("mlpd_training_samples_per_second").set(samples as f64 / secs);
+    }
+}
+
+pub fn predicted(rows: usize, elapsed: Duration) {
+    counter!("mlpd_prediction_rows_total").increment(rows as u64);
+    histogram!("mlpd_prediction_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+pub fn store_error(kind: &'static str) {
+    counter!("mlpd_store_errors_total", "kind" => kind).increment(1);
+}
+
+/// Levels read at scrape time.
+pub struct Snapshot {
+    pub queued: usize,
+    pub running: usize,
+    pub models: usize,
+    pub versions: usize,
+    pub datasets: usize,
+}
+
+/// The Prometheus text exposition: the process's counters and histograms, then this server's
+/// levels (written here, not kept in the shared recorder, since several servers may share it).
+pub fn render(now: &Snapshot) -> String {
+    use std::fmt::Write;
+    let h = handle();
+    h.run_upkeep();
+    let mut out = h.render();
+    let mut level = |name: &str, help: &str, samples: &[(&str, usize)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    level(
+        "mlpd_jobs",
+        "Jobs not finished, by status",
+        &[
+            ("{status=\"queued\"}", now.queued),
+            ("{status=\"running\"}", now.running),
+        ],
+    );
+    level(
+        "mlpd_queue_depth",
+        "Jobs waiting for a training worker",
+        &[("", now.queued)],
+    );
+    level("mlpd_models", "Models stored", &[("", now.models)]);
+    level(
+        "mlpd_model_versions",
+        "Trained versions stored, all models",
+        &[("", now.versions)],
+    );
+    level("mlpd_datasets", "Datasets stored", &[("", now.datasets)]);
+    out
+}
