@@ -12,10 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Routes open without a token: probes, the API description and the dashboard page (whose API
-/// calls carry the token the user enters).
+/// calls carry the token the user enters). `/metrics` is open too unless `--metrics-auth`.
+pub const OPEN_ROUTES: &[&str] = &[
+    "/health",
+    "/ready",
+    "/openapi.yaml",
+    "/",
+    "/dashboard.js",
+    "/dashboard.css",
+];
+
 fn is_open(route: &str, metrics_open: bool) -> bool {
-    matches!(route, "/health" | "/ready" | "/openapi.yaml" | "/")
-        || (metrics_open && route == "/metrics")
+    OPEN_ROUTES.contains(&route) || (metrics_open && route == "/metrics")
 }
 
 /// Authenticates with `Authorization: Bearer TOKEN` when tokens are configured: 401 (with

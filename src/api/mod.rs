@@ -1,5 +1,6 @@
 //! The HTTP API: one router, built with the OpenAPI document from the same handler list.
 
+mod dashboard;
 mod datasets;
 mod events;
 pub mod extract;
@@ -29,7 +30,8 @@ use utoipa_axum::routes;
         (name = "models", description = "Named models, their versions and predictions"),
         (name = "datasets", description = "Uploaded training data"),
         (name = "jobs", description = "Asynchronous training jobs and their live progress"),
-        (name = "health", description = "Liveness and readiness"),
+        (name = "health", description = "Liveness, readiness, metrics and this document"),
+        (name = "dashboard", description = "The web page for people"),
     )
 )]
 struct ApiDoc;
@@ -54,6 +56,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::ready))
         .routes(routes!(metrics::metrics))
         .routes(routes!(serve_openapi))
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::script))
+        .routes(routes!(dashboard::style))
 }
 
 /// The OpenAPI document of [`router`], as YAML.

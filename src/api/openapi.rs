@@ -224,7 +224,7 @@ fn answers_of_every_route(doc: &mut Value) {
         return;
     };
     for (path, item) in paths.iter_mut() {
-        let open = matches!(path.as_str(), "/health" | "/ready" | "/openapi.yaml" | "/");
+        let open = super::middleware::OPEN_ROUTES.contains(&path.as_str());
         let Some(item) = item.as_object_mut() else {
             continue;
         };

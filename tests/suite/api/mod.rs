@@ -1,6 +1,7 @@
 //! The HTTP service, driven over real HTTP against a server on an ephemeral port.
 
 mod contract;
+mod dashboard;
 mod datasets;
 mod events;
 mod helpers;

@@ -1,0 +1,169 @@
+// The dashboard in a real headless Chromium (Debian's /usr/bin/chromium) against the real
+// binary, with authentication on:
+//   node tests/browser/dashboard.mjs [path/to/mlpd] [screenshot.png]
+// Checks: the page loads with no console errors; a token entered once unlocks it; a CSV upload
+// and a training started from the page; the job's curve gains points epoch by epoch, survives a
+// dropped connection (reconnect with Last-Event-ID, no gap, no duplicate) and a page reload
+// (replay); a prediction shows its label; errors in plain words; labelled inputs; no sideways
+// scrolling at phone width. Saves a screenshot.
+import { chromium } from "playwright-core";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const bin = resolve(process.argv[2] ?? join(root, "target/debug/mlpd"));
+const shot = resolve(process.argv[3] ?? join(root, "target/dashboard.png"));
+const TOKEN = "dashboard-test-token";
+
+const port = await new Promise((ok) => {
+  const s = createServer().listen(0, "127.0.0.1", () => {
+    const p = s.address().port;
+    s.close(() => ok(p));
+  });
+});
+const dataDir = mkdtempSync(join(tmpdir(), "mlpd-browser-"));
+const server = spawn(bin, ["--bind", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-format", "json"], {
+  env: { ...process.env, MLPD_ADMIN_TOKENS: TOKEN, RUST_LOG: "warn" },
+  stdio: ["ignore", "ignore", "inherit"],
+});
+const base = `http://127.0.0.1:${port}`;
+for (let i = 0; ; i++) {
+  try {
+    if ((await fetch(`${base}/health`)).ok) break;
+  } catch (_) { /* not up yet */ }
+  if (i > 100) throw new Error("the server did not start");
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let failed = false;
+try {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  const consoleErrors = [];
+  const pageErrors = [];
+  page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+
+  // 1. Loads clean, asks for the token, calls nothing before it has one.
+  await page.goto(base + "/");
+  await page.waitForLoadState("networkidle");
+  assert.deepEqual(consoleErrors, [], "no console errors on load");
+  assert.match(await page.textContent("#notice"), /needs an API token/);
+  const unlabelled = await page.$$eval("input, select, textarea", (els) =>
+    els.filter((e) => e.labels.length === 0 && !e.getAttribute("aria-label")).map((e) => e.id));
+  assert.deepEqual(unlabelled, [], "every input has a label");
+
+  // 2. The token, entered once (by keyboard), unlocks every call after it.
+  await page.focus("#token");
+  await page.keyboard.type(TOKEN);
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => document.querySelector("#auth-state").textContent === "token in use");
+  assert.ok(await page.isHidden("#notice"));
+
+  // 3. Upload digits (8×8 handwritten digits); the target column offered is chosen.
+  await page.setInputFiles("#csv-file", join(root, "datasets/digits.csv"));
+  await page.waitForFunction(() => !document.querySelector("#csv-target").disabled);
+  await page.selectOption("#csv-target", "digit");
+  await page.click("#upload-form button[type=submit]");
+  await page.waitForSelector("#notice.ok");
+  assert.match(await page.textContent("#notice"), /Uploaded digits: 1797 rows, 64 inputs/);
+  assert.match(await page.textContent("#datasets"), /10 classes/);
+
+  // 4. Define and train: per-sample updates, so the curve grows slowly enough to watch.
+  await page.fill("#model-name", "digits");
+  await page.fill("#hidden", "32 relu");
+  await page.fill("#epochs", "150");
+  await page.fill("#lr", "0.001");
+  await page.fill("#batch", "1");
+  await page.fill("#val", "0.2");
+  await page.click("#train-form button[type=submit]");
+  await page.waitForSelector("#chart-panel:not([hidden])");
+  const points = () => page.$eval("#chart", (s) => Number(s.dataset.points || 0));
+  const seen = new Set();
+  while (seen.size < 5) {
+    seen.add(await points());
+    const st = await page.textContent("#chart-status");
+    if (/^Finished/.test(st)) break;
+    await sleep(30);
+  }
+  const growth = [...seen].sort((a, b) => a - b);
+  assert.ok(growth.length >= 5, `the curve grew point by point: saw ${growth}`);
+
+  // 5. A dropped connection: the page reconnects with Last-Event-ID and the curve goes on.
+  const before = await points();
+  await page.evaluate(() => window.mlpd.dropStream());
+  await page.waitForFunction((n) => Number(document.querySelector("#chart").dataset.points) > n, before);
+  await page.waitForFunction(() => /^Finished/.test(document.querySelector("#chart-status").textContent),
+    null, { timeout: 120000 });
+  const status = await page.textContent("#chart-status");
+  const epochs = Number(status.match(/after (\d+) epochs/)[1]);
+  assert.equal(await points(), epochs, `one point per epoch, none missing or twice (${status})`);
+  const valLine = await page.$eval("#chart polyline.val", (p) => p.getAttribute("points").split(" ").length);
+  assert.equal(valLine, epochs, "the validation curve too");
+
+  // 6. A reload replays the whole history into the curve.
+  await page.reload();
+  await page.fill("#token", TOKEN);
+  await page.press("#token", "Enter");
+  await page.waitForSelector("#jobs tbody tr");
+  await page.click("#jobs tbody tr:first-child button");
+  await page.waitForFunction(() => /^Finished/.test(document.querySelector("#chart-status").textContent));
+  assert.equal(await points(), epochs, "replayed after reload");
+  assert.match(await page.textContent("#models"), /digits[\s\S]*v1/);
+
+  // 7. Predict two rows of the training data; labels shown.
+  const rows = readFileSync(join(root, "datasets/digits.csv"), "utf8").split("\n").slice(1, 3);
+  await page.waitForFunction(() => [...document.querySelectorAll("#predict-model option")].some((o) => o.value === "digits"));
+  await page.selectOption("#predict-model", "digits");
+  await page.fill("#predict-rows", rows.map((r) => r.split(",").slice(1).join(", ")).join("\n"));
+  await page.click("#predict-form button[type=submit]");
+  await page.waitForSelector("#predictions:not([hidden])");
+  const cells = await page.$$eval("#predictions tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+  assert.equal(cells.length, 2);
+  assert.deepEqual(cells.map((c) => c[1]), rows.map((r) => r.split(",")[0]), "training rows are predicted right");
+  assert.equal(cells[0][2].split(",").length, 10, "ten outputs");
+  await page.screenshot({ path: shot, fullPage: true });
+
+  // 8. Errors in plain words: the page's own check, and the API's.
+  await page.fill("#predict-rows", "one, two");
+  await page.click("#predict-form button[type=submit]");
+  await page.waitForFunction(() => !document.querySelector("#notice").hidden);
+  assert.equal(await page.textContent("#notice"), "Row 1 is not a list of numbers.");
+  await page.fill("#predict-rows", "1, 2, 3");
+  await page.click("#predict-form button[type=submit]");
+  await page.waitForFunction(() => /64 inputs/.test(document.querySelector("#notice").textContent));
+  assert.equal(await page.textContent("#notice"), "Has 3 values but the model takes 64 inputs (inputs[0]).");
+
+  // 9. Phone width: nothing scrolls sideways.
+  await page.setViewportSize({ width: 360, height: 800 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 0) {
+    const wide = await page.evaluate(() => [...document.querySelectorAll("body *")]
+      .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+      .map((e) => `${e.tagName.toLowerCase()}#${e.id}.${e.className} right=${Math.round(e.getBoundingClientRect().right)}`)
+      .slice(0, 15));
+    console.error("too wide:", wide);
+  }
+  assert.ok(overflow <= 0, `no horizontal scrolling at 360 px (${overflow} px too wide)`);
+
+  assert.deepEqual(pageErrors, [], "no script errors");
+  console.log(`dashboard: ok (curve grew through ${growth.join(", ")} points; ${epochs} epochs; screenshot ${shot})`);
+} catch (e) {
+  failed = true;
+  console.error(e);
+} finally {
+  await browser.close();
+  server.kill("SIGTERM");
+  rmSync(dataDir, { recursive: true, force: true });
+}
+process.exit(failed ? 1 : 0);
