@@ -164,59 +164,30 @@ async fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets");
     let csv = |f: &str| std::fs::read(root.join(f)).unwrap();
     let c = &load.client;
-    let post = |path: &str, body: Value| c.post(load.url(path)).json(&body).send();
-    post(
-        "/v1/models",
-        json!({"name": "digits", "inputs": 64,
-        "layers": [{"units": 32, "activation": "relu"}, {"units": 10, "activation": "softmax"}]}),
-    )
-    .await
-    .unwrap();
-    post(
-        "/v1/models",
-        json!({"name": "iris", "inputs": 4,
-        "layers": [{"units": 16, "activation": "relu"}, {"units": 3, "activation": "softmax"}]}),
-    )
-    .await
-    .unwrap();
+    let call = |req: reqwest::RequestBuilder| async move {
+        let r = req.send().await.expect("the server answers");
+        r.json::<Value>().await.expect("a JSON answer")
+    };
+    for (name, inputs, hidden, outputs) in [("digits", 64, 32, 10), ("iris", 4, 16, 3)] {
+        let spec = json!({"name": name, "inputs": inputs, "layers": [
+            {"units": hidden, "activation": "relu"}, {"units": outputs, "activation": "softmax"}]});
+        call(c.post(load.url("/v1/models")).json(&spec)).await;
+    }
     let upload = |file: &str, target: &str| {
         c.post(load.url(&format!("/v1/datasets?target={target}")))
             .header("content-type", "text/csv")
             .body(csv(file))
-            .send()
     };
-    let digits: Value = upload("digits.csv", "digit")
-        .await
+    let digits = call(upload("digits.csv", "digit")).await;
+    let iris_id = call(upload("iris.csv", "species")).await["id"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let iris: Value = upload("iris.csv", "species")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let iris_id = iris["id"].as_str().unwrap().to_string();
-    let job: Value = post(
-        "/v1/models/digits/train",
-        json!({"dataset_id": digits["id"], "epochs": 10}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+        .to_string();
+    let body = json!({"dataset_id": digits["id"], "epochs": 10});
+    let job = call(c.post(load.url("/v1/models/digits/train")).json(&body)).await;
     let seed_job = job["id"].as_str().unwrap().to_string();
     loop {
-        let j: Value = c
-            .get(load.url(&format!("/v1/jobs/{seed_job}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let j = call(c.get(load.url(&format!("/v1/jobs/{seed_job}")))).await;
         if j["status"] == "succeeded" {
             break;
         }
@@ -432,14 +403,7 @@ async fn main() {
     let mut lost = Vec::new();
     let mut ended: BTreeMap<String, u64> = BTreeMap::new();
     let listed: Value = loop {
-        let page: Value = c
-            .get(load.url("/v1/jobs?limit=1000"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = call(c.get(load.url("/v1/jobs?limit=1000"))).await;
         let open = page["jobs"]
             .as_array()
             .unwrap()

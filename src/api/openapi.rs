@@ -157,56 +157,47 @@ fn refine(doc: &mut Value) {
         p["schema"] = json!({"type": "integer", "minimum": 0, "maximum": crate::nn::MAX_EPOCHS});
     }
 
-    let model = || json!({"name": "$response.body#/name"});
-    link(
-        paths,
-        ("/v1/models", "post", "201"),
-        &[
-            ("GetModel", "getModel", model()),
-            ("TrainModel", "trainModel", model()),
-            ("Predict", "predict", model()),
-            ("ListVersions", "listVersions", model()),
-            ("DeleteModel", "deleteModel", model()),
-        ],
-    );
-    link(
-        paths,
-        ("/v1/models/import", "post", "201"),
-        &[
-            ("GetModel", "getModel", model()),
-            ("Predict", "predict", model()),
-            ("ListVersions", "listVersions", model()),
-        ],
-    );
-    let dataset = || json!({"id": "$response.body#/id"});
-    link(
-        paths,
-        ("/v1/datasets", "post", "201"),
-        &[
-            ("GetDataset", "getDataset", dataset()),
-            ("DeleteDataset", "deleteDataset", dataset()),
-        ],
-    );
-    let job = || json!({"id": "$response.body#/id"});
-    link(
-        paths,
-        ("/v1/models/{name}/train", "post", "202"),
-        &[
-            ("GetJob", "getJob", job()),
-            ("StreamJobEvents", "streamJobEvents", job()),
-            ("CancelJob", "cancelJob", job()),
-        ],
-    );
+    // From a response that names a resource to the operations on it.
+    let name = json!({"name": "$response.body#/name"});
+    let id = json!({"id": "$response.body#/id"});
     let version =
-        || json!({"name": "$request.path.name", "version": "$response.body#/versions/0/version"});
-    link(
-        paths,
-        ("/v1/models/{name}/versions", "get", "200"),
-        &[
-            ("GetVersion", "getVersion", version()),
-            ("ExportVersion", "exportVersion", version()),
-        ],
-    );
+        json!({"name": "$request.path.name", "version": "$response.body#/versions/0/version"});
+    let links = [
+        (
+            ("/v1/models", "post", "201"),
+            &[
+                "getModel",
+                "trainModel",
+                "predict",
+                "listVersions",
+                "deleteModel",
+            ][..],
+            &name,
+        ),
+        (
+            ("/v1/models/import", "post", "201"),
+            &["getModel", "predict", "listVersions"][..],
+            &name,
+        ),
+        (
+            ("/v1/datasets", "post", "201"),
+            &["getDataset", "deleteDataset"][..],
+            &id,
+        ),
+        (
+            ("/v1/models/{name}/train", "post", "202"),
+            &["getJob", "streamJobEvents", "cancelJob"][..],
+            &id,
+        ),
+        (
+            ("/v1/models/{name}/versions", "get", "200"),
+            &["getVersion", "exportVersion"][..],
+            &version,
+        ),
+    ];
+    for (at, operations, parameters) in links {
+        link(paths, at, operations, parameters);
+    }
 }
 
 /// What middleware adds to every route: the timeout's 503, and with authentication on, 401 and
@@ -255,17 +246,21 @@ fn exactly_one_of(schema: &mut Value, fields: &[(&str, Value)]) {
     schema["oneOf"] = Value::Array(branches);
 }
 
-/// Adds OpenAPI links to the response `status` of `method path`.
-fn link(paths: &mut Value, (path, method, status): (&str, &str, &str), to: &[(&str, &str, Value)]) {
+/// Adds OpenAPI links, each named after its operation, to the response `status` of
+/// `method path`.
+fn link(
+    paths: &mut Value,
+    (path, method, status): (&str, &str, &str),
+    operations: &[&str],
+    parameters: &Value,
+) {
     let response = &mut paths[path][method]["responses"][status];
     assert!(response.is_object(), "{method} {path} answers {status}");
-    let links: serde_json::Map<String, Value> = to
+    let links: serde_json::Map<String, Value> = operations
         .iter()
-        .map(|(name, op, params)| {
-            (
-                (*name).to_string(),
-                json!({"operationId": op, "parameters": params}),
-            )
+        .map(|op| {
+            let name = format!("{}{}", op[..1].to_uppercase(), &op[1..]);
+            (name, json!({"operationId": op, "parameters": parameters}))
         })
         .collect();
     response["links"] = Value::Object(links);

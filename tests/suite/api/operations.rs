@@ -1,7 +1,7 @@
 //! What operators rely on: metrics, bearer-token authentication, count limits, the request
 //! timeout's answer.
 
-use super::helpers::{TestApp, expect, expect_error, spawn_app, spawn_with};
+use super::helpers::{Sse, TestApp, expect, expect_error, spawn_app, spawn_with};
 use futures_util::StreamExt;
 use mlpd::auth::Token;
 use reqwest::StatusCode;
@@ -321,7 +321,7 @@ async fn model_and_dataset_counts_are_capped_at_their_edge() {
 }
 
 #[tokio::test]
-async fn a_request_past_the_timeout_gets_a_json_503_and_changes_nothing() {
+async fn the_timeout_answers_a_stalled_request_with_json_503_and_spares_event_streams() {
     let app = spawn_with(|c| c.request_timeout_secs = 1).await;
     // A client that sends half a CSV, then stalls for longer than the timeout.
     let chunks = futures_util::stream::iter([0u8, 1]).then(|i| async move {
@@ -349,4 +349,29 @@ async fn a_request_past_the_timeout_gets_a_json_503_and_changes_nothing() {
     assert!((1.0..2.5).contains(&waited), "answered after {waited} s");
     let sets = expect(app.get("/v1/datasets").await, StatusCode::OK).await;
     assert_eq!(sets["datasets"], json!([]));
+
+    // An event stream outlives the timeout: only the time to its headers counts.
+    app.create_model(
+        "m",
+        1,
+        json!([{"units": 4, "activation": "tanh"}, {"units": 1, "activation": "identity"}]),
+    )
+    .await;
+    let data = json!({"inputs": [[0], [1], [2], [3]], "targets": [[0], [1], [4], [9]]});
+    let job = app
+        .train(
+            "m",
+            json!({"dataset": data, "epochs": 1_000_000, "batch_size": 1, "max_seconds": 2.5}),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    let events = Sse::open(&app, &format!("/v1/jobs/{job}/events"), None)
+        .await
+        .collect()
+        .await;
+    let streamed = started.elapsed().as_secs_f64();
+    assert!(streamed > 2.0, "the stream stayed open {streamed} s");
+    let end = events.last().expect("events");
+    assert_eq!(end.event, "end");
+    assert_eq!(end.data["status"], "succeeded", "{}", end.data);
 }
