@@ -31,6 +31,11 @@ pub enum ModelError {
     Width { row: usize, got: usize, want: usize },
     #[error("row {row}, column {column} is not a finite number")]
     NotFinite { row: usize, column: usize },
+    #[error(
+        "row {row} overflows the network: its outputs are not finite numbers (values far beyond \
+         the range the model was trained on)"
+    )]
+    Overflow { row: usize },
     #[error("{0}")]
     Invalid(#[from] FieldError),
 }
@@ -153,6 +158,13 @@ impl TrainedModel {
         };
         if let Some(t) = &self.target_scaler {
             t.invert(&mut outputs);
+        }
+        if let Some(row) = outputs
+            .rows()
+            .into_iter()
+            .position(|r| r.iter().any(|v| !v.is_finite()))
+        {
+            return Err(ModelError::Overflow { row });
         }
         let labels = self.labels.as_ref().map(|set| {
             outputs

@@ -131,3 +131,21 @@ async fn the_server_caps_training_time() {
     assert!(started.elapsed().as_secs_f64() < 20.0);
     assert_eq!(done["model_version"], 1, "the weights reached are served");
 }
+
+#[tokio::test]
+async fn inputs_that_overflow_the_network_are_refused_not_answered_with_nulls() {
+    let app = spawn_app().await;
+    app.trained_iris("iris").await;
+    let huge = 3.3e38_f32;
+    let r = app
+        .post(
+            "/v1/models/iris/predict",
+            &json!({"inputs": [[5.1, 3.5, 1.4, 0.2], [huge, 2.5e-24, 0.0, huge]]}),
+        )
+        .await;
+    let e = expect_error(r, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert!(
+        e["message"].as_str().unwrap().contains("row 1 overflows"),
+        "{e}"
+    );
+}
