@@ -119,7 +119,9 @@ pub struct Job {
     data: Mutex<Option<Arc<Dataset>>>,
     cancel: AtomicBool,
     state: Mutex<JobState>,
-    events: broadcast::Sender<JobEvent>,
+    /// Live events while the job runs; dropped when it ends, freeing the buffer (a finished
+    /// job's subscribers read its history).
+    events: Mutex<Option<broadcast::Sender<JobEvent>>>,
 }
 
 impl Job {
@@ -194,9 +196,16 @@ impl Job {
             created_at,
             data: Mutex::new(data),
             cancel: AtomicBool::new(false),
+            events: Mutex::new(
+                (!state.status.is_finished()).then(|| broadcast::channel(EVENT_BUFFER).0),
+            ),
             state: Mutex::new(state),
-            events: broadcast::channel(EVENT_BUFFER).0,
         }
+    }
+
+    /// Taken after `state` when both are held.
+    fn events(&self) -> MutexGuard<'_, Option<broadcast::Sender<JobEvent>>> {
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn state(&self) -> MutexGuard<'_, JobState> {
@@ -266,7 +275,9 @@ impl Job {
     pub fn push_epoch(&self, report: &EpochReport) {
         let mut st = self.state();
         st.history.push(report.clone());
-        let _ = self.events.send(JobEvent::Epoch(report.clone()));
+        if let Some(tx) = self.events().as_ref() {
+            let _ = tx.send(JobEvent::Epoch(report.clone()));
+        }
     }
 
     /// Applies the end (once) and tells subscribers.
@@ -289,13 +300,19 @@ impl Job {
         st.model_version = end.model_version;
         st.stop_reason = end.stop_reason;
         st.finished_at = Some(end.finished_at);
-        let _ = self.events.send(JobEvent::End);
+        if let Some(tx) = self.events().take() {
+            let _ = tx.send(JobEvent::End);
+        }
     }
 
     /// Whether the job has finished, and a receiver for everything that happens after — taken
     /// together, under the state lock (so an end is either reported here or received).
     pub fn subscribe(&self) -> (bool, broadcast::Receiver<JobEvent>) {
         let st = self.state();
-        (st.status.is_finished(), self.events.subscribe())
+        let rx = match self.events().as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => broadcast::channel(1).1, // closed: the job has ended
+        };
+        (st.status.is_finished(), rx)
     }
 }
