@@ -83,6 +83,16 @@ pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
     histogram!("mlpd_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
 }
 
+/// A request no route matched (404/405 fallbacks): counted under `route="unmatched"`.
+pub fn unmatched_request(method: &str, status: u16) {
+    let labels = [
+        ("route", "unmatched".to_owned()),
+        ("method", method.to_owned()),
+        ("status", status.to_string()),
+    ];
+    counter!("mlpd_http_requests_total", &labels).increment(1);
+}
+
 pub fn job_finished(status: &'static str) {
     counter!("mlpd_jobs_finished_total", "status" => status).increment(1);
 }

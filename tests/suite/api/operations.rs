@@ -26,6 +26,7 @@ async fn metrics_count_requests_by_route_jobs_training_and_predictions() {
             .await;
         expect(r, StatusCode::OK).await;
     }
+    assert_eq!(app.get("/nowhere").await.status(), StatusCode::NOT_FOUND);
     let r = app.get("/metrics").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
@@ -43,6 +44,15 @@ async fn metrics_count_requests_by_route_jobs_training_and_predictions() {
     .unwrap_or_else(|| panic!("no predict counter in\n{text}"));
     assert!(predicted >= 3.0, "{predicted}");
     assert!(!text.contains("/v1/models/iris/predict"));
+    assert!(
+        sample(
+            &text,
+            r#"mlpd_http_requests_total{route="unmatched",method="GET",status="404"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "requests no route matched are counted too"
+    );
+    assert!(!text.contains("/nowhere"));
     assert!(text.contains(
         r#"mlpd_http_request_duration_seconds_bucket{route="/v1/models/{name}/predict",method="POST",status="200",le="0.001"}"#
     ), "latency histogram by route");
