@@ -4,7 +4,8 @@
 // Checks: the page loads with no console errors; a token entered once unlocks it; a CSV upload
 // and a training started from the page; the job's curve gains points epoch by epoch, survives a
 // dropped connection (reconnect with Last-Event-ID, no gap, no duplicate) and a page reload
-// (replay); a prediction shows its label; errors in plain words; labelled inputs; no sideways
+// (replay); a job started by another client shows up with its curve; a prediction shows its
+// label; errors in plain words; labelled inputs; no sideways
 // scrolling at phone width. Saves a screenshot.
 import { chromium } from "playwright-core";
 import { spawn } from "node:child_process";
@@ -133,6 +134,20 @@ try {
   assert.deepEqual(cells.map((c) => c[1]), rows.map((r) => r.split(",")[0]), "training rows are predicted right");
   assert.equal(cells[0][2].split(",").length, 10, "ten outputs");
   await page.screenshot({ path: shot, fullPage: true });
+
+  // 7b. A job started elsewhere (another client of the API) appears with its live curve.
+  const other = await fetch(`${base}/v1/models/digits/train`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ dataset_id: (await (await fetch(`${base}/v1/datasets`, {
+      headers: { Authorization: `Bearer ${TOKEN}` } })).json()).datasets[0].id,
+    epochs: 100, batch_size: 1, learning_rate: 0.001 }),
+  }).then((r) => r.json());
+  await page.waitForFunction((id) => document.querySelector("#chart-title").textContent.includes(id.slice(0, 8)),
+    other.id, { timeout: 20000 });
+  await page.waitForFunction(() => Number(document.querySelector("#chart").dataset.points) > 0);
+  await page.waitForFunction(() => /^Finished/.test(document.querySelector("#chart-status").textContent),
+    null, { timeout: 120000 });
 
   // 8. Errors in plain words: the page's own check, and the API's.
   await page.fill("#predict-rows", "one, two");

@@ -176,6 +176,11 @@ async function refresh() {
     renderModels();
     renderDatasets();
     renderJobs();
+    // Show a running job's curve by itself, unless another live one is shown.
+    const live = state.jobs.find((j) => j.status === "running");
+    if (live && (!state.following || state.following.done) && state.following?.id !== live.id) {
+      follow(live.id, live.epochs);
+    }
     $("#auth-state").textContent = state.token ? "token in use" : "";
   } catch (e) {
     notify(e.message);

@@ -1,4 +1,5 @@
-//! The real binary: SIGTERM stops it cleanly and quickly; CORS answers browsers when configured.
+//! The real binary: SIGTERM stops it cleanly and quickly; CORS answers browsers when configured;
+//! tokens never reach its logs.
 
 use super::helpers::{expect, spawn_with};
 use super::persistence::{start_binary, temp_dir};
@@ -150,4 +151,87 @@ async fn cors_answers_allowed_origins_only() {
         .await
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_logs_or_help() {
+    let dir = temp_dir("tokens");
+    let log = dir.with_extension("log");
+    let out = std::fs::File::create(&log).unwrap();
+    // The most verbose logging there is, every crate included.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mlpd"))
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("RUST_LOG", "trace")
+        .env("MLPD_ADMIN_TOKENS", "SECRET-ADMIN-1,SECRET-ADMIN-2")
+        .env("MLPD_PREDICT_TOKENS", "SECRET-PREDICT")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let mut base = None;
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(addr) = text.lines().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["fields"]["message"] == "listening" || v["message"] == "listening").then(|| {
+                v["fields"]["addr"]
+                    .as_str()
+                    .or(v["addr"].as_str())
+                    .map(str::to_owned)
+            })?
+        }) {
+            base = Some(format!("http://{addr}"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = base.expect("the server logs its address");
+    let c = reqwest::Client::new();
+    let body =
+        json!({"name": "m", "inputs": 1, "layers": [{"units": 1, "activation": "identity"}]});
+    for (token, path) in [
+        ("SECRET-ADMIN-2", "/v1/models"),
+        ("SECRET-PREDICT", "/v1/models"),
+        ("SECRET-WRONG", "/v1/models"),
+    ] {
+        c.post(format!("{base}{path}"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+    }
+    // SAFETY: the pid is our child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("authentication is on"),
+        "the log was captured"
+    );
+    assert!(text.lines().count() > 10, "trace logging was on");
+    assert!(
+        !text.contains("SECRET-"),
+        "a token reached the log:\n{text}"
+    );
+
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_mlpd"))
+        .arg("--help")
+        .env("MLPD_ADMIN_TOKENS", "SECRET-ADMIN-1")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        help.contains("MLPD_ADMIN_TOKENS") && !help.contains("SECRET-"),
+        "{help}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&log);
 }
