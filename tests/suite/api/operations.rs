@@ -385,3 +385,39 @@ async fn the_timeout_answers_a_stalled_request_with_json_503_and_spares_event_st
     assert_eq!(end.event, "end");
     assert_eq!(end.data["status"], "succeeded", "{}", end.data);
 }
+
+#[tokio::test]
+async fn the_spec_says_which_routes_need_a_token_and_the_server_agrees() {
+    let app = spawn_with(|c| {
+        c.admin_tokens = tokens(&["a"]);
+        c.metrics_auth = true;
+    })
+    .await;
+    let doc: Value = yaml_serde::from_str(mlpd::api::openapi_yaml()).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let url = path
+                .replace("{name}", "m")
+                .replace("{id}", &uuid::Uuid::nil().to_string())
+                .replace("{version}", "1");
+            let r = app
+                .client
+                .request(method.to_uppercase().parse().unwrap(), app.url(&url))
+                .send()
+                .await
+                .unwrap();
+            let open = op["security"] == json!([]);
+            if open {
+                assert_ne!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+                assert!(op["responses"].get("401").is_none(), "{method} {path}");
+            } else {
+                assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+                assert!(op["responses"].get("401").is_some(), "{method} {path}");
+                assert!(op["responses"].get("403").is_some(), "{method} {path}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 25, "{checked} operations");
+}
