@@ -2,7 +2,6 @@
 //! delete.
 
 use super::extract::{Path, content_type, parse_json};
-use super::jobs::dataset_not_found;
 use super::views::DatasetView;
 use crate::datasets::StoredDataset;
 use crate::domain::csv::{CsvError, CsvOptions, Task};
@@ -137,6 +136,10 @@ pub async fn create(
         [(header::LOCATION, format!("/v1/datasets/{}", stored.id()))],
         axum::Json(DatasetView::from(&stored.record)),
     ))
+}
+
+pub fn dataset_not_found(id: Uuid) -> ApiError {
+    ApiError::new(ErrorCode::DatasetNotFound, format!("no dataset {id}"))
 }
 
 /// 409 when the server holds `--max-datasets` datasets already.

@@ -38,7 +38,7 @@ pub async fn train(
     Json(req): Json<TrainRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = parse_name(&name)?;
-    // An unknown model is a 404 whatever the body says.
+    // An unknown model is a 404, whatever values the (well-formed) body holds.
     if state.registry.get(&name).is_none() {
         return Err(model_not_found(name.as_str()));
     }
@@ -99,10 +99,6 @@ pub async fn train(
         [(header::LOCATION, format!("/v1/jobs/{}", job.id))],
         axum::Json(view),
     ))
-}
-
-pub fn dataset_not_found(id: Uuid) -> ApiError {
-    ApiError::new(ErrorCode::DatasetNotFound, format!("no dataset {id}"))
 }
 
 /// A train request naming a dataset that does not exist: the request, not the URL, is at fault.

@@ -1,14 +1,13 @@
 //! Middleware around the routes: bearer-token authentication, per-route HTTP metrics, and the
 //! request timeout with our JSON error body.
 
-use crate::auth::{Call, Tokens};
+use crate::auth::Call;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Routes open without a token: probes, the API description and the dashboard page (whose API
@@ -29,7 +28,7 @@ fn is_open(route: &str, metrics_open: bool) -> bool {
 /// Authenticates with `Authorization: Bearer TOKEN` when tokens are configured: 401 (with
 /// `WWW-Authenticate`) without a valid token, 403 when the token's role does not allow the call.
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let tokens: &Arc<Tokens> = &state.tokens;
+    let tokens = &state.tokens;
     if !tokens.enabled() {
         return next.run(req).await;
     }
