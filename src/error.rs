@@ -4,11 +4,13 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// A stable, machine-readable error code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+/// A stable, machine-readable error code: of an error response, or of a failed job (the last
+/// four are only ever a job's, which also end with `storage_full`, `store_unavailable` or
+/// `internal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     MalformedJson,
@@ -35,10 +37,18 @@ pub enum ErrorCode {
     LimitReached,
     Timeout,
     Internal,
+    /// The job stopped because its server shut down or died.
+    Interrupted,
+    /// Training diverged (the cost became NaN or infinite).
+    Diverged,
+    /// The data could not train the model.
+    InvalidData,
+    /// The model was deleted while the job ran.
+    ModelDeleted,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = {
+    pub const ALL: [ErrorCode; 28] = {
         use ErrorCode::*;
         [
             MalformedJson,
@@ -65,6 +75,10 @@ impl ErrorCode {
             LimitReached,
             Timeout,
             Internal,
+            Interrupted,
+            Diverged,
+            InvalidData,
+            ModelDeleted,
         ]
     };
 
@@ -74,16 +88,19 @@ impl ErrorCode {
         match self {
             MalformedJson => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ValidationFailed | Diverged | InvalidData => StatusCode::UNPROCESSABLE_ENTITY,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RouteNotFound | ModelNotFound | VersionNotFound | DatasetNotFound | JobNotFound => {
                 StatusCode::NOT_FOUND
             }
+            ModelDeleted => StatusCode::GONE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ModelExists | ModelBusy | ModelNotTrained | DatasetInUse | JobFinished
             | LimitReached => StatusCode::CONFLICT,
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            Overloaded | StoreUnavailable | Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | StoreUnavailable | Timeout | Interrupted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             StorageFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -153,28 +170,6 @@ impl ApiError {
 impl From<crate::nn::FieldError> for ApiError {
     fn from(e: crate::nn::FieldError) -> Self {
         ApiError::invalid(e.field, e.message)
-    }
-}
-
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        match e {
-            crate::store::StoreError::Full => {
-                tracing::error!("store full");
-                ApiError::new(
-                    ErrorCode::StorageFull,
-                    "the server's storage is full; nothing was changed",
-                )
-            }
-            crate::store::StoreError::Failed(cause) => {
-                tracing::error!(%cause, "store failed");
-                ApiError::new(
-                    ErrorCode::StoreUnavailable,
-                    "the server's storage is unavailable; nothing was changed",
-                )
-                .retry_after(5)
-            }
-        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod jobs;
 pub mod metrics;
 pub mod nn;
+pub mod records;
 pub mod registry;
 pub mod startup;
 pub mod state;

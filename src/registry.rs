@@ -3,55 +3,15 @@
 //! and compute without any lock held.
 
 use crate::domain::ModelName;
-use crate::nn::{EpochReport, NetworkSpec, StopReason};
-use crate::store::ModelRecord;
-use serde::{Deserialize, Serialize};
+use crate::nn::NetworkSpec;
+use crate::records::ModelRecord;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use time::OffsetDateTime;
-use utoipa::ToSchema;
 
+pub use crate::records::VersionMetrics;
 /// A trained version is exactly what the store keeps of it.
-pub use crate::store::VersionRecord as ModelVersion;
-
-/// Final figures of a training run.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VersionMetrics {
-    /// Epochs run.
-    pub epochs: u32,
-    /// The epoch whose weights this version holds (early stopping may restore an earlier one).
-    pub best_epoch: u32,
-    pub stop_reason: StopReason,
-    /// The history entry of `best_epoch`.
-    pub cost: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_cost: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accuracy: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub val_accuracy: Option<f64>,
-    pub training_ms: u64,
-}
-
-impl VersionMetrics {
-    pub fn from_history(history: &[EpochReport], best_epoch: u32, stop_reason: StopReason) -> Self {
-        let best = history
-            .iter()
-            .find(|r| r.epoch == best_epoch)
-            .or(history.last());
-        VersionMetrics {
-            epochs: history.last().map_or(0, |r| r.epoch),
-            best_epoch,
-            stop_reason,
-            cost: best.map_or(f64::NAN, |r| r.cost),
-            val_cost: best.and_then(|r| r.val_cost),
-            accuracy: best.and_then(|r| r.accuracy),
-            val_accuracy: best.and_then(|r| r.val_accuracy),
-            training_ms: history.last().map_or(0, |r| r.elapsed_ms),
-        }
-    }
-}
+pub use crate::records::VersionRecord as ModelVersion;
 
 /// A model: its definition and its versions, oldest first (the last one is served).
 #[derive(Clone, Debug)]

@@ -4,6 +4,7 @@
 use crate::api;
 use crate::config::Config;
 use crate::datasets::Datasets;
+use crate::error::ErrorCode;
 use crate::jobs::{Job, JobEnd, JobManager, WorkerSettings};
 use crate::registry::Registry;
 use crate::state::AppState;
@@ -190,7 +191,7 @@ async fn restore(
                 };
                 if !job.status().is_finished() {
                     let end = JobEnd::failed(
-                        "interrupted",
+                        ErrorCode::Interrupted,
                         "the server stopped while the job was queued or running",
                     );
                     store

@@ -4,45 +4,17 @@
 //! sees nothing twice.
 
 use crate::domain::ModelName;
+use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, NetworkSpec, StopReason, TrainParams};
-use crate::store::JobRecord;
-use serde::Serialize;
+pub use crate::records::{JobError, JobRecord, JobStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// Room for live events per job; a subscriber that falls further behind re-reads the history.
 const EVENT_BUFFER: usize = 256;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Canceled,
-}
-
-impl JobStatus {
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled
-        )
-    }
-}
-
-/// Why a job failed.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct JobError {
-    /// `diverged`, `invalid_data`, `interrupted`, `model_deleted` or `internal`.
-    pub code: String,
-    pub message: String,
-}
 
 /// What subscribers receive.
 #[derive(Clone, Debug)]
@@ -83,11 +55,11 @@ impl JobEnd {
         }
     }
 
-    pub fn failed(code: &str, message: impl Into<String>) -> Self {
+    pub fn failed(code: ErrorCode, message: impl Into<String>) -> Self {
         JobEnd {
             status: JobStatus::Failed,
             error: Some(JobError {
-                code: code.into(),
+                code,
                 message: message.into(),
             }),
             model_version: None,

@@ -3,16 +3,17 @@
 //! work instead of growing without limit.
 
 mod job;
+mod queue;
 mod worker;
 
 pub use job::{Job, JobEnd, JobError, JobEvent, JobState, JobStatus};
 pub use worker::TrainFn;
 
+use crate::error::ErrorCode;
 use crate::registry::Registry;
 use crate::store::{Retention, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,7 +38,7 @@ pub struct WorkerSettings {
 
 pub struct JobManager {
     jobs: JobTable,
-    queue: Mutex<Option<SyncSender<Arc<Job>>>>,
+    queue: Arc<queue::Queue>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     shutting_down: Arc<AtomicBool>,
     store: Arc<dyn Store>,
@@ -70,14 +71,13 @@ impl JobManager {
         settings: WorkerSettings,
         train_fn: TrainFn,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = sync_channel(settings.capacity);
-        let rx = Arc::new(Mutex::new(rx));
+        let queue = Arc::new(queue::Queue::new(settings.capacity));
         let shutting_down = Arc::new(AtomicBool::new(false));
         let table: JobTable = Arc::new(RwLock::new(HashMap::new()));
         let mut handles = Vec::new();
         for i in 0..settings.workers.max(1) {
             let w = worker::Worker {
-                queue: rx.clone(),
+                queue: queue.clone(),
                 train_fn,
                 registry: registry.clone(),
                 store: store.clone(),
@@ -95,7 +95,7 @@ impl JobManager {
         }
         Ok(JobManager {
             jobs: table,
-            queue: Mutex::new(Some(tx)),
+            queue,
             workers: Mutex::new(handles),
             shutting_down,
             store,
@@ -115,17 +115,14 @@ impl JobManager {
     /// # Errors
     /// `QueueFull` when no more jobs may wait (nothing is recorded then).
     pub fn submit(&self, job: Arc<Job>) -> Result<Arc<Job>, QueueFull> {
-        let queue = self.queue.lock().expect("queue lock");
-        let Some(tx) = queue.as_ref() else {
-            return Err(QueueFull);
-        };
+        // In the table first: a worker may take the job the moment it is queued.
         self.jobs
             .write()
             .expect("jobs lock")
             .insert(job.id, job.clone());
-        match tx.try_send(job.clone()) {
+        match self.queue.push(job.clone()) {
             Ok(()) => Ok(job),
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            Err(queue::Refused::Full | queue::Refused::Closed) => {
                 self.jobs.write().expect("jobs lock").remove(&job.id);
                 Err(QueueFull)
             }
@@ -185,7 +182,7 @@ impl JobManager {
     /// waits up to `grace` for the workers to finish. Blocking: call off the async runtime.
     pub fn shutdown(&self, grace: Duration) {
         self.shutting_down.store(true, Ordering::Relaxed);
-        self.queue.lock().expect("queue lock").take();
+        self.queue.close();
         let queued: Vec<_> = self
             .jobs
             .read()
@@ -195,7 +192,10 @@ impl JobManager {
             .cloned()
             .collect();
         for job in queued {
-            let end = JobEnd::failed("interrupted", "the server shut down before the job ran");
+            let end = JobEnd::failed(
+                ErrorCode::Interrupted,
+                "the server shut down before the job ran",
+            );
             if let Err(e) = self.store.save_job(&job.record(Some(&end))) {
                 tracing::error!(job_id = %job.id, error = %e, "could not save the job's end");
             }
@@ -302,7 +302,7 @@ mod tests {
         }
         assert_eq!(bad.status(), JobStatus::Failed);
         let err = bad.state().error.clone().unwrap();
-        assert_eq!(err.code, "internal");
+        assert_eq!(err.code, crate::error::ErrorCode::Internal);
         assert!(
             !err.message.contains("injected"),
             "the panic text stays in the log: {}",

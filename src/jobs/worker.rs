@@ -6,14 +6,14 @@
 
 use super::JobTable;
 use super::job::{Job, JobEnd};
+use crate::error::ErrorCode;
 use crate::nn::{self, EpochReport, Observer, TrainError};
 use crate::registry::{ModelVersion, Registry, VersionMetrics};
 use crate::store::{Retention, Store};
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -30,7 +30,7 @@ pub type TrainFn = fn(
 ) -> Result<nn::TrainOutcome, TrainError>;
 
 pub(super) struct Worker {
-    pub queue: Arc<Mutex<Receiver<Arc<Job>>>>,
+    pub queue: Arc<super::queue::Queue>,
     pub train_fn: TrainFn,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
@@ -95,12 +95,14 @@ impl Worker {
     pub fn run(self) {
         lower_priority(self.nice);
         loop {
-            let next = self.queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-            let Ok(job) = next else { return };
+            let Some(job) = self.queue.pop() else { return };
             if self.shutting_down.load(Ordering::Relaxed) {
                 self.end(
                     &job,
-                    JobEnd::failed("interrupted", "the server shut down before the job ran"),
+                    JobEnd::failed(
+                        ErrorCode::Interrupted,
+                        "the server shut down before the job ran",
+                    ),
                     &[],
                 );
                 continue;
@@ -134,7 +136,11 @@ impl Worker {
 
     fn train(&self, job: &Job) {
         let Some(data) = job.take_data() else {
-            return self.end(job, JobEnd::failed("internal", "the job has no data"), &[]);
+            return self.end(
+                job,
+                JobEnd::failed(ErrorCode::Internal, "the job has no data"),
+                &[],
+            );
         };
         let mut observer = JobObserver {
             job,
@@ -156,14 +162,24 @@ impl Worker {
         let end = match result {
             Ok(Ok(outcome)) => return self.publish(job, outcome, &pending),
             Ok(Err(TrainError::Canceled { .. })) if shutting_down && !job.cancel_requested() => {
-                JobEnd::failed("interrupted", "the server shut down while the job ran")
+                JobEnd::failed(
+                    ErrorCode::Interrupted,
+                    "the server shut down while the job ran",
+                )
             }
             Ok(Err(TrainError::Canceled { .. })) => JobEnd::canceled(),
-            Ok(Err(e @ TrainError::Diverged { .. })) => JobEnd::failed("diverged", e.to_string()),
-            Ok(Err(e @ TrainError::Invalid(_))) => JobEnd::failed("invalid_data", e.to_string()),
+            Ok(Err(e @ TrainError::Diverged { .. })) => {
+                JobEnd::failed(ErrorCode::Diverged, e.to_string())
+            }
+            Ok(Err(e @ TrainError::Invalid(_))) => {
+                JobEnd::failed(ErrorCode::InvalidData, e.to_string())
+            }
             Ok(Err(e @ TrainError::Threads(_))) => {
                 tracing::error!(error = %e, "training could not start");
-                JobEnd::failed("internal", "training could not start; see the server log")
+                JobEnd::failed(
+                    ErrorCode::Internal,
+                    "training could not start; see the server log",
+                )
             }
             Err(panic) => {
                 let what = panic
@@ -173,7 +189,7 @@ impl Worker {
                     .unwrap_or_default();
                 tracing::error!(panic = %what, "training panicked");
                 JobEnd::failed(
-                    "internal",
+                    ErrorCode::Internal,
                     "training failed unexpectedly; see the server log",
                 )
             }
@@ -186,7 +202,10 @@ impl Worker {
         let Some(version) = self.registry.reserve_version(&job.model) else {
             return self.end(
                 job,
-                JobEnd::failed("model_deleted", "the model was deleted while the job ran"),
+                JobEnd::failed(
+                    ErrorCode::ModelDeleted,
+                    "the model was deleted while the job ran",
+                ),
                 pending,
             );
         };
@@ -220,11 +239,7 @@ impl Worker {
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not save the new version");
-                let code = if matches!(e, crate::store::StoreError::Full) {
-                    "storage_full"
-                } else {
-                    "store_error"
-                };
+                let code = e.code();
                 self.end(
                     job,
                     JobEnd::failed(

@@ -9,12 +9,10 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::nn::{
-    Dataset, EpochReport, LabelSet, NetworkSpec, StopReason, TrainParams, TrainedModel,
-};
-use crate::registry::VersionMetrics;
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+pub use crate::records::{DatasetRecord, JobRecord, ModelRecord, VersionRecord};
+
+use crate::error::{ApiError, ErrorCode};
+use crate::nn::{Dataset, EpochReport};
 use uuid::Uuid;
 
 /// Why a store call failed.
@@ -28,82 +26,36 @@ pub enum StoreError {
     Failed(String),
 }
 
-/// A model's definition as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ModelRecord {
-    pub name: String,
-    pub spec: NetworkSpec,
-    pub description: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    pub next_version: u32,
-}
-
-/// A trained version as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct VersionRecord {
-    pub model: String,
-    pub version: u32,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// The job that trained it; none for an imported version.
-    pub job_id: Option<Uuid>,
-    pub dataset_id: Option<Uuid>,
-    pub params: TrainParams,
-    pub metrics: VersionMetrics,
-    pub trained: TrainedModel,
-}
-
-/// A dataset's description (its data is stored beside it and loaded on demand).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DatasetRecord {
-    pub id: Uuid,
-    pub name: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    pub rows: usize,
-    pub input_width: usize,
-    pub target_width: Option<usize>,
-    pub classes: Option<LabelSet>,
-}
-
-impl DatasetRecord {
-    pub fn describe(
-        id: Uuid,
-        name: Option<String>,
-        created_at: OffsetDateTime,
-        d: &Dataset,
-    ) -> Self {
-        DatasetRecord {
-            id,
-            name,
-            created_at,
-            rows: d.rows(),
-            input_width: d.input_width(),
-            target_width: d.target_width(),
-            classes: d.labels().cloned(),
+impl StoreError {
+    /// The job error code of a job that failed because of this.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::Full => ErrorCode::StorageFull,
+            StoreError::Failed(_) => ErrorCode::StoreUnavailable,
         }
     }
 }
 
-/// A job as stored (its epochs are stored beside it).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub id: Uuid,
-    pub model: String,
-    pub dataset_id: Option<Uuid>,
-    pub spec: NetworkSpec,
-    pub params: TrainParams,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    pub status: crate::jobs::JobStatus,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub started_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub finished_at: Option<OffsetDateTime>,
-    pub error: Option<crate::jobs::JobError>,
-    pub model_version: Option<u32>,
-    pub stop_reason: Option<StopReason>,
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Full => {
+                tracing::error!("store full");
+                ApiError::new(
+                    ErrorCode::StorageFull,
+                    "the server's storage is full; nothing was changed",
+                )
+            }
+            StoreError::Failed(cause) => {
+                tracing::error!(%cause, "store failed");
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "the server's storage is unavailable; nothing was changed",
+                )
+                .retry_after(5)
+            }
+        }
+    }
 }
 
 /// Everything loaded at startup.

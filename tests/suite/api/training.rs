@@ -284,6 +284,56 @@ async fn a_full_queue_answers_429_with_retry_after_and_queued_jobs_cancel_at_onc
     assert_eq!(app.wait_done(&running).await["status"], "canceled");
 }
 
+/// Regression: a job canceled while queued used to keep its queue slot, so a queue emptied by
+/// cancels still answered 429 while `mlpd_queue_depth` said 0.
+#[tokio::test]
+async fn jobs_canceled_while_queued_give_their_queue_slots_back() {
+    let app = spawn_with(|c| {
+        c.train_workers = 1;
+        c.queue_capacity = 2;
+    })
+    .await;
+    app.create_model("m", 4, json!([{"units": 3, "activation": "softmax"}]))
+        .await;
+    let ds = app.upload("iris.csv", "species").await;
+    let running = long_job(&app, "m", &ds).await;
+    app.wait_job(&running, |j| j["status"] == "running").await;
+    let queued = [
+        long_job(&app, "m", &ds).await,
+        long_job(&app, "m", &ds).await,
+    ];
+    let r = app
+        .post("/v1/models/m/train", &json!({"dataset_id": ds}))
+        .await;
+    expect_error(r, StatusCode::TOO_MANY_REQUESTS, "queue_full").await;
+    for id in &queued {
+        let c = expect(
+            app.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await,
+            StatusCode::ACCEPTED,
+        )
+        .await;
+        assert_eq!(c["status"], "canceled");
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "mlpd_queue_depth 0"),
+        "{metrics}"
+    );
+    // Both slots are free again, while the first job still runs.
+    let again = [
+        long_job(&app, "m", &ds).await,
+        long_job(&app, "m", &ds).await,
+    ];
+    let r = app
+        .post("/v1/models/m/train", &json!({"dataset_id": ds}))
+        .await;
+    expect_error(r, StatusCode::TOO_MANY_REQUESTS, "queue_full").await;
+    for id in again.iter().chain([&running]) {
+        app.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await;
+        assert_eq!(app.wait_done(id).await["status"], "canceled");
+    }
+}
+
 #[tokio::test]
 async fn jobs_are_listed_newest_first_with_filters_and_pages() {
     let app = spawn_app().await;
