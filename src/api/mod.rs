@@ -11,6 +11,7 @@ pub mod middleware;
 mod models;
 pub mod openapi;
 mod predict;
+mod schemas;
 mod views;
 
 use crate::error::{ApiError, ErrorCode};

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const LEAKY_SLOPE: f64 = 0.01;
 
 /// A layer's activation σ in `a = σ(z)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     Identity,

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// A class label as the client wrote it: an integer or a string. As in JSON Schema, a number
 /// with no fractional part (`3.0`) is an integer.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(untagged)]
 pub enum Label {
     Int(i64),
@@ -63,7 +63,7 @@ impl fmt::Display for Label {
 
 /// The classes of a classifier in their stable order (ascending), all of one type. Output unit
 /// `k` of a trained classifier stands for class `k` of this set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "values", rename_all = "snake_case")]
 pub enum LabelSet {
     Int(Vec<i64>),

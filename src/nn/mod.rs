@@ -5,7 +5,7 @@
 //! `gemm`/`rayon` pair that computes its matrix products — never tokio, axum or service types —
 //! so it could become its own crate without edits. Everything is deterministic given a seed:
 //! the same data, spec, parameters and seed give bit-identical weights and cost history
-//! whatever the thread count. (utoipa appears only as derives that describe types for the spec.)
+//! whatever the thread count. The OpenAPI schemas of its types are declared in `api::schemas`.
 //!
 //! Layout: samples are rows. A layer's weights are stored `out × in`, so one layer computes
 //! `Z = A·Wᵀ + b` for a batch and `z = W·x + b` for a single row (a matrix–vector product).

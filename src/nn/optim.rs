@@ -23,7 +23,7 @@ fn default_epsilon() -> f64 {
 }
 
 /// The update rule.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Optimizer {
     /// Plain gradient descent: `w ← w − lr·∂J/∂w`.
@@ -32,7 +32,6 @@ pub enum Optimizer {
     Momentum {
         /// Momentum coefficient μ, in [0, 1).
         #[serde(default = "default_momentum")]
-        #[schema(minimum = 0.0, exclusive_maximum = 1.0)]
         momentum: f64,
         #[serde(default)]
         nesterov: bool,
@@ -40,13 +39,10 @@ pub enum Optimizer {
     /// Adam (Kingma & Ba), with bias correction.
     Adam {
         #[serde(default = "default_beta1")]
-        #[schema(minimum = 0.0, exclusive_maximum = 1.0)]
         beta1: f64,
         #[serde(default = "default_beta2")]
-        #[schema(minimum = 0.0, exclusive_maximum = 1.0)]
         beta2: f64,
         #[serde(default = "default_epsilon")]
-        #[schema(exclusive_minimum = 0.0)]
         epsilon: f64,
     },
 }
@@ -109,23 +105,15 @@ impl Optimizer {
 }
 
 /// How the learning rate changes from epoch to epoch (epochs counted from 0).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LrSchedule {
     #[default]
     Constant,
     /// `lr·gamma^epoch`.
-    Exponential {
-        #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
-        gamma: f64,
-    },
+    Exponential { gamma: f64 },
     /// `lr·gamma^⌊epoch / step_size⌋`.
-    Step {
-        #[schema(minimum = 1)]
-        step_size: u32,
-        #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
-        gamma: f64,
-    },
+    Step { step_size: u32, gamma: f64 },
 }
 
 impl LrSchedule {

@@ -5,7 +5,7 @@ use ndarray::{Array2, ArrayView1, ArrayView2, ArrayViewMut1, Zip};
 use serde::{Deserialize, Serialize};
 
 /// How to scale input features.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Normalization {
     /// Use features as given.
@@ -19,7 +19,7 @@ pub enum Normalization {
 
 /// A per-column affine transform `x' = (x − shift)·scale`. Constant columns get scale 1, so they
 /// become 0 instead of a division by zero.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scaler {
     pub kind: Normalization,

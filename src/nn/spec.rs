@@ -26,24 +26,21 @@ impl FieldError {
 }
 
 /// One dense layer: `units` outputs, each `activation(w·a + b)`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayerSpec {
     /// Output width of the layer.
-    #[schema(minimum = 1, maximum = 65536)]
     pub units: usize,
     pub activation: Activation,
 }
 
 /// A multi-layer perceptron: input width, the layers in order (the last is the output), cost.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// Number of input features.
-    #[schema(minimum = 1, maximum = 1048576)]
     pub inputs: usize,
     /// Dense layers in order; the last one is the output layer.
-    #[schema(min_items = 1, max_items = 64)]
     pub layers: Vec<LayerSpec>,
     pub loss: Loss,
 }

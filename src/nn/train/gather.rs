@@ -1,0 +1,70 @@
+//! Mini-batch assembly: rows of the dataset gathered into preallocated buffers, scaled and
+//! encoded on the way, and the classes an output row picks.
+
+use crate::nn::{Dataset, Scaler, Targets};
+use ndarray::{Array2, ArrayView1, ArrayView2};
+
+use super::fit::Encoding;
+
+/// Gathers rows of the dataset into batch buffers, scaling and encoding on the way (no scaled
+/// copy of the dataset is ever made).
+pub(super) struct Gather<'a> {
+    pub(super) data: &'a Dataset,
+    pub(super) input: Scaler,
+    pub(super) target: Option<Scaler>,
+    pub(super) encoding: Encoding,
+}
+
+impl Gather<'_> {
+    pub(super) fn rows(&self, idx: &[usize], x: &mut Array2<f32>, y: &mut Array2<f32>) {
+        let feats = self.data.features();
+        for (r, &i) in idx.iter().enumerate() {
+            self.input.apply_row(feats.row(i), x.row_mut(r));
+            let mut yr = y.row_mut(r);
+            match (self.data.targets(), self.encoding) {
+                (Targets::Values(t), _) => match &self.target {
+                    Some(s) => s.apply_row(t.row(i), yr),
+                    None => yr.assign(&t.row(i)),
+                },
+                (Targets::Classes { indices, .. }, Encoding::Binary) => yr[0] = indices[i] as f32,
+                (Targets::Classes { indices, .. }, _) => {
+                    yr.fill(0.0);
+                    yr[indices[i] as usize] = 1.0;
+                }
+            }
+        }
+    }
+
+    /// How many of the batch's output rows pick the right class.
+    pub(super) fn correct(&self, idx: &[usize], out: ArrayView2<f32>) -> Option<usize> {
+        let Targets::Classes { indices, .. } = self.data.targets() else {
+            return None;
+        };
+        Some(
+            idx.iter()
+                .zip(out.rows())
+                .filter(|&(&i, ref row)| {
+                    predicted_class(row.view(), self.encoding) == indices[i] as usize
+                })
+                .count(),
+        )
+    }
+}
+
+fn predicted_class(row: ArrayView1<f32>, encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Binary => usize::from(row[0] >= 0.5),
+        _ => argmax(row),
+    }
+}
+
+/// Index of the largest value (the first one on ties).
+pub(crate) fn argmax(row: ArrayView1<f32>) -> usize {
+    let mut best = 0;
+    for (k, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = k;
+        }
+    }
+    best
+}

@@ -1,0 +1,215 @@
+//! The training loop: a seeded validation split, scaling fitted on the training rows, epochs of
+//! shuffled mini-batches, a report per epoch, early stopping, a wall-clock limit, cancellation.
+//!
+//! Runs on the caller's thread; with `threads > 1` its matrix products use a rayon pool of that
+//! size built for the run, so the caller bounds the CPU a job takes. Randomness comes from three
+//! ChaCha8 streams of the seed (init, split, shuffle), so results do not depend on the thread
+//! count.
+//!
+//! The loop lives here; its parts each have a module: [`params`] (what shapes a run), [`fit`]
+//! (whether data fits a spec), [`split`] (the validation split), [`gather`] (mini-batch
+//! assembly), [`eval`] (cost over a split) and [`report`] (what a run tells its caller).
+
+mod eval;
+mod fit;
+mod gather;
+mod params;
+mod report;
+mod split;
+
+pub use fit::check_data;
+pub(crate) use gather::argmax;
+pub use params::{EarlyStopping, MAX_EPOCHS, TrainParams};
+pub use report::{
+    EpochReport, NoObserver, Observer, ParamError, StopReason, TrainError, TrainOutcome,
+};
+pub use split::holdout;
+
+use super::spec::FieldError;
+use super::{
+    Dataset, Fitter, Head, Network, NetworkSpec, Normalization, Scaler, Targets, TrainedModel,
+};
+use eval::Evaluator;
+use fit::{Encoding, check_fit};
+use gather::Gather;
+use ndarray::{Array1, Array2, s};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use std::time::{Duration, Instant};
+
+const STREAM_INIT: u64 = 0;
+const STREAM_SPLIT: u64 = 1;
+const STREAM_SHUFFLE: u64 = 2;
+
+/// Trains a network for `spec` on `data`.
+///
+/// # Errors
+/// Invalid spec or parameters, data that does not fit the spec, cancellation by `observer`,
+/// or divergence.
+pub fn train(
+    spec: &NetworkSpec,
+    data: &Dataset,
+    params: &TrainParams,
+    threads: usize,
+    observer: &mut (dyn Observer + Send),
+) -> Result<TrainOutcome, TrainError> {
+    spec.validate()?;
+    params.validate()?;
+    let encoding = check_fit(spec, data, params)?;
+    if threads > 1 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("mlpd-gemm-{i}"))
+            .build()
+            .map_err(|e| TrainError::Threads(e.to_string()))?;
+        pool.install(|| run(spec, data, params, encoding, threads, observer))
+    } else {
+        run(spec, data, params, encoding, 1, observer)
+    }
+}
+
+fn run(
+    spec: &NetworkSpec,
+    data: &Dataset,
+    params: &TrainParams,
+    encoding: Encoding,
+    threads: usize,
+    observer: &mut (dyn Observer + Send),
+) -> Result<TrainOutcome, TrainError> {
+    let start = Instant::now();
+    let deadline = params
+        .max_seconds
+        .map(|s| start + Duration::from_secs_f64(s));
+    let (mut train_idx, val_idx) = holdout(data, params.validation_split, params.seed);
+    if train_idx.is_empty() {
+        return Err(FieldError::new("dataset", "has no rows left for training").into());
+    }
+    let head = spec.head();
+    let input = Scaler::fit(params.normalize, data.features().view(), &train_idx);
+    let target = match data.targets() {
+        Targets::Values(y) => {
+            let auto = head == Head::Mse(super::Activation::Identity);
+            params
+                .normalize_targets
+                .unwrap_or(auto)
+                .then(|| Scaler::fit(Normalization::Standard, y.view(), &train_idx))
+        }
+        Targets::Classes { .. } => None,
+    };
+    let gather = Gather {
+        data,
+        input,
+        target,
+        encoding,
+    };
+
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    rng.set_stream(STREAM_INIT);
+    let net = Network::<f32>::init(spec, &mut rng);
+    let batch = params.batch_size.min(train_idx.len());
+    let mut fitter = Fitter::new(net, spec.loss, &params.optimizer, params.l2, batch, threads)?;
+    // Report the quadratic cost in the targets' own units: d_orig = d_scaled / scale.
+    let weights = gather
+        .target
+        .as_ref()
+        .map(|s| Array1::from_iter(s.scale.iter().map(|&k| 1.0 / (k * k))));
+    fitter.set_cost_weights(weights.clone());
+
+    let outputs = spec.outputs();
+    let mut xb = Array2::<f32>::zeros((batch, spec.inputs));
+    let mut yb = Array2::<f32>::zeros((batch, outputs));
+    let mut eval = Evaluator::new(fitter.network(), head, weights, outputs);
+    let mut shuffle = ChaCha8Rng::seed_from_u64(params.seed);
+    shuffle.set_stream(STREAM_SHUFFLE);
+
+    let mut history = Vec::new();
+    let mut best: Option<(f64, u32, Option<Network<f32>>)> = None;
+    let mut waited = 0;
+    let mut stop_reason = StopReason::Completed;
+    for epoch in 1..=params.epochs {
+        let lr = params.lr_schedule.rate(params.learning_rate, epoch - 1);
+        train_idx.shuffle(&mut shuffle);
+        let (mut cost, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let mut timed_out = false;
+        for chunk in train_idx.chunks(batch) {
+            if observer.should_stop() {
+                return Err(TrainError::Canceled { epoch });
+            }
+            let m = chunk.len();
+            gather.rows(chunk, &mut xb, &mut yb);
+            let stats = fitter.step(xb.slice(s![..m, ..]), yb.slice(s![..m, ..]), lr as f32);
+            cost += stats.cost_sum as f64;
+            if let Some(c) = gather.correct(chunk, fitter.outputs(m)) {
+                correct += c;
+            }
+            seen += m;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                timed_out = true;
+                break;
+            }
+        }
+        let cost = cost / seen as f64;
+        let classifier = matches!(data.targets(), Targets::Classes { .. });
+        let (val_cost, val_accuracy) = if val_idx.is_empty() {
+            (None, None)
+        } else {
+            let (c, a) = eval.run(fitter.network(), &gather, &val_idx);
+            (Some(c), a)
+        };
+        if !cost.is_finite() || val_cost.is_some_and(|c| !c.is_finite()) {
+            return Err(TrainError::Diverged { epoch });
+        }
+        let report = EpochReport {
+            epoch,
+            cost,
+            val_cost,
+            accuracy: classifier.then(|| correct as f64 / seen as f64),
+            val_accuracy,
+            learning_rate: lr,
+            elapsed_ms: start.elapsed().as_millis() as u64,
+        };
+        let flow = observer.on_epoch(&report);
+        history.push(report);
+        if flow.is_break() {
+            return Err(TrainError::Canceled { epoch });
+        }
+        if let Some(es) = &params.early_stopping {
+            let monitored = val_cost.unwrap_or(cost);
+            match &best {
+                Some((b, _, _)) if monitored >= b - es.min_delta => waited += 1,
+                _ => {
+                    let snapshot = es.restore_best.then(|| fitter.network().clone());
+                    best = Some((monitored, epoch, snapshot));
+                    waited = 0;
+                }
+            }
+            if waited >= es.patience {
+                stop_reason = StopReason::EarlyStopped;
+                break;
+            }
+        }
+        if timed_out {
+            stop_reason = StopReason::TimeLimit;
+            break;
+        }
+    }
+    let last_epoch = history.last().map_or(0, |r| r.epoch);
+    let (network, best_epoch) = match best {
+        Some((_, e, Some(net))) => (net, e),
+        _ => (fitter.into_network(), last_epoch),
+    };
+    let model = TrainedModel::new(
+        spec.clone(),
+        network,
+        gather.input,
+        gather.target,
+        data.labels().cloned(),
+    );
+    Ok(TrainOutcome {
+        model,
+        history,
+        stop_reason,
+        best_epoch,
+    })
+}
