@@ -50,12 +50,21 @@ pub struct Config {
     /// `succeeded` with the weights reached, as with its own `max_seconds`.
     #[arg(long, env = "MLPD_MAX_TRAIN_SECONDS", default_value_t = 0.0)]
     pub max_train_seconds: f64,
-    /// Predictions computed at once (0: two per core); more wait up to --predict-wait-ms.
+    /// Forward passes computed at once: the dynamic batcher's threads (0: one per core). Each
+    /// pass merges the waiting requests for one model version.
     #[arg(long, env = "MLPD_PREDICT_CONCURRENCY", default_value_t = 0)]
     pub predict_concurrency: usize,
-    /// How long a prediction may wait for a free slot before it gets 503, in milliseconds.
+    /// How long a prediction may wait to be started before it gets 503, in milliseconds.
     #[arg(long, env = "MLPD_PREDICT_WAIT_MS", default_value_t = 2000)]
     pub predict_wait_ms: u64,
+    /// The most rows in one batched forward pass; a request with more is computed in chunks
+    /// of this size, taking turns with the requests behind it.
+    #[arg(long, env = "MLPD_PREDICT_BATCH_ROWS", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub predict_batch_rows: u64,
+    /// How long a forward pass that is not full waits for more requests of the same version,
+    /// in microseconds (0: never wait; a batch forms only from requests already waiting).
+    #[arg(long, env = "MLPD_PREDICT_BATCH_DELAY_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub predict_batch_delay_us: u64,
     /// Time limit for a request to produce its response headers, in seconds (event streams
     /// are not cut).
     #[arg(long, env = "MLPD_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
@@ -147,9 +156,19 @@ impl Config {
 
     pub fn predict_slots(&self) -> usize {
         if self.predict_concurrency == 0 {
-            2 * cores()
+            cores()
         } else {
             self.predict_concurrency
+        }
+    }
+
+    /// The dynamic batcher's settings.
+    pub fn batching(&self) -> crate::batcher::BatchConfig {
+        crate::batcher::BatchConfig {
+            workers: self.predict_slots(),
+            max_rows: self.predict_batch_rows as usize,
+            delay: Duration::from_micros(self.predict_batch_delay_us),
+            wait: self.predict_wait(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batcher;
 pub mod config;
 pub mod datasets;
 pub mod domain;

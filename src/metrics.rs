@@ -67,6 +67,10 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to compute one prediction request (forward pass, without queueing)"
     );
+    describe_histogram!(
+        "mlpd_prediction_batch_rows",
+        "Rows per batched forward pass (requests merged by the dynamic batcher)"
+    );
     describe_counter!(
         "mlpd_store_errors_total",
         "Store operations that failed, by kind (full, failed)"
@@ -109,6 +113,11 @@ pub fn epoch_trained(samples: usize, elapsed: Duration) {
 pub fn predicted(rows: usize, elapsed: Duration) {
     counter!("mlpd_prediction_rows_total").increment(rows as u64);
     histogram!("mlpd_prediction_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+/// One forward pass of the dynamic batcher over `rows` rows.
+pub fn predict_batch(rows: usize) {
+    histogram!("mlpd_prediction_batch_rows").record(rows as f64);
 }
 
 pub fn store_error(kind: &'static str) {

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::sync::{Mutex, watch};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -75,7 +75,8 @@ impl App {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let state = AppState {
             tokens: Arc::new(tokens),
-            predict_slots: Arc::new(Semaphore::new(config.predict_slots())),
+            batcher: crate::batcher::Batcher::start(config.batching())
+                .context("cannot start the prediction threads")?,
             config: Arc::new(config),
             registry,
             datasets,

@@ -7,7 +7,7 @@ use crate::jobs::JobManager;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
-use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, watch};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,8 +17,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub datasets: Arc<Datasets>,
     pub jobs: Arc<JobManager>,
-    /// Slots for prediction work running at once.
-    pub predict_slots: Arc<Semaphore>,
+    /// The prediction engine (dynamic batching over its own threads).
+    pub batcher: crate::batcher::Batcher,
     pub store: Arc<dyn Store>,
     /// Serialises the few operations that check one collection and change another (delete a
     /// model only if no job uses it; submit a job only if its model and dataset exist), store

@@ -1,8 +1,10 @@
-//! `POST /v1/models/{name}/predict`: a forward pass on the served version, computed on a
-//! blocking thread behind a bounded number of slots; no lock is held while computing.
+//! `POST /v1/models/{name}/predict`: the served version's forward pass through the dynamic
+//! batcher (`crate::batcher`), which merges concurrent requests for one version; no lock is
+//! held while computing.
 
 use super::extract::{Json, Path, Query};
 use super::models::{lookup_error, parse_name};
+use crate::batcher::PredictError;
 use crate::domain::dataset::matrix;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::nn::{Label, Prediction};
@@ -73,45 +75,19 @@ pub async fn predict(
             format!("has {} values but the model takes {want} inputs", x.ncols()),
         ));
     }
-    // A forward pass smaller than parsing its own request body costs less inline than the
-    // hand-off to a blocking thread; larger ones never run on the runtime.
-    let work = x
-        .nrows()
-        .saturating_mul(served.trained.spec.parameter_count());
-    let rows = x.nrows();
-    if work <= INLINE_WORK {
-        let started = std::time::Instant::now();
-        let pred = served
-            .trained
-            .predict(x.view())
-            .map_err(|e| ApiError::invalid("inputs", e))?;
-        crate::metrics::predicted(rows, started.elapsed());
-        return Ok(respond(&name, &served, pred));
-    }
-    let slots = state.predict_slots.clone();
-    let permit = tokio::time::timeout(state.config.predict_wait(), slots.acquire_owned())
+    let pred = state
+        .batcher
+        .predict(served.clone(), x)
         .await
-        .map_err(|_| {
-            ApiError::new(ErrorCode::Overloaded, "too many predictions at once").retry_after(1)
-        })?
-        .map_err(ApiError::internal)?;
-    let model = served.clone();
-    let pred = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let started = std::time::Instant::now();
-        let pred = model.trained.predict(x.view());
-        crate::metrics::predicted(rows, started.elapsed());
-        pred
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| ApiError::invalid("inputs", e))?;
+        .map_err(|e| match e {
+            PredictError::Model(e) => ApiError::invalid("inputs", e),
+            PredictError::Overloaded => {
+                ApiError::new(ErrorCode::Overloaded, "too many predictions at once").retry_after(1)
+            }
+            PredictError::Internal => ApiError::internal("the forward pass failed"),
+        })?;
     Ok(respond(&name, &served, pred))
 }
-
-/// Multiply-adds below which a prediction runs inline (about 20 µs here, less than parsing a
-/// 784-value JSON row).
-const INLINE_WORK: usize = 100_000;
 
 fn respond(
     name: &crate::domain::ModelName,

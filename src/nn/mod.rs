@@ -16,6 +16,7 @@
 mod activation;
 mod data;
 mod fitter;
+mod infer;
 mod init;
 mod loss;
 mod matmul;

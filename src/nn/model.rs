@@ -134,11 +134,22 @@ impl TrainedModel {
         self.spec.inputs
     }
 
-    /// Predicts every row of `x`.
+    /// Predicts every row of `x`: [`TrainedModel::check_inputs`], [`TrainedModel::forward`],
+    /// [`TrainedModel::finish`]. Each row's answer depends on that row alone, bit for bit, so
+    /// rows of many requests may be computed in one pass and split back.
     ///
     /// # Errors
-    /// A row of the wrong width or with a non-finite value.
+    /// A row of the wrong width or with a non-finite value, or outputs that overflow.
     pub fn predict(&self, x: ArrayView2<f32>) -> Result<Prediction, ModelError> {
+        self.check_inputs(x)?;
+        self.finish(self.forward(x))
+    }
+
+    /// Whether every row of `x` can be predicted: the model's width, finite values.
+    ///
+    /// # Errors
+    /// The first offending row (and column).
+    pub fn check_inputs(&self, x: ArrayView2<f32>) -> Result<(), ModelError> {
         if x.ncols() != self.inputs() {
             return Err(ModelError::Width {
                 row: 0,
@@ -151,11 +162,26 @@ impl TrainedModel {
                 return Err(ModelError::NotFinite { row, column });
             }
         }
-        let mut outputs = if self.input_scaler.is_identity() {
-            self.network.predict(x)
+        Ok(())
+    }
+
+    /// The output layer's activations for checked rows (input scaling applied), each row
+    /// computed independently of the others (see `nn::infer`).
+    pub fn forward(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        if self.input_scaler.is_identity() {
+            self.network.predict_rows(x)
         } else {
-            self.network.predict(self.input_scaler.transform(x).view())
-        };
+            self.network
+                .predict_rows(self.input_scaler.transform(x).view())
+        }
+    }
+
+    /// Turns [`TrainedModel::forward`]'s outputs into the prediction: regression targets back in
+    /// their own units, classifiers' labels.
+    ///
+    /// # Errors
+    /// The first row whose outputs are not finite.
+    pub fn finish(&self, mut outputs: Array2<f32>) -> Result<Prediction, ModelError> {
         if let Some(t) = &self.target_scaler {
             t.invert(&mut outputs);
         }

@@ -1,0 +1,431 @@
+//! Dynamic batching of predictions: concurrent requests for the same model version are merged
+//! into one forward pass (the weights are streamed once for all their rows instead of once per
+//! request), then split back to their requests. Triton's dynamic batcher is the model.
+//!
+//! Any predict front calls [`Batcher::predict`] with the admitted version (an `Arc`) and its
+//! rows; it answers what [`TrainedModel::predict`] answers for those rows alone, bit for bit:
+//! the serving forward pass computes each row by the same operations whatever the batch
+//! (`nn::infer`), and scaling, target inversion and labels are per row.
+//!
+//! Invariants:
+//! - **No added latency when idle.** A batch forms only from requests already waiting when a
+//!   worker takes one; a lone request starts at once. `delay` (default 0) lets a worker wait
+//!   that long for more requests of the same version when its batch is not full.
+//! - **Versions never mix.** A batch holds rows of one `Arc` only (pointer identity), so a hot
+//!   swap sends new requests to new batches while admitted ones finish on their version.
+//! - **No starvation.** A worker takes at most `max_rows` rows; a request with more rows gives
+//!   up that many and goes to the back of the queue, so small requests behind it are served
+//!   between its chunks.
+//! - **Overload is answered.** A request not started within `wait` is withdrawn and gets
+//!   [`PredictError::Overloaded`] (503 + Retry-After at the edge); once started it completes.
+//!   A request whose client went away is withdrawn if not started.
+//! - Small forward passes (under [`INLINE_WORK`] multiply-adds) are computed on the caller's
+//!   thread: the hand-off would cost more than the work.
+//!
+//! Threads: `workers` named OS threads (`mlpd-predict-N`) compute batches; the async side only
+//! queues and waits. A panic in a forward pass fails that batch's requests, not the worker.
+
+use crate::nn::{ModelError, Prediction, TrainedModel};
+use ndarray::{Array2, ArrayView2, Axis, s};
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Multiply-adds below which a prediction runs on the caller's thread (about 20 µs here, less
+/// than parsing a 784-value JSON row).
+pub const INLINE_WORK: usize = 100_000;
+
+/// How the batcher forms batches.
+#[derive(Clone, Debug)]
+pub struct BatchConfig {
+    /// Threads computing forward passes (each runs one batch at a time).
+    pub workers: usize,
+    /// The most rows in one forward pass.
+    pub max_rows: usize,
+    /// How long a worker with a batch that is not full waits for more requests of the same
+    /// version (0: never; batches form only from requests already waiting).
+    pub delay: Duration,
+    /// How long a request may wait to be started before it is answered `Overloaded`.
+    pub wait: Duration,
+}
+
+/// What a predict front hands over: anything that holds a trained model. Batches group by the
+/// `Arc`'s identity, so pass the `Arc` the version was admitted under.
+pub trait Servable: Send + Sync + 'static {
+    fn trained(&self) -> &TrainedModel;
+}
+
+impl Servable for TrainedModel {
+    fn trained(&self) -> &TrainedModel {
+        self
+    }
+}
+
+impl Servable for crate::registry::ModelVersion {
+    fn trained(&self) -> &TrainedModel {
+        &self.trained
+    }
+}
+
+/// Why a prediction produced no outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum PredictError {
+    /// The rows do not fit the model, or overflow it.
+    #[error("{0}")]
+    Model(#[from] ModelError),
+    /// Not started within the wait: too many predictions at once.
+    #[error("too many predictions at once")]
+    Overloaded,
+    /// The forward pass failed (a bug); the cause is logged.
+    #[error("the forward pass failed")]
+    Internal,
+}
+
+const QUEUED: u8 = 0;
+const STARTED: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+/// One request in the queue.
+struct Request {
+    model: Arc<dyn Servable>,
+    x: Array2<f32>,
+    state: AtomicU8,
+    /// The first row not yet handed to a worker (changed under the queue lock only).
+    next: AtomicUsize,
+    /// Rows not yet computed; whoever computes the last ones answers.
+    pending: AtomicUsize,
+    outputs: Mutex<Array2<f32>>,
+    reply: Mutex<Option<oneshot::Sender<Result<Prediction, PredictError>>>>,
+}
+
+impl Request {
+    fn key(&self) -> *const () {
+        Arc::as_ptr(&self.model) as *const ()
+    }
+
+    fn rows(&self) -> usize {
+        self.x.nrows()
+    }
+
+    fn answer(&self, result: Result<Prediction, PredictError>) {
+        if let Some(tx) = self.reply.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+struct Queue {
+    items: VecDeque<Arc<Request>>,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    arrived: Condvar,
+    config: BatchConfig,
+    passes: AtomicU64,
+    parts: AtomicU64,
+}
+
+/// Counts since the batcher started: forward passes, and the request parts (a request, or a
+/// chunk of a large one) they computed. `parts > passes` means requests shared passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchStats {
+    pub passes: u64,
+    pub parts: u64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The prediction engine: a queue and the worker threads draining it. Cheap to clone; the
+/// workers stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Batcher {
+    shared: Arc<Shared>,
+    _workers: Arc<Workers>,
+}
+
+struct Workers(Arc<Shared>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.arrived.notify_all();
+    }
+}
+
+impl Batcher {
+    /// Starts the workers.
+    ///
+    /// # Errors
+    /// When a thread cannot be spawned.
+    pub fn start(config: BatchConfig) -> std::io::Result<Self> {
+        let config = BatchConfig {
+            workers: config.workers.max(1),
+            max_rows: config.max_rows.max(1),
+            ..config
+        };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+            arrived: Condvar::new(),
+            config,
+            passes: AtomicU64::new(0),
+            parts: AtomicU64::new(0),
+        });
+        for i in 0..shared.config.workers {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("mlpd-predict-{i}"))
+                .spawn(move || work(&s))?;
+        }
+        Ok(Batcher {
+            _workers: Arc::new(Workers(shared.clone())),
+            shared,
+        })
+    }
+
+    pub fn config(&self) -> &BatchConfig {
+        &self.shared.config
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        BatchStats {
+            passes: self.shared.passes.load(Ordering::Relaxed),
+            parts: self.shared.parts.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Predicts the rows of `x` with `model`: the answer of `model.trained().predict(x)`,
+    /// computed alone or in a batch with other requests for the same `Arc`.
+    ///
+    /// # Errors
+    /// Rows that do not fit the model or overflow it; `Overloaded` when not started within the
+    /// configured wait; `Internal` when the forward pass failed.
+    pub async fn predict<M: Servable>(
+        &self,
+        model: Arc<M>,
+        x: Array2<f32>,
+    ) -> Result<Prediction, PredictError> {
+        let trained = model.trained();
+        trained.check_inputs(x.view())?;
+        let rows = x.nrows();
+        if rows.saturating_mul(trained.spec.parameter_count()) <= INLINE_WORK {
+            let started = Instant::now();
+            let outputs = trained.forward(x.view());
+            crate::metrics::predicted(rows, started.elapsed());
+            return Ok(trained.finish(outputs)?);
+        }
+        let outputs = Array2::zeros((rows, trained.spec.outputs()));
+        let (tx, rx) = oneshot::channel();
+        let request = Arc::new(Request {
+            model,
+            x,
+            state: AtomicU8::new(QUEUED),
+            next: AtomicUsize::new(0),
+            pending: AtomicUsize::new(rows),
+            outputs: Mutex::new(outputs),
+            reply: Mutex::new(Some(tx)),
+        });
+        {
+            let mut q = self.shared.lock();
+            if q.closed {
+                return Err(PredictError::Internal);
+            }
+            q.items.push_back(request.clone());
+        }
+        self.shared.arrived.notify_all();
+        let guard = Withdraw(&request);
+        let mut rx = rx;
+        let result = match tokio::time::timeout(self.shared.config.wait, &mut rx).await {
+            Ok(r) => r,
+            Err(_) if guard.withdraw() => return Err(PredictError::Overloaded),
+            Err(_) => rx.await,
+        };
+        result.unwrap_or(Err(PredictError::Internal))
+    }
+}
+
+/// Withdraws a request that has not started when its caller stops waiting (timeout or a
+/// dropped future), so no worker computes it for nobody.
+struct Withdraw<'a>(&'a Request);
+
+impl Withdraw<'_> {
+    fn withdraw(&self) -> bool {
+        self.0
+            .state
+            .compare_exchange(QUEUED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        self.withdraw();
+    }
+}
+
+/// A worker: take a batch, compute it, repeat until the batcher is dropped.
+fn work(shared: &Shared) {
+    while let Some(batch) = next_batch(shared) {
+        shared.passes.fetch_add(1, Ordering::Relaxed);
+        shared
+            .parts
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        compute(&batch);
+    }
+}
+
+/// Rows of one request in a batch.
+struct Part {
+    request: Arc<Request>,
+    rows: Range<usize>,
+}
+
+/// Takes the next batch: the oldest request's rows (at most `max_rows`), then rows of later
+/// requests for the same version, in arrival order, while the batch has room.
+fn next_batch(shared: &Shared) -> Option<Vec<Part>> {
+    let config = &shared.config;
+    let mut q = shared.lock();
+    let first = loop {
+        match q.items.pop_front() {
+            Some(r) => {
+                let fresh = r.next.load(Ordering::Relaxed) > 0
+                    || r.state
+                        .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                if fresh {
+                    break r;
+                }
+                // Withdrawn before it started: drop it.
+            }
+            None if q.closed => return None,
+            None => q = shared.arrived.wait(q).unwrap_or_else(|e| e.into_inner()),
+        }
+    };
+    let key = first.key();
+    let mut room = config.max_rows;
+    let mut batch = Vec::new();
+    if let Some(part) = take(&first, &mut room) {
+        batch.push(part);
+    }
+    if first.next.load(Ordering::Relaxed) < first.rows() {
+        // Rows left over: back of the queue, behind the requests that arrived meanwhile.
+        q.items.push_back(first);
+    }
+    let deadline = Instant::now() + config.delay;
+    loop {
+        gather_same(&mut q, key, &mut room, &mut batch);
+        let now = Instant::now();
+        if room == 0 || now >= deadline || q.closed {
+            break;
+        }
+        q = shared
+            .arrived
+            .wait_timeout(q, deadline - now)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    Some(batch)
+}
+
+/// Moves rows of queued requests for `key` into the batch while there is room.
+fn gather_same(q: &mut Queue, key: *const (), room: &mut usize, batch: &mut Vec<Part>) {
+    let mut i = 0;
+    while *room > 0 && i < q.items.len() {
+        let r = &q.items[i];
+        if r.key() != key {
+            i += 1;
+            continue;
+        }
+        let started = r.next.load(Ordering::Relaxed) > 0
+            || r.state
+                .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+        if !started {
+            q.items.remove(i);
+            continue;
+        }
+        let r = r.clone();
+        if let Some(part) = take(&r, room) {
+            batch.push(part);
+        }
+        if r.next.load(Ordering::Relaxed) >= r.rows() {
+            q.items.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
+/// Hands out the request's next rows, at most `room` of them. Called under the queue lock.
+fn take(r: &Arc<Request>, room: &mut usize) -> Option<Part> {
+    let start = r.next.load(Ordering::Relaxed);
+    let n = (r.rows() - start).min(*room);
+    if n == 0 {
+        return None;
+    }
+    r.next.store(start + n, Ordering::Relaxed);
+    *room -= n;
+    Some(Part {
+        request: r.clone(),
+        rows: start..start + n,
+    })
+}
+
+/// One forward pass over every row of the batch, then each request's share back to it.
+fn compute(batch: &[Part]) {
+    let Some(first) = batch.first() else { return };
+    let trained = first.request.model.trained();
+    let rows: usize = batch.iter().map(|p| p.rows.len()).sum();
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if let [only] = batch
+            && only.rows.len() == only.request.rows()
+        {
+            return trained.forward(only.request.x.view());
+        }
+        let views: Vec<ArrayView2<f32>> = batch
+            .iter()
+            .map(|p| p.request.x.slice(s![p.rows.clone(), ..]))
+            .collect();
+        let x = ndarray::concatenate(Axis(0), &views).expect("rows of one model have one width");
+        trained.forward(x.view())
+    }));
+    crate::metrics::predicted(rows, started.elapsed());
+    crate::metrics::predict_batch(rows);
+    let outputs = match result {
+        Ok(o) => o,
+        Err(_) => {
+            tracing::error!(rows, "a batched forward pass panicked");
+            for p in batch {
+                p.request.answer(Err(PredictError::Internal));
+            }
+            return;
+        }
+    };
+    let mut at = 0;
+    for p in batch {
+        let n = p.rows.len();
+        let r = &p.request;
+        {
+            let mut out = r.outputs.lock().unwrap_or_else(|e| e.into_inner());
+            out.slice_mut(s![p.rows.clone(), ..])
+                .assign(&outputs.slice(s![at..at + n, ..]));
+        }
+        at += n;
+        if r.pending.fetch_sub(n, Ordering::AcqRel) == n {
+            let out = std::mem::take(&mut *r.outputs.lock().unwrap_or_else(|e| e.into_inner()));
+            r.answer(r.model.trained().finish(out).map_err(PredictError::from));
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The serving forward pass: every output row is computed by exactly the same sequence of
+//! floating-point operations whatever the other rows of the batch, how many there are, and
+//! where the row sits. That is what lets predictions be batched across requests (one pass
+//! streams the weights once for all their rows) while each request gets the bits it would get
+//! alone. General GEMM kernels do not promise it: they pick other code paths for one row and
+//! for many, and block the inner dimension by the shape.
+//!
+//! Each output is `bias + Σ_k x_k·w_k`, summed as 8 interleaved partial sums over the inner
+//! dimension (one fused multiply-add each), reduced in a fixed tree, then the `k mod 8` tail in
+//! order. Tiles of 4 rows × 2 units share loads; the edge tiles (and the portable path) perform
+//! the identical per-element operations. The AVX2+FMA kernel is chosen at run time; elsewhere
+//! the portable code computes the same values with `f32::mul_add` (exactly rounded, so the two
+//! agree bit for bit).
+//!
+//! Runs on the calling thread; allocates one buffer per layer per call.
+
+use super::Network;
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
+
+const LANES: usize = 8;
+const TILE_ROWS: usize = 4;
+const TILE_UNITS: usize = 2;
+
+impl Network<f32> {
+    /// Output activations for the rows of `x` (`rows × inputs`), row by row independent of the
+    /// batch (see the module header).
+    ///
+    /// # Panics
+    /// When `x` does not have the network's input width (callers check it first).
+    pub fn predict_rows(&self, x: ArrayView2<f32>) -> Array2<f32> {
+        assert_eq!(x.ncols(), self.inputs(), "input width");
+        let x = x.as_standard_layout();
+        let mut acts: Option<Array2<f32>> = None;
+        for layer in self.layers() {
+            let input = acts.as_ref().map_or(x.view(), |a| a.view());
+            let mut out = Array2::<f32>::zeros((input.nrows(), layer.units()));
+            dense_rows(
+                input,
+                layer.weights.view(),
+                layer.bias.as_slice().expect("biases are contiguous"),
+                &mut out.view_mut(),
+            );
+            layer.activation.forward(&mut out.view_mut());
+            acts = Some(out);
+        }
+        acts.expect("a network has at least one layer")
+    }
+}
+
+/// `out[r, j] = bias[j] + x[r, :]·w[j, :]` for standard-layout `x` (rows × k), `w` (units × k).
+fn dense_rows(x: ArrayView2<f32>, w: ArrayView2<f32>, bias: &[f32], out: &mut ArrayViewMut2<f32>) {
+    let w = w.as_standard_layout();
+    let (rows, k) = x.dim();
+    let units = w.nrows();
+    let xs = x.as_slice().expect("standard layout");
+    let ws = w.as_slice().expect("standard layout");
+    let os = out.as_slice_mut().expect("a fresh array is contiguous");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports the features the kernel is compiled for (checked above).
+        unsafe { avx2::dense(xs, ws, bias, os, rows, units, k) };
+        return;
+    }
+    portable::dense(xs, ws, bias, os, rows, units, k);
+}
+
+mod portable {
+    use super::LANES;
+
+    /// One output: the lane sums, the fixed reduction, the tail, the bias — in this order in
+    /// every kernel.
+    fn dot(x: &[f32], w: &[f32]) -> f32 {
+        let k = x.len();
+        let body = k - k % LANES;
+        let mut acc = [0f32; LANES];
+        for c in (0..body).step_by(LANES) {
+            for l in 0..LANES {
+                acc[l] = x[c + l].mul_add(w[c + l], acc[l]);
+            }
+        }
+        let mut s = reduce(acc);
+        for i in body..k {
+            s = x[i].mul_add(w[i], s);
+        }
+        s
+    }
+
+    /// ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)): the tree the AVX2 reduction computes.
+    pub(super) fn reduce(a: [f32; LANES]) -> f32 {
+        let h = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+        let q = [h[0] + h[2], h[1] + h[3]];
+        q[0] + q[1]
+    }
+
+    pub(super) fn dense(
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        rows: usize,
+        units: usize,
+        k: usize,
+    ) {
+        for r in 0..rows {
+            let xr = &x[r * k..(r + 1) * k];
+            for j in 0..units {
+                out[r * units + j] = dot(xr, &w[j * k..(j + 1) * k]) + bias[j];
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{LANES, TILE_ROWS, TILE_UNITS};
+    use std::arch::x86_64::*;
+
+    /// The fixed reduction of [`super::portable::reduce`], in registers.
+    #[target_feature(enable = "avx2,fma")]
+    fn reduce(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let h = _mm_add_ps(lo, hi); // [l0+l4, l1+l5, l2+l6, l3+l7]
+        let q = _mm_add_ps(h, _mm_movehl_ps(h, h)); // [h0+h2, h1+h3, ..]
+        let s = _mm_add_ss(q, _mm_shuffle_ps::<0b01>(q, q)); // q0 + q1
+        _mm_cvtss_f32(s)
+    }
+
+    /// An `R × U` tile of outputs: rows `x[r]`, units `w[u]`, all of length `k`.
+    ///
+    /// # Safety
+    /// Every slice in `x` and `w` holds at least `k` values.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile<const R: usize, const U: usize>(
+        x: [&[f32]; R],
+        w: [&[f32]; U],
+        k: usize,
+    ) -> [[f32; U]; R] {
+        let body = k - k % LANES;
+        let mut acc = [[_mm256_setzero_ps(); U]; R];
+        let mut c = 0;
+        while c < body {
+            // SAFETY: c + LANES <= body <= k <= every slice's length.
+            let wv: [__m256; U] =
+                std::array::from_fn(|u| unsafe { _mm256_loadu_ps(w[u].as_ptr().add(c)) });
+            for r in 0..R {
+                let xv = unsafe { _mm256_loadu_ps(x[r].as_ptr().add(c)) };
+                for u in 0..U {
+                    acc[r][u] = _mm256_fmadd_ps(xv, wv[u], acc[r][u]);
+                }
+            }
+            c += LANES;
+        }
+        let mut out = [[0f32; U]; R];
+        for r in 0..R {
+            for u in 0..U {
+                let mut s = reduce(acc[r][u]);
+                for i in body..k {
+                    s = x[r][i].mul_add(w[u][i], s);
+                }
+                out[r][u] = s;
+            }
+        }
+        out
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2 and FMA; `x` is `rows × k`, `w` is `units × k`, `out` is
+    /// `rows × units`, `bias` has `units` values.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dense(
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        rows: usize,
+        units: usize,
+        k: usize,
+    ) {
+        let xrow = |r: usize| &x[r * k..(r + 1) * k];
+        let wrow = |j: usize| &w[j * k..(j + 1) * k];
+        // Units outer, rows inner: a pair of weight rows stays in L1 while every row of the
+        // batch passes over it, so the weights are streamed once per batch.
+        let mut j = 0;
+        while j < units {
+            let nu = TILE_UNITS.min(units - j);
+            let mut r = 0;
+            while r < rows {
+                let nr = TILE_ROWS.min(rows - r);
+                // SAFETY: every slice below has exactly k values.
+                unsafe {
+                    match (nr, nu) {
+                        (TILE_ROWS, TILE_UNITS) => {
+                            let t = tile::<TILE_ROWS, TILE_UNITS>(
+                                std::array::from_fn(|i| xrow(r + i)),
+                                std::array::from_fn(|u| wrow(j + u)),
+                                k,
+                            );
+                            store(out, units, bias, r, j, &t);
+                        }
+                        (TILE_ROWS, _) => {
+                            let t = tile::<TILE_ROWS, 1>(
+                                std::array::from_fn(|i| xrow(r + i)),
+                                [wrow(j)],
+                                k,
+                            );
+                            store(out, units, bias, r, j, &t);
+                        }
+                        (_, TILE_UNITS) => {
+                            for i in 0..nr {
+                                let t = tile::<1, TILE_UNITS>(
+                                    [xrow(r + i)],
+                                    std::array::from_fn(|u| wrow(j + u)),
+                                    k,
+                                );
+                                store(out, units, bias, r + i, j, &t);
+                            }
+                        }
+                        _ => {
+                            for i in 0..nr {
+                                let t = tile::<1, 1>([xrow(r + i)], [wrow(j)], k);
+                                store(out, units, bias, r + i, j, &t);
+                            }
+                        }
+                    }
+                }
+                r += nr;
+            }
+            j += nu;
+        }
+    }
+
+    fn store<const R: usize, const U: usize>(
+        out: &mut [f32],
+        units: usize,
+        bias: &[f32],
+        r: usize,
+        j: usize,
+        t: &[[f32; U]; R],
+    ) {
+        for (i, row) in t.iter().enumerate() {
+            for (u, &v) in row.iter().enumerate() {
+                out[(r + i) * units + j + u] = v + bias[j + u];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(rows: usize, cols: usize, seed: u64) -> Array2<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        Array2::from_shape_fn((rows, cols), |_| rng.random_range(-1.0f32..1.0))
+    }
+
+    #[test]
+    fn each_row_is_the_same_whatever_the_batch_and_matches_the_portable_path() {
+        // Inner widths with and without a tail, unit counts with and without an odd edge.
+        for (k, units) in [(19, 7), (784, 256), (8, 3), (3, 1)] {
+            let x = random(11, k, 1);
+            let w = random(units, k, 2);
+            let bias: Vec<f32> = random(1, units, 3).iter().copied().collect();
+            let mut all = Array2::<f32>::zeros((11, units));
+            dense_rows(x.view(), w.view(), &bias, &mut all.view_mut());
+            let mut portable = vec![0f32; 11 * units];
+            portable::dense(
+                x.as_slice().unwrap(),
+                w.as_slice().unwrap(),
+                &bias,
+                &mut portable,
+                11,
+                units,
+                k,
+            );
+            assert_eq!(
+                all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "k={k} units={units}"
+            );
+            for start in 0..11 {
+                for len in [1, 2, 5] {
+                    if start + len > 11 {
+                        continue;
+                    }
+                    let part = x.slice(ndarray::s![start..start + len, ..]);
+                    let mut some = Array2::<f32>::zeros((len, units));
+                    dense_rows(part, w.view(), &bias, &mut some.view_mut());
+                    let want = all.slice(ndarray::s![start..start + len, ..]);
+                    assert_eq!(some.mapv(f32::to_bits), want.mapv(f32::to_bits));
+                }
+            }
+            let reference = x.mapv(f64::from).dot(&w.mapv(f64::from).t());
+            for ((r, j), &v) in all.indexed_iter() {
+                let want = reference[(r, j)] + f64::from(bias[j]);
+                assert!(
+                    (f64::from(v) - want).abs() < 1e-4,
+                    "({r}, {j}): {v} vs {want}"
+                );
+            }
+        }
+    }
+}
