@@ -1,8 +1,8 @@
 //! Uploaded datasets, by id: their descriptions always in memory, their contents loaded from
 //! the store when a job first needs them and then shared by `Arc`, never copied.
 
-use crate::nn::Dataset;
 use crate::store::{DatasetRecord, Store, StoreError};
+use crate::tabular::Table as Dataset;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use uuid::Uuid;

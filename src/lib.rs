@@ -18,6 +18,7 @@ pub mod registry;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod tabular;
 pub mod telemetry;
 
 pub use config::Config;

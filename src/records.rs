@@ -4,9 +4,8 @@
 //! of them imports another for these types). Plain data: no locks, no I/O.
 
 use crate::error::ErrorCode;
-use crate::nn::{
-    Dataset, EpochReport, LabelSet, NetworkSpec, StopReason, TrainParams, TrainedModel,
-};
+use crate::nn::{EpochReport, LabelSet, NetworkSpec, StopReason, TrainParams, TrainedModel};
+use crate::tabular::{ColumnInfo, Signature, Table, Task, Values};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -36,6 +35,10 @@ pub struct VersionRecord {
     pub params: TrainParams,
     pub metrics: VersionMetrics,
     pub trained: TrainedModel,
+    /// The features and their preprocessing, learned on the training rows (none for versions
+    /// trained before signatures existed: their inputs are the network's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
 }
 
 /// A dataset's description (its data is stored beside it and loaded on demand).
@@ -46,26 +49,107 @@ pub struct DatasetRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub rows: usize,
+    /// Feature columns.
     pub input_width: usize,
+    /// Target columns, when all are numeric (and the task is not classification).
     pub target_width: Option<usize>,
+    /// The classes a classifier would learn: a text target, or an integer one with few values.
     pub classes: Option<LabelSet>,
+    /// Every column, features then targets, in stored order. Empty for a dataset stored before
+    /// typed columns: its features are numeric (`x1…`) and its targets follow `classes`.
+    #[serde(default)]
+    pub columns: Vec<StoredColumn>,
+    /// What the uploader said the targets are.
+    #[serde(default)]
+    pub task: Option<Task>,
 }
 
+/// A stored column: its profile, its role, and for a categorical column its levels in code
+/// order (the stored codes index them).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredColumn {
+    #[serde(flatten)]
+    pub info: ColumnInfo,
+    pub target: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level_names: Option<Vec<String>>,
+}
+
+/// Integer targets with more distinct values than this are not shown as classes.
+const MAX_SHOWN_CLASSES: usize = 100;
+
 impl DatasetRecord {
-    pub fn describe(
-        id: Uuid,
-        name: Option<String>,
-        created_at: OffsetDateTime,
-        d: &Dataset,
-    ) -> Self {
+    pub fn describe(id: Uuid, name: Option<String>, created_at: OffsetDateTime, t: &Table) -> Self {
+        let stored = |c: &crate::tabular::Column, target: bool| StoredColumn {
+            info: c.info(),
+            target,
+            level_names: match &c.values {
+                Values::Categorical { levels, .. } => Some(levels.clone()),
+                Values::Numeric(_) => None,
+            },
+        };
+        let columns: Vec<StoredColumn> = t
+            .features()
+            .iter()
+            .map(|c| stored(c, false))
+            .chain(t.targets().iter().map(|c| stored(c, true)))
+            .collect();
+        let all_numeric = t
+            .targets()
+            .iter()
+            .all(|c| matches!(c.values, Values::Numeric(_)));
+        let target_width =
+            (all_numeric && t.task() != Some(Task::Classification)).then_some(t.targets().len());
+        let classes = match (t.targets(), t.task()) {
+            (_, Some(Task::Regression)) => None,
+            ([c], _) => classes_of(&c.values),
+            _ => None,
+        };
         DatasetRecord {
             id,
             name,
             created_at,
-            rows: d.rows(),
-            input_width: d.input_width(),
-            target_width: d.target_width(),
-            classes: d.labels().cloned(),
+            rows: t.rows(),
+            input_width: t.features().len(),
+            target_width,
+            classes,
+            columns,
+            task: t.task(),
+        }
+    }
+}
+
+fn classes_of(v: &Values) -> Option<LabelSet> {
+    match v {
+        Values::Categorical { levels, codes } => {
+            let mut used = vec![false; levels.len()];
+            for &c in codes {
+                if let Some(u) = used.get_mut(c as usize) {
+                    *u = true;
+                }
+            }
+            let mut set: Vec<String> = levels
+                .iter()
+                .zip(&used)
+                .filter(|(_, u)| **u)
+                .map(|(l, _)| l.clone())
+                .collect();
+            set.sort();
+            Some(LabelSet::Str(set))
+        }
+        Values::Numeric(v) => {
+            let mut set = std::collections::BTreeSet::new();
+            for &x in v.iter().filter(|x| !x.is_nan()) {
+                if x.fract() != 0.0 || x.abs() > 16_777_216.0 {
+                    return None;
+                }
+                #[allow(clippy::cast_possible_truncation)]
+                set.insert(x as i64);
+                if set.len() > MAX_SHOWN_CLASSES {
+                    return None;
+                }
+            }
+            (set.len() >= 2).then(|| LabelSet::Int(set.into_iter().collect()))
         }
     }
 }
@@ -88,6 +172,16 @@ pub struct JobRecord {
     pub error: Option<JobError>,
     pub model_version: Option<u32>,
     pub stop_reason: Option<StopReason>,
+    /// Rows trained on (all targets present) and rows left out (a target missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<RowCounts>,
+}
+
+/// How many of a dataset's rows a job could use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RowCounts {
+    pub rows_used: usize,
+    pub rows_skipped: usize,
 }
 
 /// Final figures of a training run.

@@ -29,10 +29,13 @@ pub struct DatasetList {
 
 /// Upload a dataset as JSON, or as CSV with a header row.
 ///
-/// CSV: `?target=COLUMN` (repeat for several regression targets; default: the last column),
-/// optional `?name=` and
-/// `?task=regression|classification`. A target column holding integers or strings is a class
-/// label unless `task` says otherwise.
+/// Columns are numeric, or categorical when any of their non-missing cells is text.
+/// CSV: `?target=COLUMN` (repeat for several targets; default: the last column), optional
+/// `?name=`, `?task=regression|classification` (default: as the model trained on it says),
+/// `?categorical=COL`, `?numeric=COL`, `?ignore=COL` (repeatable), `?missing=TOKEN`
+/// (repeatable; replaces the default `NA`, `NaN`, `null`, `?`; the empty cell is always
+/// missing), `?delimiter=;` (one character; `tab` for tabs). JSON: `records` (with `target`,
+/// `categorical`, `numeric`, `ignore`, `task` in the body), or `inputs` with `targets` or `labels`.
 #[utoipa::path(post, path = "/v1/datasets", operation_id = "createDataset", tag = "datasets",
     request_body(content(
         (DatasetJson = "application/json"),
@@ -41,7 +44,12 @@ pub struct DatasetList {
     params(
         ("target" = Option<Vec<String>>, Query, description = "CSV: target column (repeatable; default: the last column)", explode = true),
         ("name" = Option<String>, Query, description = "CSV: dataset name"),
-        ("task" = Option<Task>, Query, description = "CSV: regression or classification (default: guessed)"),
+        ("task" = Option<Task>, Query, description = "CSV: regression or classification (default: as the model trained on it says)"),
+        ("categorical" = Option<Vec<String>>, Query, description = "CSV: a column to treat as categories (repeatable)", explode = true),
+        ("numeric" = Option<Vec<String>>, Query, description = "CSV: a column that must be numeric (repeatable)", explode = true),
+        ("ignore" = Option<Vec<String>>, Query, description = "CSV: a column to leave out (repeatable)", explode = true),
+        ("missing" = Option<Vec<String>>, Query, description = "CSV: a cell text meaning missing (repeatable; replaces NA, NaN, null, ?)", explode = true),
+        ("delimiter" = Option<String>, Query, description = "CSV: the field delimiter, one character or `tab` (default `,`)"),
     ),
     responses(
         (status = 201, description = "The dataset", body = DatasetView,
@@ -90,7 +98,7 @@ pub async fn create(
             };
             let json: DatasetJson = parse_json(&bytes)?;
             drop(bytes);
-            tokio::task::spawn_blocking(move || json.into_dataset(max_cells))
+            tokio::task::spawn_blocking(move || json.into_table(max_cells))
                 .await
                 .map_err(ApiError::internal)??
         }
@@ -171,7 +179,7 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// `?target=a&target=b&name=x&task=regression`.
+/// `?target=a&target=b&name=x&task=regression&categorical=c&ignore=id&missing=-&delimiter=;`.
 fn csv_options(query: &str, max_cells: usize) -> Result<(Option<String>, CsvOptions), ApiError> {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(query).map_err(|e| ApiError::invalid("query", e))?;
@@ -180,10 +188,27 @@ fn csv_options(query: &str, max_cells: usize) -> Result<(Option<String>, CsvOpti
         ..Default::default()
     };
     let mut name = None;
+    let mut missing: Option<Vec<String>> = None;
     for (k, v) in pairs {
         match k.as_str() {
             "target" => opts.targets.push(v),
             "name" => name = Some(v),
+            "categorical" => opts.categorical.push(v),
+            "numeric" => opts.numeric.push(v),
+            "ignore" => opts.ignore.push(v),
+            "missing" => missing.get_or_insert_with(Vec::new).push(v),
+            "delimiter" => {
+                opts.delimiter = match v.as_str() {
+                    "tab" | "\t" => b'\t',
+                    d if d.len() == 1 && d != "\"" && d != "\n" && d != "\r" => d.as_bytes()[0],
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "delimiter",
+                            "must be one ASCII character (not a quote or line end), or `tab`",
+                        ));
+                    }
+                }
+            }
             "task" => {
                 opts.task = Some(match v.as_str() {
                     "regression" => Task::Regression,
@@ -198,6 +223,9 @@ fn csv_options(query: &str, max_cells: usize) -> Result<(Option<String>, CsvOpti
             }
             other => return Err(ApiError::invalid(other, "is not a parameter of this route")),
         }
+    }
+    if let Some(m) = missing {
+        opts.missing = crate::tabular::MissingTokens::new(m);
     }
     check_name(&name)?;
     Ok((name, opts))

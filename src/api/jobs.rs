@@ -6,7 +6,10 @@ use super::views::JobView;
 use crate::domain::train::{DataSource, TrainRequest};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::jobs::{Job, JobStatus};
+use crate::nn::NetworkSpec;
+use crate::records::RowCounts;
 use crate::state::AppState;
+use crate::tabular::Signature;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -42,38 +45,65 @@ pub async fn train(
     if state.registry.get(&name).is_none() {
         return Err(model_not_found(name.as_str()));
     }
-    let (mut params, source) = req.into_parts()?;
+    let (mut params, source, prep) = req.into_parts()?;
     let cap = state.config.max_train_seconds;
     if cap > 0.0 {
         params.max_seconds = Some(params.max_seconds.map_or(cap, |s| s.min(cap)));
     }
     // Load (or parse) the data before taking the lock: it may take seconds.
-    let (dataset_id, data) = match source {
+    let (dataset_id, table) = match source {
         DataSource::Stored(id) => {
             let d = state.datasets.get(id).ok_or_else(|| unknown_dataset(id))?;
             (Some(id), state.store(move |s| d.data(s)).await?)
         }
         DataSource::Inline(d) => {
             let max = state.config.max_dataset_cells;
-            let (_, data) = tokio::task::spawn_blocking(move || d.into_dataset(max))
+            let (_, table) = tokio::task::spawn_blocking(move || d.into_table(max))
                 .await
                 .map_err(ApiError::internal)??;
-            (None, Arc::new(data))
+            (None, Arc::new(table))
         }
     };
+    // The preprocessing is learned now, on the rows the job will train on (CPU work: off the
+    // runtime), so data that cannot train this model is refused now, not after queueing.
+    let defined = state
+        .registry
+        .get(&name)
+        .ok_or_else(|| model_not_found(name.as_str()))?
+        .spec;
+    let (spec0, p) = (defined.clone(), params.clone());
+    let prepared =
+        tokio::task::spawn_blocking(move || crate::tabular::prepare(&table, &spec0, &p, &prep))
+            .await
+            .map_err(ApiError::internal)??;
+    let spec = spec_for(&defined, &prepared.signature)?;
+    super::models::check_size(&state, &spec)?;
+    crate::nn::check_data(&spec, &prepared.data, &params)?;
     let admin = state.admin_lock().await;
     let model = state
         .registry
         .get(&name)
         .ok_or_else(|| model_not_found(name.as_str()))?;
+    if model.spec != defined {
+        return Err(model_not_found(name.as_str()));
+    }
     if let Some(id) = dataset_id
         && state.datasets.get(id).is_none()
     {
         return Err(unknown_dataset(id));
     }
-    // Data that cannot train this model is refused now, not after the job is queued.
-    crate::nn::check_data(&model.spec, &data, &params)?;
-    let job = Arc::new(Job::new(name, dataset_id, model.spec.clone(), params, data));
+    let rows = RowCounts {
+        rows_used: prepared.rows_used,
+        rows_skipped: prepared.rows_skipped,
+    };
+    let job = Arc::new(Job::new(
+        name,
+        dataset_id,
+        spec,
+        params,
+        Arc::new(prepared.data),
+        Some((prepared.signature, rows)),
+    ));
     let record = job.record(None);
     let jobs = state.jobs.clone();
     let submitted = state
@@ -99,6 +129,33 @@ pub async fn train(
         [(header::LOCATION, format!("/v1/jobs/{}", job.id))],
         axum::Json(view),
     ))
+}
+
+/// The network a job trains: the model's definition, its input width following the encoded
+/// features when the model left it open (`inputs` omitted), or checked against them.
+fn spec_for(defined: &NetworkSpec, sig: &Signature) -> Result<NetworkSpec, ApiError> {
+    let width = sig.width();
+    let mut spec = defined.clone();
+    if spec.inputs == 0 {
+        spec.inputs = width;
+        spec.validate()?;
+    } else if spec.inputs != width {
+        let names: Vec<String> = sig.features.iter().flat_map(|f| f.column_names()).collect();
+        let shown = if names.len() > 12 {
+            format!("{}, …", names[..12].join(", "))
+        } else {
+            names.join(", ")
+        };
+        return Err(ApiError::invalid(
+            "dataset",
+            format!(
+                "the encoded features are {width} wide ({shown}) but the model takes {} inputs; \
+                 define the model without `inputs` to follow the data",
+                spec.inputs
+            ),
+        ));
+    }
+    Ok(spec)
 }
 
 /// A train request naming a dataset that does not exist: the request, not the URL, is at fault.

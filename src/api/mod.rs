@@ -11,7 +11,9 @@ pub mod middleware;
 mod models;
 pub mod openapi;
 mod predict;
+mod predict_input;
 mod schemas;
+mod schemas_tabular;
 mod views;
 
 use crate::error::{ApiError, ErrorCode};

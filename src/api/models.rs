@@ -7,6 +7,7 @@ use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::nn::{Activation, LayerSpec, Loss, ModelError, NetworkSpec, TrainParams, TrainedModel};
 use crate::registry::{Lookup, ModelEntry, ModelVersion, VersionMetrics};
 use crate::state::AppState;
+use crate::tabular::Signature;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -22,13 +23,14 @@ pub struct CreateModel {
     /// `[A-Za-z0-9][A-Za-z0-9_.-]{0,63}`.
     #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
     pub name: String,
-    /// Number of input features.
+    /// The network's input width. Omit it to follow the training data: numeric columns take one
+    /// input each, categorical columns one per level (one-hot), so nobody counts them by hand.
     #[schema(minimum = 1, maximum = 1048576)]
-    pub inputs: usize,
+    pub inputs: Option<usize>,
     /// Dense layers in order; the last is the output layer.
     #[schema(min_items = 1, max_items = 64)]
     pub layers: Vec<LayerSpec>,
-    /// Default: `cross_entropy` for a softmax output, otherwise `mse`.
+    /// Default: `cross_entropy` for a softmax or sigmoid output, otherwise `mse`.
     pub loss: Option<Loss>,
     #[schema(max_length = 1024)]
     pub description: Option<String>,
@@ -110,13 +112,23 @@ pub async fn create(
     } else {
         Loss::Mse
     });
+    // `inputs: 0` stores "follows the data"; the rest of the spec is checked now.
     let spec = NetworkSpec {
-        inputs: req.inputs,
+        inputs: req.inputs.unwrap_or(0),
         layers: req.layers,
         loss,
     };
-    spec.validate()?;
-    check_size(&state, &spec)?;
+    if req.inputs == Some(0) {
+        return Err(ApiError::invalid("inputs", "must be between 1 and 1048576"));
+    }
+    NetworkSpec {
+        inputs: spec.inputs.max(1),
+        ..spec.clone()
+    }
+    .validate()?;
+    if spec.inputs > 0 {
+        check_size(&state, &spec)?;
+    }
     let entry = ModelEntry {
         name: name.clone(),
         spec,
@@ -145,7 +157,7 @@ pub async fn create(
     ))
 }
 
-fn check_size(state: &AppState, spec: &NetworkSpec) -> Result<(), ApiError> {
+pub fn check_size(state: &AppState, spec: &NetworkSpec) -> Result<(), ApiError> {
     let max = state.config.max_model_parameters;
     if spec.parameter_count() > max {
         return Err(ApiError::invalid(
@@ -301,6 +313,10 @@ pub struct ModelExport {
     pub metrics: VersionMetrics,
     #[schema(value_type = super::openapi::TrainedModel)]
     pub model: TrainedModel,
+    /// The features in order with their preprocessing, and the target's name: what a client
+    /// needs to send records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
 }
 
 const EXPORT_FORMAT: &str = "mlpd.model";
@@ -333,6 +349,7 @@ pub async fn export(
         params: v.params.clone(),
         metrics: v.metrics.clone(),
         model: v.trained.clone(),
+        signature: v.signature.clone(),
     }))
 }
 
@@ -383,6 +400,18 @@ pub async fn import(
         other => ApiError::invalid("model", other),
     })?;
     check_size(&state, &doc.model.spec)?;
+    if let Some(sig) = &doc.signature
+        && sig.width() != doc.model.spec.inputs
+    {
+        return Err(ApiError::invalid(
+            "signature",
+            format!(
+                "encodes {} inputs but the model takes {}",
+                sig.width(),
+                doc.model.spec.inputs
+            ),
+        ));
+    }
     let now = OffsetDateTime::now_utc();
     let entry = ModelEntry {
         name: name.clone(),
@@ -401,6 +430,7 @@ pub async fn import(
         params: doc.params,
         metrics: doc.metrics,
         trained: doc.model,
+        signature: doc.signature,
     };
     let admin = state.admin_lock().await;
     room_for_model(&state, &name)?;

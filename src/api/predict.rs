@@ -2,25 +2,18 @@
 //! batcher (`crate::batcher`), which merges concurrent requests for one version; no lock is
 //! held while computing.
 
-use super::extract::{Json, Path, Query};
+use super::extract::{Path, Query};
 use super::models::{lookup_error, parse_name};
+use super::predict_input::{PredictInput, PredictRequest};
 use crate::batcher::PredictError;
-use crate::domain::dataset::matrix;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::nn::{Label, Prediction};
+use crate::nn::{Activation, Label, Prediction};
 use crate::registry::ModelVersion;
 use crate::state::AppState;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PredictRequest {
-    /// One or more rows of the model's input width.
-    #[schema(min_items = 1, value_type = Vec<Vec<super::openapi::Float32>>)]
-    pub inputs: Vec<Vec<f32>>,
-}
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -39,10 +32,23 @@ pub struct PredictResponse {
     /// Classifiers: the predicted class per row, as the dataset named it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<Label>>,
+    /// Classifiers with a softmax or sigmoid output: each class's probability per row, by label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<std::collections::HashMap<String, super::openapi::Float32>>>)]
+    pub probabilities: Option<Vec<BTreeMap<String, f32>>>,
 }
 
 /// Predict with a trained model.
-#[utoipa::path(post, path = "/v1/models/{name}/predict", operation_id = "predict", tag = "models", request_body = PredictRequest,
+///
+/// The body is `{"inputs": [[…]]}` (the network's inputs), `{"records": [{"feature": value}]}`,
+/// `{"columns": {"feature": [values]}}`, or CSV with a header row (`text/csv`). A missing or
+/// null feature is imputed as in training; a categorical level never seen in training is all
+/// zeros (or a 422 if the model was trained with `unknown: "error"`).
+#[utoipa::path(post, path = "/v1/models/{name}/predict", operation_id = "predict", tag = "models",
+    request_body(content(
+        (PredictRequest = "application/json"),
+        (String = "text/csv", example = "carat,cut\n0.3,Ideal\n"),
+    )),
     params(("name" = String, Path, description = "Model name"), PredictQuery),
     responses(
         (status = 200, description = "Outputs (and labels) per row", body = PredictResponse),
@@ -50,8 +56,8 @@ pub struct PredictResponse {
         (status = 404, description = "No such model or version", body = ErrorBody),
         (status = 409, description = "The model has no trained version yet", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Rows of the wrong width or not finite", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor CSV", body = ErrorBody),
+        (status = 422, description = "Rows of the wrong width or not finite; an unknown field, text in a numeric feature, an unseen level refused", body = ErrorBody),
         (status = 503, description = "Too many predictions at once; retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
@@ -59,15 +65,22 @@ pub async fn predict(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Query(q): Query<PredictQuery>,
-    Json(req): Json<PredictRequest>,
+    input: PredictInput,
 ) -> Result<axum::Json<PredictResponse>, ApiError> {
     let name = parse_name(&name)?;
     let served = state
         .registry
         .serving(&name, q.version)
         .map_err(|e| lookup_error(&name, e))?;
-    let x = matrix(&req.inputs, "inputs")?;
-    drop(req);
+    // Small bodies decode inline; records, columns and CSV of any size on a blocking thread.
+    let x = if input.cells_hint() <= INLINE_DECODE {
+        input.into_matrix(&served)?
+    } else {
+        let model = served.clone();
+        tokio::task::spawn_blocking(move || input.into_matrix(&model))
+            .await
+            .map_err(ApiError::internal)??
+    };
     let want = served.trained.inputs();
     if x.ncols() != want {
         return Err(ApiError::invalid(
@@ -89,6 +102,9 @@ pub async fn predict(
     Ok(respond(&name, &served, pred))
 }
 
+/// Rows (or about 8 record fields each) below which a body is decoded on the runtime.
+const INLINE_DECODE: usize = 4096;
+
 fn respond(
     name: &crate::domain::ModelName,
     served: &ModelVersion,
@@ -103,6 +119,30 @@ fn respond(
             .into_iter()
             .map(|r| r.to_vec())
             .collect(),
+        probabilities: probabilities(served, &pred),
         labels: pred.labels,
     })
+}
+
+/// Each class's probability by label, for classifiers whose outputs are probabilities.
+fn probabilities(served: &ModelVersion, pred: &Prediction) -> Option<Vec<BTreeMap<String, f32>>> {
+    let set = served.trained.labels.as_ref()?;
+    let act = served.trained.spec.output_activation();
+    if !matches!(act, Activation::Softmax | Activation::Sigmoid) {
+        return None;
+    }
+    let names: Vec<String> = set.to_vec().iter().map(ToString::to_string).collect();
+    Some(
+        pred.outputs
+            .rows()
+            .into_iter()
+            .map(|row| {
+                if row.len() == 1 && names.len() == 2 {
+                    BTreeMap::from([(names[0].clone(), 1.0 - row[0]), (names[1].clone(), row[0])])
+                } else {
+                    names.iter().cloned().zip(row.iter().copied()).collect()
+                }
+            })
+            .collect(),
+    )
 }

@@ -36,6 +36,7 @@ macro_rules! schema_of {
         }
     )*};
 }
+pub(crate) use schema_of;
 
 schema_of! {
     nn::Activation => Activation, "Activation";

@@ -4,6 +4,7 @@ use crate::jobs::{Job, JobError, JobStatus};
 use crate::nn::{EpochReport, LabelSet, LayerSpec, Loss, Normalization, StopReason, TrainParams};
 use crate::registry::{ModelEntry, ModelVersion, VersionMetrics};
 use crate::store::DatasetRecord;
+use crate::tabular::{ColumnInfo, Feature, Signature, Task};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -27,6 +28,70 @@ pub struct VersionView {
     /// The classes of a classifier, in output order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<LabelSet>,
+    /// The features in order (type, imputation, levels, scaling, place in the network input)
+    /// and the targets; absent for versions trained before signatures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureView>,
+}
+
+/// A version's signature as clients read it.
+#[derive(Serialize, ToSchema)]
+pub struct SignatureView {
+    /// The network's input width (the encoded features).
+    pub inputs: usize,
+    pub features: Vec<FeatureView>,
+    /// The target columns' names.
+    pub targets: Vec<String>,
+}
+
+/// One feature: its preprocessing and where it lands in the network input.
+#[derive(Serialize, ToSchema)]
+pub struct FeatureView {
+    pub feature: Feature,
+    /// Its first column in the network input.
+    pub offset: usize,
+    /// Its encoded columns' names (`cut=Ideal`, `age:missing`, …).
+    pub columns: Vec<String>,
+    /// The input scaling applied after encoding, per encoded column: `(x − shift)·scale`.
+    #[schema(value_type = Vec<crate::api::openapi::Float32>)]
+    pub shift: Vec<f32>,
+    #[schema(value_type = Vec<crate::api::openapi::Float32>)]
+    pub scale: Vec<f32>,
+}
+
+impl SignatureView {
+    pub fn of(sig: &Signature, scaler: &crate::nn::Scaler) -> Self {
+        let mut offset = 0;
+        let features = sig
+            .features
+            .iter()
+            .map(|f| {
+                let w = f.width();
+                let view = FeatureView {
+                    feature: f.clone(),
+                    offset,
+                    columns: f.column_names(),
+                    shift: scaler
+                        .shift
+                        .get(offset..offset + w)
+                        .unwrap_or_default()
+                        .to_vec(),
+                    scale: scaler
+                        .scale
+                        .get(offset..offset + w)
+                        .unwrap_or_default()
+                        .to_vec(),
+                };
+                offset += w;
+                view
+            })
+            .collect();
+        SignatureView {
+            inputs: sig.width(),
+            features,
+            targets: sig.targets.clone(),
+        }
+    }
 }
 
 impl From<&ModelVersion> for VersionView {
@@ -40,6 +105,10 @@ impl From<&ModelVersion> for VersionView {
             metrics: v.metrics.clone(),
             normalize: v.trained.input_scaler.kind,
             labels: v.trained.labels.clone(),
+            signature: v
+                .signature
+                .as_ref()
+                .map(|s| SignatureView::of(s, &v.trained.input_scaler)),
         }
     }
 }
@@ -49,7 +118,10 @@ pub struct ModelView {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    pub inputs: usize,
+    /// The network's input width: as defined, or (for a model defined without `inputs`) as its
+    /// latest version's data made it; absent until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<usize>,
     pub layers: Vec<LayerSpec>,
     pub loss: Loss,
     /// Trainable weights and biases.
@@ -71,7 +143,10 @@ impl From<&ModelEntry> for ModelView {
         ModelView {
             name: m.name.to_string(),
             description: m.description.clone(),
-            inputs: m.spec.inputs,
+            inputs: match m.spec.inputs {
+                0 => m.latest().map(|v| v.trained.spec.inputs),
+                n => Some(n),
+            },
             layers: m.spec.layers.clone(),
             loss: m.spec.loss,
             parameters: m.spec.parameter_count(),
@@ -93,12 +168,30 @@ pub struct DatasetView {
     /// Regression datasets: target columns.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_width: Option<usize>,
-    /// Classification datasets: the classes in output order.
+    /// The classes a classifier learns from the target (text, or integers with few values), in
+    /// output order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classes: Option<LabelSet>,
+    /// Every column, features then targets: name, type, missing cells, and levels (count and
+    /// most frequent) or range. Empty for datasets stored before typed columns.
+    pub columns: Vec<ColumnView>,
+    /// The target columns' names.
+    pub targets: Vec<String>,
+    /// What the uploader said the targets are (otherwise the model decides).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
+}
+
+/// One column of a dataset.
+#[derive(Serialize, ToSchema)]
+pub struct ColumnView {
+    #[serde(flatten)]
+    pub info: ColumnInfo,
+    /// Whether it is a target.
+    pub target: bool,
 }
 
 impl From<&DatasetRecord> for DatasetView {
@@ -110,6 +203,21 @@ impl From<&DatasetRecord> for DatasetView {
             input_width: d.input_width,
             target_width: d.target_width,
             classes: d.classes.clone(),
+            columns: d
+                .columns
+                .iter()
+                .map(|c| ColumnView {
+                    info: c.info.clone(),
+                    target: c.target,
+                })
+                .collect(),
+            targets: d
+                .columns
+                .iter()
+                .filter(|c| c.target)
+                .map(|c| c.info.name.clone())
+                .collect(),
+            task: d.task,
             created_at: d.created_at,
         }
     }
@@ -154,6 +262,11 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<StopReason>,
     pub params: TrainParams,
+    /// Rows of the dataset trained on, and rows left out because a target was missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_used: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows_skipped: Option<usize>,
 }
 
 impl JobView {
@@ -182,6 +295,8 @@ impl JobView {
             model_version: st.model_version,
             stop_reason: st.stop_reason,
             params: job.params.clone(),
+            rows_used: job.rows.map(|r| r.rows_used),
+            rows_skipped: job.rows.map(|r| r.rows_skipped),
         }
     }
 }

@@ -1,30 +1,45 @@
-//! CSV → [`Dataset`]: a header row, then one sample per record.
+//! CSV → [`Table`]: a header row of unique names, then one sample per record.
 //!
-//! Streams records into one growing `f32` buffer (no intermediate copy of the table). A target
-//! column whose values are all integers, or any of which is not a number, holds class labels;
-//! otherwise it is a regression target. `task` overrides the guess.
+//! Streams records straight into one builder per column (no copy of the text is kept), each
+//! inferring its column's type: numeric unless a non-missing cell is not a number, or as the
+//! uploader forced it. Runs on a blocking thread (it reads its input synchronously).
 
-use crate::nn::{Dataset, DatasetError, Label};
-use ndarray::Array2;
-use serde::{Deserialize, Serialize};
+pub use crate::tabular::Task;
+use crate::tabular::{
+    CellError, Column, ColumnBuilder, ColumnType, MissingTokens, Table, TableError,
+};
 use std::io::Read;
 
-/// What the targets are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Task {
-    Regression,
-    Classification,
-}
-
 /// How to read a CSV body.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct CsvOptions {
-    /// Target column names (several only for regression); none means the last column.
+    /// Target column names; none means the last column.
     pub targets: Vec<String>,
     pub task: Option<Task>,
-    /// The most cells (rows × columns) accepted.
+    /// The most cells (rows × kept columns) accepted.
     pub max_cells: Option<usize>,
+    /// Columns forced categorical / numeric, and columns left out.
+    pub categorical: Vec<String>,
+    pub numeric: Vec<String>,
+    pub ignore: Vec<String>,
+    /// Cell texts that mean "missing" (the empty cell always does).
+    pub missing: MissingTokens,
+    pub delimiter: u8,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            targets: Vec::new(),
+            task: None,
+            max_cells: None,
+            categorical: Vec::new(),
+            numeric: Vec::new(),
+            ignore: Vec::new(),
+            missing: MissingTokens::default(),
+            delimiter: b',',
+        }
+    }
 }
 
 /// Why a CSV body was refused.
@@ -36,54 +51,102 @@ pub enum CsvError {
     UnknownTarget(String),
     #[error("column {0:?} is named twice as a target")]
     DuplicateTarget(String),
-    #[error("no feature columns are left besides the targets")]
-    NoFeatures,
+    #[error("{param}: column {column:?} is not in the header")]
+    UnknownColumn { param: &'static str, column: String },
+    #[error("column {0:?} is both forced categorical and numeric")]
+    Conflict(String),
+    #[error("the target column {0:?} is ignored")]
+    IgnoredTarget(String),
+    #[error(
+        "the header is one column holding {found:?}: is the delimiter {found:?}? Say so with ?delimiter={escaped}"
+    )]
+    Delimiter { found: char, escaped: &'static str },
+    #[error("the header names column {0:?} twice")]
+    DuplicateHeader(String),
+    #[error("header column {0} has an empty name")]
+    EmptyHeader(usize),
     #[error("line {line}: expected {expected} fields, found {found}")]
     FieldCount {
         line: u64,
         expected: usize,
         found: usize,
     },
-    #[error("line {line}, column {column:?}: {value:?} is not a finite number")]
-    NotANumber {
+    #[error("line {line}, column {column:?}: {cause}")]
+    Cell {
         line: u64,
         column: String,
-        value: String,
+        cause: CellError,
     },
-    #[error("classification takes exactly one target column")]
-    OneLabelColumn,
     #[error("line {line}: the CSV is not valid UTF-8 text")]
     Encoding { line: u64 },
     #[error("the dataset exceeds the limit of {limit} cells")]
     TooLarge { limit: usize },
     #[error("{0}")]
-    Data(#[from] DatasetError),
+    Table(#[from] TableError),
     #[error("could not read the body: {0}")]
     Read(String),
     #[error("could not read the body: {0}")]
     Io(#[source] std::io::Error),
 }
 
-/// Parses a CSV document into a dataset.
+/// Parses a CSV document into a table.
 ///
 /// # Errors
-/// See [`CsvError`]; every error names the line and column at fault.
-pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> {
+/// See [`CsvError`]; every error names the line or column at fault.
+pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Table, CsvError> {
     let mut rdr = ::csv::ReaderBuilder::new()
         .has_headers(true)
+        .delimiter(opts.delimiter)
         .trim(::csv::Trim::All)
         .from_reader(input);
     let header = rdr.headers().map_err(|e| map_err(e, 1))?.clone();
-    if header.is_empty() {
+    if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
         return Err(CsvError::NoHeader);
     }
-    let mut target_cols = Vec::new();
-    let default_target = [header.iter().next_back().unwrap_or_default().to_string()];
+    let header: Vec<String> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            // A UTF-8 byte-order mark before the first name is not part of it.
+            if i == 0 {
+                h.trim_start_matches('\u{feff}').trim()
+            } else {
+                h
+            }
+            .to_owned()
+        })
+        .collect();
+    if header.len() == 1 && opts.delimiter == b',' {
+        for (found, escaped) in [(';', "%3B"), ('\t', "%09"), ('|', "%7C")] {
+            if header[0].contains(found) {
+                return Err(CsvError::Delimiter { found, escaped });
+            }
+        }
+    }
+    for (i, h) in header.iter().enumerate() {
+        if h.is_empty() {
+            return Err(CsvError::EmptyHeader(i + 1));
+        }
+        if header[..i].contains(h) {
+            return Err(CsvError::DuplicateHeader(h.clone()));
+        }
+    }
+    let find = |param: &'static str, name: &String| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| CsvError::UnknownColumn {
+                param,
+                column: name.clone(),
+            })
+    };
+    let default_target = [header[header.len() - 1].clone()];
     let targets: &[String] = if opts.targets.is_empty() {
         &default_target
     } else {
         &opts.targets
     };
+    let mut target_cols = Vec::new();
     for t in targets {
         let col = header
             .iter()
@@ -94,17 +157,43 @@ pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> 
         }
         target_cols.push(col);
     }
-    let width = header.len() - target_cols.len();
-    if width == 0 {
-        return Err(CsvError::NoFeatures);
+    let mut forced: Vec<Option<ColumnType>> = vec![None; header.len()];
+    let mut ignored = vec![false; header.len()];
+    for name in &opts.ignore {
+        let c = find("ignore", name)?;
+        if target_cols.contains(&c) {
+            return Err(CsvError::IgnoredTarget(name.clone()));
+        }
+        ignored[c] = true;
     }
-    let is_target: Vec<Option<usize>> = (0..header.len())
-        .map(|c| target_cols.iter().position(|&t| t == c))
+    for (param, list, kind) in [
+        ("categorical", &opts.categorical, ColumnType::Categorical),
+        ("numeric", &opts.numeric, ColumnType::Numeric),
+    ] {
+        for name in list {
+            let c = find(param, name)?;
+            if forced[c].is_some_and(|k| k != kind) {
+                return Err(CsvError::Conflict(name.clone()));
+            }
+            forced[c] = Some(kind);
+        }
+    }
+    if opts.task == Some(Task::Regression) {
+        for &c in &target_cols {
+            if forced[c] == Some(ColumnType::Categorical) {
+                return Err(CsvError::Conflict(header[c].clone()));
+            }
+            forced[c] = Some(ColumnType::Numeric);
+        }
+    }
+    let mut builders: Vec<Option<ColumnBuilder>> = header
+        .iter()
+        .enumerate()
+        .map(|(c, h)| (!ignored[c]).then(|| ColumnBuilder::new(h.clone(), forced[c])))
         .collect();
+    let kept = builders.iter().filter(|b| b.is_some()).count();
     let limit = opts.max_cells.unwrap_or(usize::MAX);
 
-    let mut features: Vec<f32> = Vec::new();
-    let mut raw_targets: Vec<Vec<String>> = vec![Vec::new(); target_cols.len()];
     let mut record = ::csv::ByteRecord::new();
     let mut rows = 0usize;
     loop {
@@ -115,70 +204,41 @@ pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Dataset, CsvError> 
             Err(e) => return Err(map_err(e, line)),
         }
         let line = record.position().map_or(line, |p| p.line());
-        if rows.saturating_add(1).saturating_mul(header.len()) > limit {
+        if rows.saturating_add(1).saturating_mul(kept) > limit {
             return Err(CsvError::TooLarge { limit });
         }
-        for (c, field) in record.iter().enumerate() {
+        for (field, b) in record.iter().zip(builders.iter_mut()) {
+            let Some(b) = b else { continue };
             let text = std::str::from_utf8(field).map_err(|_| CsvError::Encoding { line })?;
-            match is_target[c] {
-                Some(t) => raw_targets[t].push(text.to_owned()),
-                None => {
-                    let v = text
-                        .parse::<f32>()
-                        .ok()
-                        .filter(|v| v.is_finite())
-                        .ok_or_else(|| CsvError::NotANumber {
-                            line,
-                            column: header[c].to_owned(),
-                            value: text.to_owned(),
-                        })?;
-                    features.push(v);
-                }
-            }
+            b.push_text(text, &opts.missing)
+                .map_err(|cause| CsvError::Cell {
+                    line,
+                    column: b.name().to_owned(),
+                    cause,
+                })?;
         }
         rows += 1;
     }
-    let x = Array2::from_shape_vec((rows, width), features)
-        .expect("every record has the header's width");
-    let classify = match opts.task {
-        Some(t) => t == Task::Classification,
-        None => {
-            let col = &raw_targets[0];
-            let all_int = col.iter().all(|v| v.parse::<i64>().is_ok());
-            let any_text = col.iter().any(|v| v.parse::<f64>().is_err());
-            target_cols.len() == 1 && (all_int || any_text)
-        }
-    };
-    if classify {
-        if target_cols.len() != 1 {
-            return Err(CsvError::OneLabelColumn);
-        }
-        let labels: Vec<Label> = raw_targets
-            .pop()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| match v.parse::<i64>() {
-                Ok(i) => Label::Int(i),
-                Err(_) => Label::Str(v),
-            })
-            .collect();
-        return Ok(Dataset::classification(x, &labels)?);
-    }
-    let mut y = Array2::<f32>::zeros((rows, target_cols.len()));
-    for (t, values) in raw_targets.iter().enumerate() {
-        for (r, v) in values.iter().enumerate() {
-            y[[r, t]] = v
-                .parse::<f32>()
-                .ok()
-                .filter(|v| v.is_finite())
-                .ok_or_else(|| CsvError::NotANumber {
-                    line: r as u64 + 2,
-                    column: targets[t].clone(),
-                    value: v.clone(),
-                })?;
+    let mut features = Vec::new();
+    let mut target_columns: Vec<Option<Column>> = vec![None; target_cols.len()];
+    for (c, b) in builders.into_iter().enumerate() {
+        let Some(b) = b else { continue };
+        match target_cols.iter().position(|&t| t == c) {
+            Some(t) => target_columns[t] = Some(b.finish()),
+            None => features.push(b.finish()),
         }
     }
-    Ok(Dataset::regression(x, y)?)
+    if features.is_empty() {
+        return Err(TableError::NoFeatures.into());
+    }
+    if rows == 0 {
+        return Err(TableError::Empty.into());
+    }
+    Ok(Table::new(
+        features,
+        target_columns.into_iter().flatten().collect(),
+        opts.task,
+    )?)
 }
 
 fn map_err(e: ::csv::Error, line: u64) -> CsvError {
@@ -197,5 +257,79 @@ fn map_err(e: ::csv::Error, line: u64) -> CsvError {
         },
         ::csv::ErrorKind::Io(io) => CsvError::Io(io),
         other => CsvError::Read(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tabular::Values;
+
+    fn read(text: &str, opts: &CsvOptions) -> Result<Table, CsvError> {
+        parse(text.as_bytes(), opts)
+    }
+
+    #[test]
+    fn infers_types_and_reads_bom_crlf_and_quoted_commas() {
+        let t = read(
+            "\u{feff}sqft,district,\"name, full\",price\r\n850,gangnam,\"Kim, A\",420000\r\n,\"mapo\",NA,600000\r\n",
+            &CsvOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(t.rows(), 2);
+        let f = t.features();
+        assert_eq!(
+            f.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["sqft", "district", "name, full"]
+        );
+        assert_eq!(f[0].values.kind(), ColumnType::Numeric);
+        assert_eq!(f[0].values.missing(), 1);
+        assert_eq!(
+            f[1].values,
+            Values::Categorical {
+                levels: vec!["gangnam".into(), "mapo".into()],
+                codes: vec![0, 1]
+            }
+        );
+        assert_eq!(f[2].values.missing(), 1);
+        assert_eq!(
+            t.targets()[0].values,
+            Values::Numeric(vec![420000.0, 600000.0])
+        );
+    }
+
+    #[test]
+    fn overrides_delimiters_and_bad_headers() {
+        let opts = CsvOptions {
+            ignore: vec!["id".into()],
+            categorical: vec!["zip".into()],
+            delimiter: b';',
+            ..CsvOptions::default()
+        };
+        let t = read("id;zip;y\n1;02134;1.5\n2;10001;2\n", &opts).unwrap();
+        assert_eq!(t.features().len(), 1);
+        assert_eq!(t.features()[0].values.kind(), ColumnType::Categorical);
+        let err = read("a;b\n1;2\n", &CsvOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("?delimiter=%3B"), "{err}");
+        let err = read("a,a,y\n1,2,3\n", &CsvOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("\"a\" twice"), "{err}");
+        let err = read("a,,y\n1,2,3\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("column 2 has an empty name"),
+            "{err}"
+        );
+        let err = read("a,y\n1,2\n3\n", &CsvOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        let opts = CsvOptions {
+            numeric: vec!["a".into()],
+            ..CsvOptions::default()
+        };
+        let err = read("a,y\n1,2\nx,3\n", &opts).unwrap_err();
+        assert!(err.to_string().contains("line 3, column \"a\""), "{err}");
+        let err = read("a,b,y\nNA,1,2\n,2,3\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("\"a\" is entirely missing"),
+            "{err}"
+        );
     }
 }

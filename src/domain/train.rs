@@ -3,6 +3,7 @@
 use super::dataset::DatasetJson;
 use crate::error::ApiError;
 use crate::nn::{EarlyStopping, LrSchedule, Normalization, Optimizer, TrainParams};
+use crate::tabular::Preprocessing;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -71,6 +72,9 @@ pub struct TrainRequest {
     /// Stop after this many seconds; the model keeps the weights reached.
     #[schema(exclusive_minimum = 0.0)]
     pub max_seconds: Option<f64>,
+    /// How columns become the network's inputs (imputation, one-hot levels), learned on the
+    /// training rows and stored with the version.
+    pub preprocessing: Option<Preprocessing>,
 }
 
 /// Where a job's data comes from.
@@ -84,7 +88,10 @@ impl TrainRequest {
     ///
     /// # Errors
     /// A 422 naming the first invalid field.
-    pub fn into_parts(self) -> Result<(TrainParams, DataSource), ApiError> {
+    pub fn into_parts(self) -> Result<(TrainParams, DataSource, Preprocessing), ApiError> {
+        let prep = self.preprocessing.unwrap_or_default();
+        prep.validate()
+            .map_err(|(f, m)| ApiError::invalid(format!("preprocessing.{f}"), m))?;
         let source = match (self.dataset_id, self.dataset) {
             (Some(id), None) => DataSource::Stored(id),
             (None, Some(d)) => DataSource::Inline(Box::new(d)),
@@ -119,6 +126,6 @@ impl TrainRequest {
             max_seconds: self.max_seconds,
         };
         params.validate()?;
-        Ok((params, source))
+        Ok((params, source, prep))
     }
 }

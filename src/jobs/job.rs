@@ -6,7 +6,9 @@
 use crate::domain::ModelName;
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, NetworkSpec, StopReason, TrainParams};
+use crate::records::RowCounts;
 pub use crate::records::{JobError, JobRecord, JobStatus};
+use crate::tabular::Signature;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use time::OffsetDateTime;
@@ -87,6 +89,10 @@ pub struct Job {
     pub spec: NetworkSpec,
     pub params: TrainParams,
     pub created_at: OffsetDateTime,
+    /// The preprocessing learned at submission; the new version keeps it.
+    pub signature: Option<Signature>,
+    /// Rows trained on and rows left out.
+    pub rows: Option<RowCounts>,
     /// The training data until a worker takes it (finished jobs hold none).
     data: Mutex<Option<Arc<Dataset>>>,
     cancel: AtomicBool,
@@ -103,7 +109,9 @@ impl Job {
         spec: NetworkSpec,
         params: TrainParams,
         data: Arc<Dataset>,
+        prepared: Option<(Signature, RowCounts)>,
     ) -> Self {
+        let (signature, rows) = prepared.unzip();
         Self::build(
             Uuid::new_v4(),
             model,
@@ -111,7 +119,7 @@ impl Job {
             spec,
             params,
             OffsetDateTime::now_utc(),
-            Some(data),
+            (Some(data), signature, rows),
             JobState {
                 status: JobStatus::Queued,
                 history: Vec::new(),
@@ -143,7 +151,7 @@ impl Job {
             r.spec,
             r.params,
             r.created_at,
-            None,
+            (None, None, r.rows),
             state,
         ))
     }
@@ -156,10 +164,12 @@ impl Job {
         spec: NetworkSpec,
         params: TrainParams,
         created_at: OffsetDateTime,
-        data: Option<Arc<Dataset>>,
+        (data, signature, rows): (Option<Arc<Dataset>>, Option<Signature>, Option<RowCounts>),
         state: JobState,
     ) -> Self {
         Job {
+            signature,
+            rows,
             id,
             model,
             dataset_id,
@@ -210,6 +220,7 @@ impl Job {
             error: end.map_or(st.error.clone(), |e| e.error.clone()),
             model_version: end.map_or(st.model_version, |e| e.model_version),
             stop_reason: end.map_or(st.stop_reason, |e| e.stop_reason),
+            rows: self.rows,
         }
     }
 

@@ -290,6 +290,7 @@ mod tests {
                 spec.clone(),
                 params,
                 data.clone(),
+                None,
             ));
             store.save_job(&job.record(None)).unwrap();
             jobs.submit(job).unwrap()

@@ -223,6 +223,7 @@ impl Worker {
                 outcome.stop_reason,
             ),
             trained: outcome.model,
+            signature: job.signature.clone(),
         };
         let end = JobEnd::succeeded(version, outcome.stop_reason);
         match self.store.publish(

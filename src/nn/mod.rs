@@ -39,7 +39,7 @@ pub use scaling::{Normalization, Scaler};
 pub use spec::{FieldError, LayerSpec, NetworkSpec};
 pub use train::{
     EarlyStopping, EpochReport, MAX_EPOCHS, NoObserver, Observer, ParamError, StopReason,
-    TrainError, TrainOutcome, TrainParams, check_data, holdout, train,
+    TrainError, TrainOutcome, TrainParams, check_data, holdout, holdout_rows, train,
 };
 
 /// The floating-point types the core computes in: `f32` to train and serve, `f64` to check.

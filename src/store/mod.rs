@@ -12,7 +12,8 @@ pub use sqlite::SqliteStore;
 pub use crate::records::{DatasetRecord, JobRecord, ModelRecord, VersionRecord};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::nn::{Dataset, EpochReport};
+use crate::nn::EpochReport;
+use crate::tabular::Table;
 use uuid::Uuid;
 
 /// Why a store call failed.
@@ -84,8 +85,8 @@ pub trait Store: Send + Sync + 'static {
     fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError>;
     /// Deletes the model and its versions.
     fn delete_model(&self, name: &str) -> Result<(), StoreError>;
-    fn insert_dataset(&self, meta: &DatasetRecord, data: &Dataset) -> Result<(), StoreError>;
-    fn load_dataset(&self, id: Uuid) -> Result<Option<Dataset>, StoreError>;
+    fn insert_dataset(&self, meta: &DatasetRecord, data: &Table) -> Result<(), StoreError>;
+    fn load_dataset(&self, id: Uuid) -> Result<Option<Table>, StoreError>;
     fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError>;
     /// Inserts or updates a job (not its epochs).
     fn save_job(&self, job: &JobRecord) -> Result<(), StoreError>;

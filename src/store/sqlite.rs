@@ -1,10 +1,14 @@
 //! The embedded store: one SQLite database (`mlpd.sqlite3`) in the data directory, WAL journal,
 //! `synchronous = FULL`, so a commit survives kill -9 and power loss alike. Structured values
-//! are JSON text (inspectable with `sqlite3`); dataset matrices are little-endian f32 blobs,
-//! streamed in and out in chunks so no second full copy is made.
+//! are JSON text (inspectable with `sqlite3`); dataset contents are blobs of little-endian
+//! 4-byte words, column after column (f32 values with NaN for missing, or u32 level codes with
+//! `u32::MAX` for missing, as the record's column list says), streamed in and out in chunks so
+//! no second full copy is made. Datasets stored before typed columns (an empty column list)
+//! hold a row-major f32 feature matrix and f32 targets or u32 class indices; they still load.
 
 use super::{DatasetRecord, JobRecord, ModelRecord, Snapshot, Store, StoreError, VersionRecord};
-use crate::nn::{Dataset, EpochReport, Label, Targets};
+use crate::nn::{Dataset, EpochReport, Label};
+use crate::tabular::{Column, MISSING, Table, Values};
 use ndarray::Array2;
 use rusqlite::blob::ZeroBlob;
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, Transaction, params};
@@ -210,6 +214,46 @@ fn read_blob<T>(
     Ok(out)
 }
 
+/// The cells of `cols`, column after column, as 4-byte words.
+fn column_words(cols: &[Column]) -> impl Iterator<Item = [u8; 4]> + '_ {
+    cols.iter()
+        .flat_map(|c| -> Box<dyn Iterator<Item = [u8; 4]> + '_> {
+            match &c.values {
+                Values::Numeric(v) => Box::new(v.iter().map(|x| x.to_le_bytes())),
+                Values::Categorical { codes, .. } => {
+                    Box::new(codes.iter().map(|x| x.to_le_bytes()))
+                }
+            }
+        })
+}
+
+/// A dataset stored before typed columns: row-major f32 features, f32 targets or u32 class
+/// indices into the record's classes.
+fn load_legacy(conn: &Connection, rowid: i64, meta: &DatasetRecord) -> Result<Table, StoreError> {
+    let features = read_blob(conn, "features", rowid, f32::from_le_bytes)?;
+    let x = Array2::from_shape_vec((meta.rows, meta.input_width), features).map_err(fail)?;
+    let data = match (&meta.classes, meta.target_width) {
+        (Some(set), _) => {
+            let indices = read_blob(conn, "targets", rowid, u32::from_le_bytes)?;
+            let labels: Vec<Label> = indices
+                .iter()
+                .map(|&i| {
+                    set.get(i as usize)
+                        .ok_or_else(|| fail("a stored class index is out of range"))
+                })
+                .collect::<Result<_, _>>()?;
+            Dataset::classification(x, &labels).map_err(fail)?
+        }
+        (None, Some(w)) => {
+            let y = read_blob(conn, "targets", rowid, f32::from_le_bytes)?;
+            Dataset::regression(x, Array2::from_shape_vec((meta.rows, w), y).map_err(fail)?)
+                .map_err(fail)?
+        }
+        (None, None) => return Err(fail("a stored dataset has neither classes nor targets")),
+    };
+    Ok(crate::tabular::table_of(&data))
+}
+
 fn upsert_job(tx: &Connection, job: &JobRecord) -> Result<(), StoreError> {
     let status = json(&job.status)?;
     let finished = job
@@ -279,42 +323,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn insert_dataset(&self, meta: &DatasetRecord, data: &Dataset) -> Result<(), StoreError> {
+    fn insert_dataset(&self, meta: &DatasetRecord, data: &Table) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let x = data.features();
-        let targets_len = match data.targets() {
-            Targets::Values(y) => y.len(),
-            Targets::Classes { indices, .. } => indices.len(),
-        };
+        let words = |cols: &[Column]| (cols.len() * data.rows() * 4) as u64;
         tx.execute(
             "INSERT INTO datasets (id, record, features, targets) VALUES (?1, ?2, ?3, ?4)",
             params![
                 meta.id.to_string(),
                 json(meta)?,
-                ZeroBlob((x.len() * 4) as u64),
-                ZeroBlob((targets_len * 4) as u64)
+                ZeroBlob(words(data.features())),
+                ZeroBlob(words(data.targets()))
             ],
         )?;
         let rowid = tx.last_insert_rowid();
-        write_blob(&tx, "features", rowid, x.iter().map(|v| v.to_le_bytes()))?;
-        match data.targets() {
-            Targets::Values(y) => {
-                write_blob(&tx, "targets", rowid, y.iter().map(|v| v.to_le_bytes()))?
-            }
-            Targets::Classes { indices, .. } => write_blob(
-                &tx,
-                "targets",
-                rowid,
-                indices.iter().map(|i| i.to_le_bytes()),
-            )?,
-        }
+        write_blob(&tx, "features", rowid, column_words(data.features()))?;
+        write_blob(&tx, "targets", rowid, column_words(data.targets()))?;
         tx.commit()?;
         compact(&conn);
         Ok(())
     }
 
-    fn load_dataset(&self, id: Uuid) -> Result<Option<Dataset>, StoreError> {
+    fn load_dataset(&self, id: Uuid) -> Result<Option<Table>, StoreError> {
         let conn = self.conn();
         let row: Option<(i64, String)> = conn
             .query_row(
@@ -327,28 +357,45 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let meta: DatasetRecord = parse(&record)?;
-        let features = read_blob(&conn, "features", rowid, f32::from_le_bytes)?;
-        let x = Array2::from_shape_vec((meta.rows, meta.input_width), features).map_err(fail)?;
-        let data = match (&meta.classes, meta.target_width) {
-            (Some(set), _) => {
-                let indices = read_blob(&conn, "targets", rowid, u32::from_le_bytes)?;
-                let labels: Vec<Label> = indices
-                    .iter()
-                    .map(|&i| {
-                        set.get(i as usize)
-                            .ok_or_else(|| fail("a stored class index is out of range"))
-                    })
-                    .collect::<Result<_, _>>()?;
-                Dataset::classification(x, &labels).map_err(fail)?
-            }
-            (None, Some(w)) => {
-                let y = read_blob(&conn, "targets", rowid, f32::from_le_bytes)?;
-                Dataset::regression(x, Array2::from_shape_vec((meta.rows, w), y).map_err(fail)?)
-                    .map_err(fail)?
-            }
-            (None, None) => return Err(fail("a stored dataset has neither classes nor targets")),
-        };
-        Ok(Some(data))
+        if meta.columns.is_empty() {
+            return load_legacy(&conn, rowid, &meta).map(Some);
+        }
+        let features = read_blob(&conn, "features", rowid, u32::from_le_bytes)?;
+        let targets = read_blob(&conn, "targets", rowid, u32::from_le_bytes)?;
+        let n = meta.rows;
+        let (mut fcols, mut tcols) = (Vec::new(), Vec::new());
+        let (mut fi, mut ti) = (0usize, 0usize);
+        for c in &meta.columns {
+            let (words, at, out) = if c.target {
+                (&targets, &mut ti, &mut tcols)
+            } else {
+                (&features, &mut fi, &mut fcols)
+            };
+            let cells = words
+                .get(*at * n..(*at + 1) * n)
+                .ok_or_else(|| fail("a stored dataset is shorter than its columns"))?;
+            *at += 1;
+            let values = match &c.level_names {
+                None => Values::Numeric(cells.iter().map(|&w| f32::from_bits(w)).collect()),
+                Some(levels) => {
+                    if cells
+                        .iter()
+                        .any(|&w| w != MISSING && w as usize >= levels.len())
+                    {
+                        return Err(fail("a stored level code is out of range"));
+                    }
+                    Values::Categorical {
+                        levels: levels.clone(),
+                        codes: cells.to_vec(),
+                    }
+                }
+            };
+            out.push(Column {
+                name: c.info.name.clone(),
+                values,
+            });
+        }
+        Table::new(fcols, tcols, meta.task).map(Some).map_err(fail)
     }
 
     fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError> {

@@ -96,7 +96,7 @@ function renderModels() {
   for (const m of state.models) {
     const tr = document.createElement("tr");
     cell(tr, m.name);
-    cell(tr, [m.inputs, ...m.layers.map((l) => `${l.units} ${l.activation}`)].join(" → "));
+    cell(tr, [m.inputs ?? "auto", ...m.layers.map((l) => `${l.units} ${l.activation}`)].join(" → "));
     cell(tr, m.versions.length ? m.versions.map((v) => `v${v}`).join(", ") : "not trained");
     const mt = m.latest_metrics;
     cell(tr, mt ? `${fmt(mt.cost)}${mt.val_cost !== undefined ? ` (val ${fmt(mt.val_cost)})` : ""}` : "–");
@@ -106,7 +106,7 @@ function renderModels() {
     body.append(tr);
   }
   fillSelect($("#predict-model"), state.models.filter((m) => m.versions.length),
-    (m) => [m.name, `${m.name} (v${m.latest_version}, ${m.inputs} inputs)`], "no trained model yet");
+    (m) => [m.name, `${m.name} (v${m.latest_version}, ${m.inputs ?? "?"} inputs)`], "no trained model yet");
 }
 
 function renderDatasets() {

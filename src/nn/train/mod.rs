@@ -23,7 +23,7 @@ pub use params::{EarlyStopping, MAX_EPOCHS, TrainParams};
 pub use report::{
     EpochReport, NoObserver, Observer, ParamError, StopReason, TrainError, TrainOutcome,
 };
-pub use split::holdout;
+pub use split::{holdout, holdout_rows};
 
 use super::spec::FieldError;
 use super::{

@@ -11,21 +11,35 @@ use super::STREAM_SPLIT;
 /// Row indices for training and validation. Classifiers are split per class, so each class
 /// keeps its share on both sides.
 pub fn holdout(data: &Dataset, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let classes = match data.targets() {
+        Targets::Classes { labels, indices } => Some((indices.as_slice(), labels.len())),
+        Targets::Values(_) => None,
+    };
+    holdout_rows(classes, data.rows(), fraction, seed)
+}
+
+/// [`holdout`] for `n` rows given only their classes (`indices`, class count), if any: the
+/// split a dataset with these targets gets, known before its features are built.
+pub fn holdout_rows(
+    classes: Option<(&[u32], usize)>,
+    n: usize,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(STREAM_SPLIT);
-    let n = data.rows();
     if fraction <= 0.0 {
         return ((0..n).collect(), Vec::new());
     }
-    let groups: Vec<Vec<usize>> = match data.targets() {
-        Targets::Classes { labels, indices } => {
-            let mut g = vec![Vec::new(); labels.len()];
+    let groups: Vec<Vec<usize>> = match classes {
+        Some((indices, k)) => {
+            let mut g = vec![Vec::new(); k];
             for (i, &c) in indices.iter().enumerate() {
                 g[c as usize].push(i);
             }
             g
         }
-        Targets::Values(_) => vec![(0..n).collect()],
+        None => vec![(0..n).collect()],
     };
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for mut g in groups {

@@ -11,4 +11,5 @@ mod operations;
 mod persistence;
 mod predict;
 mod process;
+mod tables;
 mod training;
