@@ -76,9 +76,34 @@ async fn train_model(app: &TestApp, name: &str, layers: Value, body: Value) -> V
     )
     .await;
     let job = app.train(name, body).await;
-    let done = app.wait_done(&job).await;
+    let done = wait_long(app, &job).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     done
+}
+
+/// Polls a job until it ends: up to 5 minutes, since these runs train on tens of thousands of
+/// rows and the machine running the tests may be busy.
+async fn wait_long(app: &TestApp, id: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let job: Value = app
+            .get(&format!("/v1/jobs/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if matches!(
+            job["status"].as_str(),
+            Some("succeeded" | "failed" | "canceled")
+        ) {
+            return job;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(300),
+            "job never ended: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 async fn predict(app: &TestApp, model: &str, body: &Value) -> Value {
