@@ -75,6 +75,9 @@ pub struct Config {
     /// Interval between keep-alive comments on idle event streams, in seconds.
     #[arg(long, env = "MLPD_SSE_KEEPALIVE_SECS", default_value_t = 15)]
     pub sse_keepalive_secs: u64,
+    /// Event streams (`GET /v1/jobs/{id}/events`) open at once; more get 503 with `Retry-After`.
+    #[arg(long, env = "MLPD_MAX_EVENT_STREAMS", default_value_t = 10_000)]
+    pub max_event_streams: usize,
     /// Versions kept per model; older ones are deleted (the served version never is).
     #[arg(long, env = "MLPD_MAX_VERSIONS_PER_MODEL", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_versions_per_model: u64,

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Semaphore, watch};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -77,6 +77,7 @@ impl App {
             tokens: Arc::new(tokens),
             batcher: crate::batcher::Batcher::start(config.batching())
                 .context("cannot start the prediction threads")?,
+            event_streams: Arc::new(Semaphore::new(config.max_event_streams)),
             config: Arc::new(config),
             registry,
             datasets,

@@ -7,7 +7,7 @@ use crate::jobs::JobManager;
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
-use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, watch};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,6 +19,8 @@ pub struct AppState {
     pub jobs: Arc<JobManager>,
     /// The prediction engine (dynamic batching over its own threads).
     pub batcher: crate::batcher::Batcher,
+    /// Slots for open event streams.
+    pub event_streams: Arc<Semaphore>,
     pub store: Arc<dyn Store>,
     /// Serialises the few operations that check one collection and change another (delete a
     /// model only if no job uses it; submit a job only if its model and dataset exist), store

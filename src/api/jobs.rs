@@ -6,7 +6,7 @@ use super::views::JobView;
 use crate::domain::train::{DataSource, TrainRequest};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::jobs::{Job, JobStatus};
-use crate::nn::NetworkSpec;
+use crate::nn::{EpochReport, MAX_EPOCHS, NetworkSpec};
 use crate::records::RowCounts;
 use crate::state::AppState;
 use crate::tabular::Signature;
@@ -241,7 +241,8 @@ pub async fn list(
     }))
 }
 
-/// A job with its full epoch history.
+/// A job: its state, progress and last epochs (the whole history is paged at
+/// `GET /v1/jobs/{id}/history`).
 #[utoipa::path(get, path = "/v1/jobs/{id}", operation_id = "getJob", tag = "jobs",
     params(("id" = Uuid, Path, description = "Job id")),
     responses(
@@ -254,6 +255,73 @@ pub async fn get(
 ) -> Result<axum::Json<JobView>, ApiError> {
     let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
     Ok(axum::Json(JobView::of(&job, true)))
+}
+
+/// The largest page of a job's history.
+const MAX_HISTORY_LIMIT: usize = 10_000;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Epochs per page (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<usize>,
+    /// Epochs to skip, from the first (`offset` 0 starts at epoch 1).
+    #[param(minimum = 0, maximum = 1000000)]
+    pub offset: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct HistoryList {
+    /// Oldest first.
+    pub epochs: Vec<EpochReport>,
+    /// Epochs recorded so far.
+    pub total: usize,
+    /// The offset of the next page, if more epochs are recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+    /// The job's status when the page was read (a job not yet finished records more).
+    pub status: JobStatus,
+}
+
+/// A page of a job's epoch history, oldest first.
+#[utoipa::path(get, path = "/v1/jobs/{id}/history", operation_id = "getJobHistory", tag = "jobs",
+    params(("id" = Uuid, Path, description = "Job id"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of epochs", body = HistoryList),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "Invalid query", body = ErrorBody),
+    ))]
+pub async fn history(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<axum::Json<HistoryList>, ApiError> {
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=MAX_HISTORY_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_HISTORY_LIMIT}"),
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
+    if offset > MAX_EPOCHS {
+        return Err(ApiError::invalid(
+            "offset",
+            format!("must be between 0 and {MAX_EPOCHS}"),
+        ));
+    }
+    let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
+    let offset = offset as usize;
+    let page = job.history_page(offset, limit);
+    let next_offset = (offset.saturating_add(limit) < page.total).then(|| offset + limit);
+    Ok(axum::Json(HistoryList {
+        epochs: page.epochs,
+        total: page.total,
+        next_offset,
+        status: page.status,
+    }))
 }
 
 /// Cancel a job: a queued one at once, a running one within one mini-batch. The model keeps

@@ -53,6 +53,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(datasets::get, datasets::delete))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
+        .routes(routes!(jobs::history))
         .routes(routes!(jobs::cancel))
         .routes(routes!(events::events))
         .routes(routes!(health::health))

@@ -236,9 +236,10 @@ pub struct JobView {
     pub epochs: u32,
     /// `epoch / epochs`, 1 once succeeded.
     pub progress: f64,
-    /// One record per completed epoch (omitted in lists).
+    /// The last completed epochs, at most [`RECENT_EPOCHS`], oldest first (omitted in lists).
+    /// The whole history is paged at `GET /v1/jobs/{id}/history`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub history: Option<Vec<EpochReport>>,
+    pub recent_epochs: Option<Vec<EpochReport>>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -269,9 +270,15 @@ pub struct JobView {
     pub rows_skipped: Option<usize>,
 }
 
+/// Epochs a job view carries (its history has its own, paged route).
+pub const RECENT_EPOCHS: usize = 10;
+
 impl JobView {
-    pub fn of(job: &Job, with_history: bool) -> Self {
+    /// The job's summary; with `with_recent`, also its last [`RECENT_EPOCHS`] epochs.
+    pub fn of(job: &Job, with_recent: bool) -> Self {
         let st = job.state();
+        let recent = with_recent
+            .then(|| st.history[st.history.len().saturating_sub(RECENT_EPOCHS)..].to_vec());
         let epoch = st.history.last().map_or(0, |r| r.epoch);
         let epochs = job.params.epochs;
         let progress = if st.status == JobStatus::Succeeded {
@@ -287,7 +294,7 @@ impl JobView {
             epoch,
             epochs,
             progress,
-            history: with_history.then(|| st.history.clone()),
+            recent_epochs: recent,
             created_at: job.created_at,
             started_at: st.started_at,
             finished_at: st.finished_at,

@@ -1,7 +1,12 @@
 //! One training job: a state machine (queued → running → succeeded | failed | canceled), its
-//! epoch history, and a broadcast of its progress. History and broadcast change under one lock,
-//! so a subscriber that subscribes and then reads the history misses nothing and
-//! sees nothing twice.
+//! epoch history, and a signal of its progress.
+//!
+//! The history is the one copy of the job's epochs: readers (event streams, the history route)
+//! read it by position, a bounded page at a time, so a reader costs O(1) memory however long
+//! the history is. The progress signal ([`Progress`] on a `watch` channel) carries no epochs,
+//! only "the history grew to epoch N" and "the job ended": a reader that has read everything
+//! waits on it, then reads again. Signals coalesce, so a job that records 100,000 epochs a
+//! second costs each waiting reader at most one wake-up per poll, never a queue of copies.
 
 use crate::domain::ModelName;
 use crate::error::ErrorCode;
@@ -12,17 +17,26 @@ use crate::tabular::Signature;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use time::OffsetDateTime;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 use uuid::Uuid;
 
-/// Room for live events per job; a subscriber that falls further behind re-reads the history.
-const EVENT_BUFFER: usize = 256;
+/// What a job's progress signal says: how far its history reaches, and whether it has ended.
+/// Readers fetch the epochs themselves, from the history.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The last recorded epoch (0: none yet).
+    pub epoch: u32,
+    pub finished: bool,
+}
 
-/// What subscribers receive.
-#[derive(Clone, Debug)]
-pub enum JobEvent {
-    Epoch(EpochReport),
-    End,
+/// A page of a job's history.
+#[derive(Debug)]
+pub struct HistoryPage {
+    pub epochs: Vec<EpochReport>,
+    /// Epochs recorded in all.
+    pub total: usize,
+    /// The job's status when the page was read (once finished, nothing more is recorded).
+    pub status: JobStatus,
 }
 
 #[derive(Debug)]
@@ -97,9 +111,8 @@ pub struct Job {
     data: Mutex<Option<Arc<Dataset>>>,
     cancel: AtomicBool,
     state: Mutex<JobState>,
-    /// Live events while the job runs; dropped when it ends, freeing the buffer (a finished
-    /// job's subscribers read its history).
-    events: Mutex<Option<broadcast::Sender<JobEvent>>>,
+    /// Changed after every recorded epoch and at the end (after `state`, never under it).
+    progress: watch::Sender<Progress>,
 }
 
 impl Job {
@@ -178,16 +191,12 @@ impl Job {
             created_at,
             data: Mutex::new(data),
             cancel: AtomicBool::new(false),
-            events: Mutex::new(
-                (!state.status.is_finished()).then(|| broadcast::channel(EVENT_BUFFER).0),
-            ),
+            progress: watch::Sender::new(Progress {
+                epoch: state.history.last().map_or(0, |r| r.epoch),
+                finished: state.status.is_finished(),
+            }),
             state: Mutex::new(state),
         }
-    }
-
-    /// Taken after `state` when both are held.
-    fn events(&self) -> MutexGuard<'_, Option<broadcast::Sender<JobEvent>>> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn state(&self) -> MutexGuard<'_, JobState> {
@@ -238,6 +247,8 @@ impl Job {
         self.cancel.store(true, Ordering::Relaxed);
         if st.status == JobStatus::Queued {
             self.finish_locked(&mut st, JobEnd::canceled());
+            drop(st);
+            self.progress.send_modify(|p| p.finished = true);
             self.data.lock().unwrap_or_else(|p| p.into_inner()).take();
             return Some(true);
         }
@@ -255,18 +266,18 @@ impl Job {
         true
     }
 
+    /// Records an epoch, then signals it.
     pub fn push_epoch(&self, report: &EpochReport) {
-        let mut st = self.state();
-        st.history.push(report.clone());
-        if let Some(tx) = self.events().as_ref() {
-            let _ = tx.send(JobEvent::Epoch(report.clone()));
-        }
+        self.state().history.push(report.clone());
+        self.progress.send_modify(|p| p.epoch = report.epoch);
     }
 
-    /// Applies the end (once) and tells subscribers.
+    /// Applies the end (once) and signals it.
     pub fn finish(&self, end: JobEnd) {
         let mut st = self.state();
         self.finish_locked(&mut st, end);
+        drop(st);
+        self.progress.send_modify(|p| p.finished = true);
     }
 
     fn finish_locked(&self, st: &mut JobState, end: JobEnd) {
@@ -283,19 +294,36 @@ impl Job {
         st.model_version = end.model_version;
         st.stop_reason = end.stop_reason;
         st.finished_at = Some(end.finished_at);
-        if let Some(tx) = self.events().take() {
-            let _ = tx.send(JobEvent::End);
-        }
     }
 
-    /// Whether the job has finished, and a receiver for everything that happens after — taken
-    /// together, under the state lock (so an end is either reported here or received).
-    pub fn subscribe(&self) -> (bool, broadcast::Receiver<JobEvent>) {
+    /// The job's progress signal. To miss nothing, a reader marks the signal seen
+    /// (`borrow_and_update`) *before* it reads the history, and waits for a change only when
+    /// the read found nothing new: anything recorded after the read changes the signal again.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// Up to `max` recorded epochs after epoch `after`, oldest first.
+    pub fn epochs_after(&self, after: u32, max: usize) -> HistoryPage {
         let st = self.state();
-        let rx = match self.events().as_ref() {
-            Some(tx) => tx.subscribe(),
-            None => broadcast::channel(1).1, // closed: the job has ended
-        };
-        (st.status.is_finished(), rx)
+        // Epoch numbers increase along the history.
+        let start = st.history.partition_point(|r| r.epoch <= after);
+        page(&st, start, max)
+    }
+
+    /// Up to `limit` recorded epochs from position `offset` (0: the first epoch).
+    pub fn history_page(&self, offset: usize, limit: usize) -> HistoryPage {
+        page(&self.state(), offset, limit)
+    }
+}
+
+fn page(st: &JobState, start: usize, max: usize) -> HistoryPage {
+    let total = st.history.len();
+    let start = start.min(total);
+    let end = start.saturating_add(max).min(total);
+    HistoryPage {
+        epochs: st.history[start..end].to_vec(),
+        total,
+        status: st.status,
     }
 }

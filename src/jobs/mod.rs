@@ -6,7 +6,7 @@ mod job;
 mod queue;
 mod worker;
 
-pub use job::{Job, JobEnd, JobError, JobEvent, JobState, JobStatus};
+pub use job::{HistoryPage, Job, JobEnd, JobError, JobState, JobStatus, Progress};
 pub use worker::TrainFn;
 
 use crate::error::ErrorCode;

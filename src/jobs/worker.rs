@@ -209,7 +209,12 @@ impl Worker {
                 pending,
             );
         };
-        let history = job.state().history.clone();
+        // Read in place: a long history is never copied.
+        let metrics = VersionMetrics::from_history(
+            &job.state().history,
+            outcome.best_epoch,
+            outcome.stop_reason,
+        );
         let v = ModelVersion {
             model: job.model.to_string(),
             version,
@@ -217,11 +222,7 @@ impl Worker {
             job_id: Some(job.id),
             dataset_id: job.dataset_id,
             params: job.params.clone(),
-            metrics: VersionMetrics::from_history(
-                &history,
-                outcome.best_epoch,
-                outcome.stop_reason,
-            ),
+            metrics,
             trained: outcome.model,
             signature: job.signature.clone(),
         };

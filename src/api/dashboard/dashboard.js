@@ -189,10 +189,15 @@ async function refresh() {
 
 // ---- Live curve -----------------------------------------------------------------------------
 
+/** Points a curve keeps; beyond it, every other one is dropped (and later epochs thinned alike). */
+const MAX_POINTS = 2000;
+
 /** Follows a job's events: history first, then live epochs; reconnects with Last-Event-ID. */
 function follow(id, epochs) {
   if (state.following) state.following.controller.abort();
-  const f = { id, epochs, points: new Map(), done: false, controller: new AbortController() };
+  // `points` keeps every `stride`-th epoch, at most MAX_POINTS of them (a job may have a
+  // million epochs); `tail` is the latest epoch, `last` its number (for Last-Event-ID).
+  const f = { id, epochs, points: new Map(), stride: 1, tail: null, last: 0, done: false, controller: new AbortController() };
   state.following = f;
   $("#chart-panel").hidden = false;
   $("#chart-title").textContent = `Cost per epoch, job ${id.slice(0, 8)}`;
@@ -204,7 +209,7 @@ function follow(id, epochs) {
 async function stream(f) {
   let delay = 500;
   while (!f.done && state.following === f) {
-    const last = Math.max(0, ...f.points.keys());
+    const last = f.last;
     const headers = { Accept: "text/event-stream" };
     if (state.token) headers.Authorization = `Bearer ${state.token}`;
     if (last > 0) headers["Last-Event-ID"] = String(last);
@@ -260,7 +265,15 @@ async function readEvents(body, on) {
 function onEvent(f, ev) {
   if (state.following !== f) return;
   if (ev.event === "epoch") {
-    f.points.set(ev.data.epoch, ev.data);
+    const e = ev.data.epoch;
+    if (e <= f.last) return;
+    f.last = e;
+    f.tail = ev.data;
+    if (e % f.stride === 0) f.points.set(e, ev.data);
+    if (f.points.size > MAX_POINTS) {
+      f.stride *= 2;
+      for (const k of [...f.points.keys()]) if (k % f.stride !== 0) f.points.delete(k);
+    }
     draw(f);
   } else if (ev.event === "end") {
     f.done = true;
@@ -293,6 +306,7 @@ function render(f) {
   const svg = $("#chart");
   const W = 640, H = 300, L = 56, R = 12, T = 12, B = 32;
   const pts = [...f.points.values()].sort((a, b) => a.epoch - b.epoch);
+  if (f.tail && !f.points.has(f.tail.epoch)) pts.push(f.tail);
   const n = Math.max(f.epochs || 1, pts.length ? pts[pts.length - 1].epoch : 1);
   const costs = pts.flatMap((p) => (p.val_cost !== undefined ? [p.cost, p.val_cost] : [p.cost]));
   const lo = costs.length ? Math.min(...costs) : 0;

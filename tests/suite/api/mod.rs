@@ -4,6 +4,7 @@ mod contract;
 mod dashboard;
 mod datasets;
 mod events;
+mod hardening;
 mod helpers;
 mod models;
 mod openapi;

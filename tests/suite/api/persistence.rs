@@ -65,11 +65,21 @@ async fn a_restart_serves_models_versions_datasets_and_jobs_again_with_identical
     assert_eq!(
         (
             j["status"].clone(),
-            j["history"].clone(),
+            j["recent_epochs"].clone(),
             j["model_version"].clone()
         ),
-        (done["status"].clone(), done["history"].clone(), json!(2))
+        (
+            done["status"].clone(),
+            done["recent_epochs"].clone(),
+            json!(2)
+        )
     );
+    let h = expect(
+        app.get(&format!("/v1/jobs/{job}/history")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(h["total"], done["epoch"], "the whole history survives");
     // The restored dataset trains again (its contents load from the store on demand).
     let again = app
         .train("iris", json!({"dataset_id": ds, "epochs": 3}))
@@ -439,6 +449,11 @@ impl Remote {
 
 /// Starts the `mlpd` binary on an ephemeral port; returns it and its base URL.
 pub fn start_binary(dir: &Path) -> (Child, String) {
+    start_binary_with(dir, &[])
+}
+
+/// [`start_binary`] with more flags.
+pub fn start_binary_with(dir: &Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mlpd"))
         .args([
             "--bind",
@@ -454,6 +469,7 @@ pub fn start_binary(dir: &Path) -> (Child, String) {
             "--max-finished-jobs",
             "100000",
         ])
+        .args(extra)
         .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "info")

@@ -40,7 +40,36 @@ async fn a_job_runs_to_success_with_history_and_creates_a_version() {
         (Some(30), Some(1.0))
     );
     assert_eq!(done["model_version"], 1);
-    let history = done["history"].as_array().unwrap();
+    let id = job["id"].as_str().unwrap();
+    // The view carries the last epochs; the history has its own paged route.
+    let recent = done["recent_epochs"].as_array().unwrap();
+    assert_eq!(
+        recent
+            .iter()
+            .map(|h| h["epoch"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        (21..=30).collect::<Vec<_>>()
+    );
+    assert!(done.get("history").is_none());
+    let page = expect(
+        app.get(&format!("/v1/jobs/{id}/history?limit=25")).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        (&page["total"], &page["next_offset"], &page["status"]),
+        (&json!(30), &json!(25), &json!("succeeded"))
+    );
+    let rest = expect(
+        app.get(&format!("/v1/jobs/{id}/history?offset=25&limit=25"))
+            .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert!(rest.get("next_offset").is_none(), "{rest}");
+    let mut history = page["epochs"].as_array().unwrap().clone();
+    history.extend(rest["epochs"].as_array().unwrap().iter().cloned());
+    assert_eq!(&history[20..], &recent[..]);
     assert_eq!(history.len(), 30);
     for (i, h) in history.iter().enumerate() {
         assert_eq!(h["epoch"], i + 1);
@@ -358,8 +387,8 @@ async fn jobs_are_listed_newest_first_with_filters_and_pages() {
         .collect();
     assert_eq!(listed, [ids[2].as_str(), ids[1].as_str(), ids[0].as_str()]);
     assert!(
-        all["jobs"][0].get("history").is_none(),
-        "lists omit histories"
+        all["jobs"][0].get("recent_epochs").is_none(),
+        "lists omit epochs"
     );
     let a = expect(
         app.get("/v1/jobs?model=a&status=succeeded").await,
