@@ -186,7 +186,7 @@ fn refine(doc: &mut Value) {
         ),
         (
             ("/v1/models/{name}/train", "post", "202"),
-            &["getJob", "streamJobEvents", "cancelJob"][..],
+            &["getJob", "getJobHistory", "streamJobEvents", "cancelJob"][..],
             &id,
         ),
         (
