@@ -62,7 +62,9 @@ impl Role {
             // Metrics, when they need a token at all, need an admin's.
             Role::Predict => {
                 (matches!(*call.method, Method::GET | Method::HEAD) && call.route != "/metrics")
-                    || (*call.method == Method::POST && call.route == "/v1/models/{name}/predict")
+                    || (*call.method == Method::POST
+                        && (call.route == "/v1/models/{name}/predict"
+                            || crate::api::v2::INFER_ROUTES.contains(&call.route)))
             }
         }
     }

@@ -173,9 +173,15 @@ impl From<crate::nn::FieldError> for ApiError {
     }
 }
 
+/// Set on every error response built from an [`ApiError`], so that a layer can restate the
+/// error in another protocol's shape (the Open Inference Protocol's `{"error": "…"}` on `/v2`).
+#[derive(Clone, Debug)]
+pub struct ErrorMessage(pub String);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.code.status();
+        let marker = ErrorMessage(self.message.clone());
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
@@ -184,6 +190,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(marker);
         if let Some(s) = self.retry_after_secs {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));

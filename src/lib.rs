@@ -10,6 +10,7 @@ pub mod config;
 pub mod datasets;
 pub mod domain;
 pub mod error;
+pub mod export;
 pub mod jobs;
 pub mod metrics;
 pub mod nn;

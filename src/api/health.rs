@@ -25,11 +25,7 @@ pub async fn health() -> axum::Json<Health> {
     (status = 503, description = "Not ready", body = Health),
 ))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
-    let store = state.store.clone();
-    let store_ok = tokio::task::spawn_blocking(move || store.ping().is_ok())
-        .await
-        .unwrap_or(false);
-    let ok = store_ok && state.jobs.workers_alive() && !*state.shutdown.borrow();
+    let ok = is_ready(&state).await;
     let status = if ok {
         StatusCode::OK
     } else {
@@ -41,4 +37,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Hea
             status: if ok { "ready" } else { "unavailable" }.into(),
         }),
     )
+}
+
+/// Store reachable, training workers alive, not shutting down.
+pub(crate) async fn is_ready(state: &AppState) -> bool {
+    let store = state.store.clone();
+    let store_ok = tokio::task::spawn_blocking(move || store.ping().is_ok())
+        .await
+        .unwrap_or(false);
+    store_ok && state.jobs.workers_alive() && !*state.shutdown.borrow()
 }

@@ -14,6 +14,7 @@ mod predict;
 mod predict_input;
 mod schemas;
 mod schemas_tabular;
+pub mod v2;
 mod views;
 
 use crate::error::{ApiError, ErrorCode};
@@ -35,6 +36,7 @@ use utoipa_axum::routes;
         (name = "jobs", description = "Asynchronous training jobs and their live progress"),
         (name = "health", description = "Liveness, readiness, metrics and this document"),
         (name = "dashboard", description = "The web page for people"),
+        (name = "inference", description = "The Open Inference Protocol (KServe V2) with the binary tensor data extension; errors are `{\"error\": \"…\"}`"),
     )
 )]
 struct ApiDoc;
@@ -63,6 +65,15 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::index))
         .routes(routes!(dashboard::script))
         .routes(routes!(dashboard::style))
+        .routes(routes!(v2::server_metadata))
+        .routes(routes!(v2::live))
+        .routes(routes!(v2::ready))
+        .routes(routes!(v2::model_metadata))
+        .routes(routes!(v2::model_version_metadata))
+        .routes(routes!(v2::model_ready))
+        .routes(routes!(v2::model_version_ready))
+        .routes(routes!(v2::infer::infer))
+        .routes(routes!(v2::infer::infer_version))
 }
 
 /// The OpenAPI document of [`router`], as YAML.
@@ -91,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(middleware::track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(v2::protocol_errors))
         .with_state(state)
 }
 

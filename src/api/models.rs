@@ -322,23 +322,68 @@ pub struct ModelExport {
 const EXPORT_FORMAT: &str = "mlpd.model";
 const EXPORT_VERSION: u32 = 1;
 
-/// Export a trained version as one JSON document.
+/// The file formats a version exports to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    /// mlpd's own JSON document (importable with `POST /v1/models/import`).
+    #[default]
+    Json,
+    /// An ONNX model (opset 17, `ai.onnx.ml` 3) computing the same outputs and labels.
+    Onnx,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `json` (default) or `onnx`.
+    pub format: Option<ExportFormat>,
+}
+
+/// Export a trained version: as one JSON document (default), or as an ONNX model.
 #[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/export", operation_id = "exportVersion", tag = "models",
-    params(("name" = String, Path, description = "Model name"), ("version" = u32, Path, description = "Version number", minimum = 1)),
+    params(("name" = String, Path, description = "Model name"), ("version" = u32, Path, description = "Version number", minimum = 1), ExportQuery),
     responses(
-        (status = 200, description = "The version, ready to import elsewhere", body = ModelExport),
+        (status = 200, description = "The version: the JSON document, ready to import elsewhere, or (`format=onnx`) an ONNX model with input `input` [N, inputs] and outputs `outputs` [N, units] and, for classifiers, `label` [N]",
+            content((ModelExport = "application/json"), (Vec<u8> = "application/octet-stream"))),
         (status = 404, description = "No such model or version", body = ErrorBody),
+        (status = 422, description = "Unknown format", body = ErrorBody),
     ))]
 pub async fn export(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, u32)>,
-) -> Result<axum::Json<ModelExport>, ApiError> {
+    Query(q): Query<ExportQuery>,
+) -> Result<axum::response::Response, ApiError> {
     let name = parse_name(&name)?;
     let entry = find(&state, &name)?;
     let v = state
         .registry
         .serving(&name, Some(version))
         .map_err(|e| lookup_error(&name, e))?;
+    if q.format.unwrap_or_default() == ExportFormat::Onnx {
+        let (model, description) = (name.to_string(), entry.description.clone());
+        // Linear in the weights, but a large model is many megabytes: off the runtime.
+        let bytes = tokio::task::spawn_blocking(move || {
+            let info = crate::export::onnx::ExportInfo {
+                name: &model,
+                version: v.version,
+                description: description.as_deref(),
+            };
+            crate::export::onnx::to_onnx(&v.trained, &info)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        let file = format!("attachment; filename=\"{name}-v{version}.onnx\"");
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::CONTENT_DISPOSITION, file),
+            ],
+            bytes,
+        )
+            .into_response());
+    }
     Ok(axum::Json(ModelExport {
         format: EXPORT_FORMAT.into(),
         format_version: EXPORT_VERSION,
@@ -350,7 +395,8 @@ pub async fn export(
         metrics: v.metrics.clone(),
         model: v.trained.clone(),
         signature: v.signature.clone(),
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -102,6 +102,7 @@ pub fn to_yaml(api: &OpenApi) -> String {
 
 fn refine(doc: &mut Value) {
     answers_of_every_route(doc);
+    octet_streams_are_bytes(doc);
 
     let schemas = &mut doc["components"]["schemas"];
     exactly_one_of(
@@ -207,9 +208,15 @@ fn answers_of_every_route(doc: &mut Value) {
         "bearer": {"type": "http", "scheme": "bearer",
                    "description": "Needed when the server has tokens configured (MLPD_ADMIN_TOKENS, MLPD_PREDICT_TOKENS)"}
     });
-    let error = |description: &str| {
+    // `/v2` routes answer the Open Inference Protocol's error body.
+    let error_of = |path: &str, description: &str| {
+        let schema = if path == "/v2" || path.starts_with("/v2/") {
+            "#/components/schemas/InferenceError"
+        } else {
+            "#/components/schemas/ErrorBody"
+        };
         json!({"description": description,
-               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}})
+               "content": {"application/json": {"schema": {"$ref": schema}}}})
     };
     let Some(paths) = doc["paths"].as_object_mut() else {
         return;
@@ -219,6 +226,7 @@ fn answers_of_every_route(doc: &mut Value) {
         let Some(item) = item.as_object_mut() else {
             continue;
         };
+        let error = |description: &str| error_of(path, description);
         for op in item.values_mut() {
             let responses = &mut op["responses"];
             if path != "/health" && path != "/ready" && responses.get("503").is_none() {
@@ -264,4 +272,25 @@ fn link(
         })
         .collect();
     response["links"] = Value::Object(links);
+}
+
+/// utoipa describes a `Vec<u8>` body as an array of integers; on the wire an
+/// `application/octet-stream` body is bytes (a binary tensor body, an ONNX file).
+fn octet_streams_are_bytes(doc: &mut Value) {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::Object(media)) = m.get_mut("application/octet-stream") {
+                    media.insert(
+                        "schema".into(),
+                        json!({"type": "string", "format": "binary"}),
+                    );
+                }
+                m.values_mut().for_each(walk);
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut doc["paths"]);
 }

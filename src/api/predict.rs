@@ -88,7 +88,22 @@ pub async fn predict(
             format!("has {} values but the model takes {want} inputs", x.ncols()),
         ));
     }
-    let pred = state
+    let pred = compute(&state, &served, x).await?;
+    Ok(respond(&name, &served, pred))
+}
+
+/// The forward pass of `served` on the rows of `x` (of the model's width) through the batcher,
+/// its errors as this API states them; every prediction route (`/v1` predict, `/v2` infer)
+/// computes through here.
+///
+/// # Errors
+/// 503 when overloaded; 422 when a row overflows the network.
+pub(crate) async fn compute(
+    state: &AppState,
+    served: &std::sync::Arc<ModelVersion>,
+    x: ndarray::Array2<f32>,
+) -> Result<Prediction, ApiError> {
+    state
         .batcher
         .predict(served.clone(), x)
         .await
@@ -98,8 +113,7 @@ pub async fn predict(
                 ApiError::new(ErrorCode::Overloaded, "too many predictions at once").retry_after(1)
             }
             PredictError::Internal => ApiError::internal("the forward pass failed"),
-        })?;
-    Ok(respond(&name, &served, pred))
+        })
 }
 
 /// Rows (or about 8 record fields each) below which a body is decoded on the runtime.

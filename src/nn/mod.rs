@@ -27,7 +27,7 @@ mod scaling;
 mod spec;
 mod train;
 
-pub use activation::Activation;
+pub use activation::{Activation, LEAKY_SLOPE};
 pub use data::{Dataset, DatasetError, Label, LabelSet, Targets};
 pub use fitter::{BatchStats, Fitter};
 pub use loss::{Head, Loss};

@@ -7,6 +7,8 @@ mod events;
 mod hardening;
 mod helpers;
 mod models;
+mod onnx_export;
+mod open_inference;
 mod openapi;
 mod operations;
 mod persistence;

@@ -1,0 +1,408 @@
+//! Tensors of the Open Inference Protocol: datatypes, input data given as JSON (nested or flat,
+//! row-major) or as binary (the binary tensor data extension: little-endian, row-major, no
+//! padding), and the two outputs a model answers with, in either form.
+//!
+//! Runs on the async runtime: parsing and encoding are linear in the body and cost less than
+//! reading it; the forward pass is elsewhere.
+
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use std::fmt;
+
+/// The protocol's tensor element types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataType {
+    Bool,
+    U8,
+    U16,
+    U32,
+    U64,
+    I8,
+    I16,
+    I32,
+    I64,
+    F16,
+    F32,
+    F64,
+    Bytes,
+}
+
+impl DataType {
+    pub const NUMERIC_INPUTS: [&'static str; 10] = [
+        "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
+    ];
+
+    pub fn parse(s: &str) -> Option<DataType> {
+        use DataType::*;
+        Some(match s {
+            "BOOL" => Bool,
+            "UINT8" => U8,
+            "UINT16" => U16,
+            "UINT32" => U32,
+            "UINT64" => U64,
+            "INT8" => I8,
+            "INT16" => I16,
+            "INT32" => I32,
+            "INT64" => I64,
+            "FP16" => F16,
+            "FP32" => F32,
+            "FP64" => F64,
+            "BYTES" => Bytes,
+            _ => return None,
+        })
+    }
+
+    /// Bytes per element in binary form (`None` for BYTES, whose elements are length-prefixed).
+    pub fn size(self) -> Option<usize> {
+        use DataType::*;
+        match self {
+            Bool | U8 | I8 => Some(1),
+            U16 | I16 | F16 => Some(2),
+            U32 | I32 | F32 => Some(4),
+            U64 | I64 | F64 => Some(8),
+            Bytes => None,
+        }
+    }
+
+    fn is_integer(self) -> bool {
+        use DataType::*;
+        matches!(self, U8 | U16 | U32 | U64 | I8 | I16 | I32 | I64)
+    }
+
+    /// The representable range of an integer type (as f64; exact for all but the 64-bit ends,
+    /// where the nearest double is the bound any JSON number would have been rounded to).
+    fn range(self) -> (f64, f64) {
+        use DataType::*;
+        match self {
+            U8 => (0.0, f64::from(u8::MAX)),
+            U16 => (0.0, f64::from(u16::MAX)),
+            U32 => (0.0, f64::from(u32::MAX)),
+            U64 => (0.0, u64::MAX as f64),
+            I8 => (f64::from(i8::MIN), f64::from(i8::MAX)),
+            I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+            I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+            I64 => (i64::MIN as f64, i64::MAX as f64),
+            _ => (f64::NEG_INFINITY, f64::INFINITY),
+        }
+    }
+}
+
+/// Tensor data as JSON gives it: every number in row-major order, and the lengths of the
+/// nesting levels (one level for flat data). Nested arrays must be regular (every array at a
+/// level has the same length) and hold numbers at one depth only.
+#[derive(Debug, Default, PartialEq)]
+pub struct JsonData {
+    pub values: Vec<f64>,
+    pub dims: Vec<usize>,
+}
+
+impl<'de> Deserialize<'de> for JsonData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut c = Collector::default();
+        Level {
+            c: &mut c,
+            depth: 0,
+        }
+        .deserialize(d)?;
+        let depth = c.leaf_depth.unwrap_or(c.dims.len());
+        if depth == 0 {
+            return Err(serde::de::Error::custom("tensor data must be an array"));
+        }
+        c.dims.truncate(depth);
+        Ok(JsonData {
+            values: c.values,
+            dims: c.dims.into_iter().map(|d| d.unwrap_or(0)).collect(),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Collector {
+    values: Vec<f64>,
+    /// The length of the arrays at each depth (0 is the outermost), once one is seen.
+    dims: Vec<Option<usize>>,
+    /// The depth numbers are found at.
+    leaf_depth: Option<usize>,
+}
+
+impl Collector {
+    fn leaf<E: serde::de::Error>(&mut self, depth: usize, v: f64) -> Result<(), E> {
+        match self.leaf_depth {
+            None => self.leaf_depth = Some(depth),
+            Some(d) if d != depth => {
+                return Err(E::custom(
+                    "tensor data nests arrays irregularly (numbers at different depths)",
+                ));
+            }
+            Some(_) => {}
+        }
+        self.values.push(v);
+        Ok(())
+    }
+}
+
+/// The most nesting levels accepted in tensor data.
+const MAX_DEPTH: usize = 16;
+
+struct Level<'a> {
+    c: &'a mut Collector,
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Level<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Level<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of numbers, flat or nested")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error;
+        if self.depth >= MAX_DEPTH {
+            return Err(A::Error::custom("tensor data nests arrays too deeply"));
+        }
+        if self.c.leaf_depth.is_some_and(|d| d <= self.depth) {
+            return Err(A::Error::custom(
+                "tensor data nests arrays irregularly (numbers at different depths)",
+            ));
+        }
+        let mut n = 0usize;
+        while seq
+            .next_element_seed(Level {
+                c: &mut *self.c,
+                depth: self.depth + 1,
+            })?
+            .is_some()
+        {
+            n += 1;
+        }
+        if self.c.dims.len() <= self.depth {
+            self.c.dims.resize(self.depth + 1, None);
+        }
+        match self.c.dims[self.depth] {
+            None => self.c.dims[self.depth] = Some(n),
+            Some(m) if m != n => {
+                return Err(A::Error::custom(format!(
+                    "tensor data nests arrays of different lengths ({m} and {n}) at depth {}",
+                    self.depth + 1
+                )));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        if self.depth == 0 {
+            return Err(E::custom("tensor data must be an array"));
+        }
+        self.c.leaf(self.depth, v)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.visit_f64(v as f64)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom("tensor elements must be numbers, not booleans"))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom("tensor elements must be numbers, not strings"))
+    }
+}
+
+/// Why a tensor cannot be used; each message names the tensor.
+pub type TensorError = String;
+
+/// The elements of a JSON tensor of `datatype` as f32 (the engine's precision), checked
+/// against the type: integer types take integers in their range; every value must fit an f32.
+///
+/// # Errors
+/// A value that the type cannot hold or that overflows f32.
+pub fn json_to_f32(name: &str, dt: DataType, values: &[f64]) -> Result<Vec<f32>, TensorError> {
+    let (lo, hi) = dt.range();
+    let integer = dt.is_integer();
+    let mut out = Vec::with_capacity(values.len());
+    for (i, &v) in values.iter().enumerate() {
+        if integer && (v.fract() != 0.0 || v < lo || v > hi) {
+            return Err(format!(
+                "input {name:?}: element {i} ({v}) is not a {} value",
+                type_name(dt)
+            ));
+        }
+        let f = v as f32;
+        if !f.is_finite() {
+            return Err(format!(
+                "input {name:?}: element {i} ({v}) is out of range for a 32-bit float"
+            ));
+        }
+        out.push(f);
+    }
+    Ok(out)
+}
+
+/// Decodes `bytes` (little-endian elements of `dt`) to f32.
+///
+/// # Errors
+/// A type that is not numeric, or a value that is not finite as f32.
+pub fn binary_to_f32(name: &str, dt: DataType, bytes: &[u8]) -> Result<Vec<f32>, TensorError> {
+    use DataType::*;
+    let size = dt
+        .size()
+        .filter(|_| dt != Bool && dt != F16)
+        .ok_or_else(|| {
+            format!(
+                "input {name:?}: datatype {} is not accepted; send {}",
+                type_name(dt),
+                DataType::NUMERIC_INPUTS.join(", ")
+            )
+        })?;
+    let mut out = Vec::with_capacity(bytes.len() / size);
+    for (i, c) in bytes.chunks_exact(size).enumerate() {
+        let v = match dt {
+            F32 => f32::from_le_bytes(c.try_into().expect("4 bytes")),
+            F64 => f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            U8 => f32::from(c[0]),
+            I8 => f32::from(c[0] as i8),
+            U16 => f32::from(u16::from_le_bytes(c.try_into().expect("2 bytes"))),
+            I16 => f32::from(i16::from_le_bytes(c.try_into().expect("2 bytes"))),
+            U32 => u32::from_le_bytes(c.try_into().expect("4 bytes")) as f32,
+            I32 => i32::from_le_bytes(c.try_into().expect("4 bytes")) as f32,
+            U64 => u64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            I64 => i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
+            Bool | F16 | Bytes => unreachable!("refused above"),
+        };
+        if !v.is_finite() {
+            return Err(format!(
+                "input {name:?}: element {i} is not a finite 32-bit float"
+            ));
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+pub fn type_name(dt: DataType) -> &'static str {
+    use DataType::*;
+    match dt {
+        Bool => "BOOL",
+        U8 => "UINT8",
+        U16 => "UINT16",
+        U32 => "UINT32",
+        U64 => "UINT64",
+        I8 => "INT8",
+        I16 => "INT16",
+        I32 => "INT32",
+        I64 => "INT64",
+        F16 => "FP16",
+        F32 => "FP32",
+        F64 => "FP64",
+        Bytes => "BYTES",
+    }
+}
+
+/// Appends BYTES elements in binary form: each a 4-byte little-endian length, then the bytes.
+pub fn push_bytes_elements<'a>(out: &mut Vec<u8>, elements: impl Iterator<Item = &'a [u8]>) {
+    for e in elements {
+        out.extend_from_slice(&(e.len() as u32).to_le_bytes());
+        out.extend_from_slice(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<JsonData, String> {
+        serde_json::from_str::<JsonData>(s).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flat_and_nested_data_give_values_in_row_major_order_and_their_dims() {
+        assert_eq!(
+            parse("[1, 2.5, 3, 4]").unwrap(),
+            JsonData {
+                values: vec![1.0, 2.5, 3.0, 4.0],
+                dims: vec![4]
+            }
+        );
+        assert_eq!(
+            parse("[[1, 2], [3, 4], [5, 6]]").unwrap(),
+            JsonData {
+                values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                dims: vec![3, 2]
+            }
+        );
+        assert_eq!(parse("[]").unwrap().dims, vec![0]);
+        assert_eq!(parse("[[], []]").unwrap().dims, vec![2, 0]);
+    }
+
+    #[test]
+    fn irregular_or_non_numeric_data_is_refused() {
+        for bad in [
+            "[[1, 2], [3]]",
+            "[[1, 2], 3]",
+            "[1, [2, 3]]",
+            "[\"a\"]",
+            "[true]",
+            "[null]",
+            "3",
+            "{}",
+            "[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]",
+        ] {
+            assert!(parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn values_are_checked_against_their_datatype() {
+        assert_eq!(
+            json_to_f32("x", DataType::I32, &[1.0, -7.0]).unwrap(),
+            vec![1.0, -7.0]
+        );
+        assert!(json_to_f32("x", DataType::I32, &[1.5]).is_err());
+        assert!(json_to_f32("x", DataType::U8, &[256.0]).is_err());
+        assert!(json_to_f32("x", DataType::U8, &[-1.0]).is_err());
+        assert!(json_to_f32("x", DataType::F32, &[1e39]).is_err());
+        assert_eq!(
+            json_to_f32("x", DataType::F64, &[0.1]).unwrap(),
+            vec![0.1f32]
+        );
+    }
+
+    #[test]
+    fn binary_elements_are_little_endian() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&1.5f32.to_le_bytes());
+        b.extend_from_slice(&(-2.0f32).to_le_bytes());
+        assert_eq!(
+            binary_to_f32("x", DataType::F32, &b).unwrap(),
+            vec![1.5, -2.0]
+        );
+        assert_eq!(
+            binary_to_f32("x", DataType::I16, &[0xff, 0xff, 0x02, 0x00]).unwrap(),
+            vec![-1.0, 2.0]
+        );
+        assert_eq!(
+            binary_to_f32("x", DataType::F64, &0.25f64.to_le_bytes()).unwrap(),
+            vec![0.25]
+        );
+        assert!(binary_to_f32("x", DataType::F32, &f32::NAN.to_le_bytes()).is_err());
+        assert!(binary_to_f32("x", DataType::Bool, &[1]).is_err());
+        let mut out = Vec::new();
+        push_bytes_elements(&mut out, ["ab", ""].iter().map(|s| s.as_bytes()));
+        assert_eq!(out, vec![2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
+    }
+}

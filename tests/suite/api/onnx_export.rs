@@ -1,0 +1,47 @@
+//! `GET /v1/models/{name}/versions/{v}/export?format=onnx`. The graph's numerics are checked in
+//! `export::onnx`'s unit tests and, with onnx.checker and ONNX Runtime, in tests/interop.
+
+use super::helpers::{expect, expect_error, spawn_app};
+use mlpd::export::proto::ModelProto;
+use prost::Message;
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn onnx_is_an_export_format_and_json_stays_the_default() {
+    let app = spawn_app().await;
+    app.trained_iris("iris").await;
+    let doc = expect(
+        app.get("/v1/models/iris/versions/1/export").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(doc["format"], "mlpd.model");
+    let r = app
+        .get("/v1/models/iris/versions/1/export?format=onnx")
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"iris-v1.onnx\""
+    );
+    let m = ModelProto::decode(r.bytes().await.unwrap()).unwrap();
+    let g = m.graph.unwrap();
+    assert_eq!(g.name.as_deref(), Some("iris"));
+    let outputs: Vec<_> = g.output.iter().map(|o| o.name.clone().unwrap()).collect();
+    assert_eq!(outputs, ["outputs", "label"]);
+    expect_error(
+        app.get("/v1/models/iris/versions/1/export?format=pmml")
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    expect_error(
+        app.get("/v1/models/iris/versions/9/export?format=onnx")
+            .await,
+        StatusCode::NOT_FOUND,
+        "version_not_found",
+    )
+    .await;
+}
