@@ -338,6 +338,7 @@ pub enum ExportFormat {
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// `json` (default) or `onnx`.
+    #[param(inline)]
     pub format: Option<ExportFormat>,
 }
 
