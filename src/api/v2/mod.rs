@@ -326,10 +326,11 @@ fn readiness(
         Err(e) if e.status == StatusCode::CONFLICT => false,
         Err(e) => return Err(e),
     };
+    // Not ready is a 4xx, as the protocol says (a 5xx would be a server fault).
     let status = if ready {
         StatusCode::OK
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        StatusCode::CONFLICT
     };
     Ok((
         status,
@@ -346,7 +347,7 @@ fn readiness(
     responses(
         (status = 200, description = "Ready", body = ModelReadiness),
         (status = 404, description = "No such model", body = InferenceError),
-        (status = 503, description = "Not trained yet", body = ModelReadiness),
+        (status = 409, description = "Not trained yet", body = ModelReadiness),
     ))]
 pub async fn model_ready(
     State(state): State<AppState>,
@@ -361,7 +362,7 @@ pub async fn model_ready(
     responses(
         (status = 200, description = "Ready", body = ModelReadiness),
         (status = 404, description = "No such model or version", body = InferenceError),
-        (status = 503, description = "Not trained yet", body = ModelReadiness),
+        (status = 409, description = "Not trained yet", body = ModelReadiness),
     ))]
 pub async fn model_version_ready(
     State(state): State<AppState>,

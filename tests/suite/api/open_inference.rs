@@ -66,11 +66,7 @@ async fn server_and_model_metadata_and_readiness() {
     .await;
     // Defined but not trained: known, not ready, tensors from the architecture.
     assert_eq!(
-        expect(
-            app.get("/v2/models/iris/ready").await,
-            StatusCode::SERVICE_UNAVAILABLE
-        )
-        .await,
+        expect(app.get("/v2/models/iris/ready").await, StatusCode::CONFLICT).await,
         json!({"name": "iris", "ready": false})
     );
     let m = expect(app.get("/v2/models/iris").await, StatusCode::OK).await;
