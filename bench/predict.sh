@@ -16,7 +16,7 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 cargo build --release --quiet
 WORK=$(mktemp -d)
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
-MLPD_BIND=127.0.0.1:$PORT MLPD_TRAIN_WORKERS=1 MLPD_LOG_FORMAT=json RUST_LOG=warn target/release/mlpd >"$WORK/server.log" 2>&1 &
+MLPD_DATA_DIR="$WORK/data" MLPD_BIND=127.0.0.1:$PORT MLPD_TRAIN_WORKERS=1 MLPD_LOG_FORMAT=json RUST_LOG=warn target/release/mlpd >"$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 50); do curl -sf $B/health >/dev/null && break; sleep 0.1; done
 

@@ -3,9 +3,10 @@
 //!
 //!   N  784-30-10, sigmoid everywhere, mse, sgd lr 3.0, batch 10
 //!   W  784-256-128-10, relu + softmax/cross_entropy, sgd lr 0.1, batch 64
+//!   B  784-1024-1024-10, relu + softmax/cross_entropy, sgd lr 0.05, batch 256 (GEMM-bound)
 //!
-//! `cargo bench --bench train -- [--config N|W] [--threads T] [--epochs E]` prints samples/s per
-//! epoch and the median. `bench/compare.sh` runs it beside the NumPy/PyTorch baselines and
+//! `cargo bench --bench train -- [--config N|W|B] [--threads T] [--epochs E]` prints samples/s per
+//! epoch and the median. `bench/compare.sh` runs it beside the NumPy/PyTorch baselines (1 and 2 threads) and
 //! prints the ratios.
 
 use mlpd::nn::{
@@ -48,7 +49,17 @@ fn main() {
             64,
             0.1,
         ),
-        other => panic!("unknown config {other}: use N or W"),
+        "B" => (
+            vec![
+                (1024, Activation::Relu),
+                (1024, Activation::Relu),
+                (10, Activation::Softmax),
+            ],
+            Loss::CrossEntropy,
+            256,
+            0.05,
+        ),
+        other => panic!("unknown config {other}: use N, W or B"),
     };
     let spec = NetworkSpec {
         inputs: 784,

@@ -65,7 +65,7 @@ fn describe() {
     describe_histogram!(
         "mlpd_prediction_duration_seconds",
         metrics::Unit::Seconds,
-        "Time to compute one prediction request (forward pass, without queueing)"
+        "Time of one forward pass (one request, or a batch of them), without queueing"
     );
     describe_histogram!(
         "mlpd_prediction_batch_rows",

@@ -140,10 +140,15 @@ mod avx2 {
         let mut acc = [[_mm256_setzero_ps(); U]; R];
         let mut c = 0;
         while c < body {
-            // SAFETY: c + LANES <= body <= k <= every slice's length.
-            let wv: [__m256; U] =
-                std::array::from_fn(|u| unsafe { _mm256_loadu_ps(w[u].as_ptr().add(c)) });
+            // No closures here: they would not inherit the target features, and every
+            // intrinsic would become a call.
+            let mut wv = [_mm256_setzero_ps(); U];
+            for u in 0..U {
+                // SAFETY: c + LANES <= body <= k <= every slice's length.
+                wv[u] = unsafe { _mm256_loadu_ps(w[u].as_ptr().add(c)) };
+            }
             for r in 0..R {
+                // SAFETY: as above.
                 let xv = unsafe { _mm256_loadu_ps(x[r].as_ptr().add(c)) };
                 for u in 0..U {
                     acc[r][u] = _mm256_fmadd_ps(xv, wv[u], acc[r][u]);
