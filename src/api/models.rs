@@ -349,7 +349,7 @@ pub struct ExportQuery {
         (status = 200, description = "The version: the JSON document, ready to import elsewhere, or (`format=onnx`) an ONNX model with input `input` [N, inputs] and outputs `outputs` [N, units] and, for classifiers, `label` [N]",
             content((ModelExport = "application/json"), (Vec<u8> = "application/octet-stream"))),
         (status = 404, description = "No such model or version", body = ErrorBody),
-        (status = 422, description = "Unknown format", body = ErrorBody),
+        (status = 422, description = "Unknown format, or `format=onnx` for a model with categorical features or missing-value indicators (not supported yet)", body = ErrorBody),
     ))]
 pub async fn export(
     State(state): State<AppState>,
@@ -363,6 +363,20 @@ pub async fn export(
         .serving(&name, Some(version))
         .map_err(|e| lookup_error(&name, e))?;
     if q.format.unwrap_or_default() == ExportFormat::Onnx {
+        // The graph starts at the network's (scaled) inputs: a signature that encodes raw
+        // records (one-hot levels, missing indicators) is not in it yet, so such a graph would
+        // not compute what predict computes from the same raw inputs. Refuse rather than mislead.
+        if let Some(sig) = v.signature.as_ref().filter(|s| !s.is_identity()) {
+            return Err(ApiError::invalid(
+                "format",
+                format!(
+                    "ONNX export of a model with categorical features or missing-value indicators \
+                     is not supported yet ({} features encode to {} inputs); use format=json",
+                    sig.features.len(),
+                    sig.width()
+                ),
+            ));
+        }
         let (model, description) = (name.to_string(), entry.description.clone());
         // Linear in the weights, but a large model is many megabytes: off the runtime.
         let bytes = tokio::task::spawn_blocking(move || {

@@ -45,3 +45,50 @@ async fn onnx_is_an_export_format_and_json_stays_the_default() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn onnx_export_of_a_model_with_categorical_features_is_refused_and_json_still_works() {
+    let app = spawn_app().await;
+    let csv =
+        "size,district,price\n850,gangnam,420\n900,mapo,600\n700,gangnam,430\n1000,mapo,610\n";
+    let d = expect(
+        app.post_csv("/v1/datasets", csv.to_owned()).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    expect(
+        app.post(
+            "/v1/models",
+            &serde_json::json!({"name": "flats", "layers": [{"units": 1, "activation": "identity"}]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let job = app
+        .train(
+            "flats",
+            serde_json::json!({"dataset_id": d["id"], "epochs": 2}),
+        )
+        .await;
+    let done = app.wait_done(&job).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let e = expect_error(
+        app.get("/v1/models/flats/versions/1/export?format=onnx")
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(e["field"], "format", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("categorical"),
+        "{e}"
+    );
+    let doc = expect(
+        app.get("/v1/models/flats/versions/1/export").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(doc["format"], "mlpd.model");
+}
