@@ -1,15 +1,36 @@
 #!/usr/bin/env bash
-# Dataset ingest: POST an MNIST-shaped CSV (60,000 rows × 784 pixel columns + a label column,
-# ≈ 110 MB) to a release server and report the time and the server's peak memory (VmHWM).
+# Dataset ingest, this tree against a base commit in the same run: diamonds (2.5 MB, 54k rows,
+# three text columns) and an MNIST-shaped numeric CSV (60,000 rows × 784 pixels + a label,
+# ≈ 110 MB), each POSTed ROUNDS times to a release server of each build, interleaved (base,
+# this, base, this, …) so both see the same machine load. Prints each upload's median time
+# (request sent → 201 with the dataset stored), the servers' peak memory, and this build's
+# gzip uploads of the same files.
 #
-#   bench/ingest.sh
+#   bench/ingest.sh [BASE_REV]     (default HEAD~1; ROUNDS=5)
+#
+# The base is built from `git archive BASE_REV` into this tree's target directory, so only the
+# mlpd crate itself is compiled again (twice: base, then this tree back).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PORT=${PORT:-18182}
-B=http://127.0.0.1:$PORT
-cargo build --release --quiet
+ROOT=$PWD
+BASE_REV=${1:-HEAD~1}
+ROUNDS=${ROUNDS:-5}
 WORK=$(mktemp -d)
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "building the base ($(git rev-parse --short "$BASE_REV")) and this tree, release…" >&2
+mkdir "$WORK/base"
+git archive "$BASE_REV" | tar -x -C "$WORK/base"
+(cd "$WORK/base" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --quiet)
+cp target/release/mlpd "$WORK/mlpd-base"
+cargo build --release --quiet
+cp target/release/mlpd "$WORK/mlpd-this"
+
 python3 - "$WORK/mnist.csv" <<'PY'
 import random, sys
 random.seed(0)
@@ -20,21 +41,74 @@ with open(sys.argv[1], "w") as f:
         px = ["0" if random.random() < 0.8 else str(random.randint(1, 255)) for _ in range(784)]
         f.write(f"{r % 10}," + ",".join(px) + "\n")
 PY
-SIZE=$(stat -c %s "$WORK/mnist.csv")
-MLPD_BIND=127.0.0.1:$PORT MLPD_LOG_FORMAT=json RUST_LOG=warn target/release/mlpd >"$WORK/server.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 50); do curl -sf $B/health >/dev/null && break; sleep 0.1; done
-hwm() { awk '/VmHWM/ {print $2}' /proc/$SERVER/status; }
-BEFORE=$(hwm)
-T0=$(date +%s.%N)
-OUT=$(curl -sf -XPOST "$B/v1/datasets?target=label&name=mnist" -H 'content-type: text/csv' --data-binary "@$WORK/mnist.csv")
-T1=$(date +%s.%N)
-AFTER=$(hwm)
-echo "$OUT" | python3 -c 'import sys,json; d=json.load(sys.stdin); print("stored", d["rows"], "rows x", d["input_width"], "features,", len(d["classes"]["values"]), "classes")'
-python3 - "$SIZE" "$T0" "$T1" "$BEFORE" "$AFTER" <<'PY'
-import sys
-size, t0, t1, before, after = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-matrix = 60000 * 784 * 4 / 2**20
-print(f"CSV {size / 2**20:.0f} MiB ingested in {t1 - t0:.2f} s ({size / 2**20 / (t1 - t0):.0f} MiB/s)")
-print(f"server peak RSS {before / 1024:.0f} MiB before, {after / 1024:.0f} MiB after; the f32 matrix alone is {matrix:.0f} MiB")
+cp datasets/diamonds.csv "$WORK/diamonds.csv"
+gzip -k -6 "$WORK/mnist.csv" "$WORK/diamonds.csv"
+
+start() { # name port → starts a server of binary $WORK/mlpd-$name on port
+  mkdir -p "$WORK/data-$1"
+  MLPD_BIND=127.0.0.1:$2 MLPD_DATA_DIR="$WORK/data-$1" MLPD_LOG_FORMAT=json RUST_LOG=warn \
+    "$WORK/mlpd-$1" >"$WORK/server-$1.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$2/health" >/dev/null && return; sleep 0.1; done
+  echo "server $1 did not start" >&2
+  exit 1
+}
+PORT_BASE=${PORT:-18182}
+PORT_THIS=$((PORT_BASE + 1))
+start base "$PORT_BASE"
+BASE_PID=${PIDS[-1]}
+start this "$PORT_THIS"
+THIS_PID=${PIDS[-1]}
+
+upload() { # port file query [encoding] → prints seconds; deletes the dataset after
+  local port=$1 file=$2 query=$3 enc=${4:-} out t id
+  local args=(-s -o "$WORK/resp.json" -w '%{http_code} %{time_total}' -XPOST
+    "http://127.0.0.1:$port/v1/datasets?$query" -H 'content-type: text/csv' --data-binary "@$file")
+  [ -n "$enc" ] && args+=(-H "content-encoding: $enc")
+  out=$(curl "${args[@]}")
+  if [ "${out%% *}" != 201 ]; then
+    echo "upload of $file to port $port: HTTP $out: $(head -c 300 "$WORK/resp.json")" >&2
+    exit 1
+  fi
+  t=${out#* }
+  id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/resp.json")
+  curl -sf -XDELETE "http://127.0.0.1:$port/v1/datasets/$id" >/dev/null
+  echo "$t"
+}
+
+declare -A T
+for _ in $(seq "$ROUNDS"); do
+  for f in diamonds mnist; do
+    q="target=price"; [ $f = mnist ] && q="target=label"
+    T[$f-base]+="$(upload $PORT_BASE "$WORK/$f.csv" "$q") "
+    T[$f-this]+="$(upload $PORT_THIS "$WORK/$f.csv" "$q") "
+    T[$f-gzip]+="$(upload $PORT_THIS "$WORK/$f.csv.gz" "$q" gzip) "
+  done
+done
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+
+echo "load: $(uptime | sed 's/.*load average/load average/')"
+python3 - "$ROUNDS" "$(stat -c %s "$WORK/diamonds.csv")" "$(stat -c %s "$WORK/diamonds.csv.gz")" \
+  "$(stat -c %s "$WORK/mnist.csv")" "$(stat -c %s "$WORK/mnist.csv.gz")" \
+  "${T[diamonds-base]}" "${T[diamonds-this]}" "${T[diamonds-gzip]}" \
+  "${T[mnist-base]}" "${T[mnist-this]}" "${T[mnist-gzip]}" \
+  "$(hwm "$BASE_PID")" "$(hwm "$THIS_PID")" "$(git rev-parse --short "$BASE_REV")" <<'PY'
+import statistics as st, sys
+a = sys.argv[1:]
+rounds = int(a[0])
+dsz, dgz, msz, mgz = map(int, a[1:5])
+times = [[float(x) for x in s.split()] for s in a[5:11]]
+hwm_base, hwm_this, base = int(a[11]), int(a[12]), a[13]
+med = [st.median(t) for t in times]
+print(f"median of {rounds} uploads each (request → 201, stored); base = {base}")
+print(f"{'file':<10}{'size':>10}{'base':>10}{'this':>10}{'this/base':>11}{'gzip':>10}{'gz size':>10}")
+for name, size, gz, (b, t, g) in [("diamonds", dsz, dgz, med[0:3]), ("mnist", msz, mgz, med[3:6])]:
+    print(f"{name:<10}{size / 2**20:>8.1f}MB{b:>9.3f}s{t:>9.3f}s{t / b:>10.2f}x{g:>9.3f}s{size / gz:>8.1f}x")
+print(f"all times (s): " + "; ".join(f"{n} {' '.join(f'{x:.3f}' for x in t)}" for n, t in zip(
+    ["diamonds base", "diamonds this", "diamonds gzip", "mnist base", "mnist this", "mnist gzip"], times)))
+print(f"server peak RSS: base {hwm_base / 1024:.0f} MiB, this {hwm_this / 1024:.0f} MiB "
+      f"(the MNIST f32 matrix alone is {60000 * 785 * 4 / 2**20:.0f} MiB)")
+print(f"target: diamonds stored in under 1 s: {'met' if med[1] < 1 else 'NOT met'} ({med[1]:.3f} s); "
+      f"MNIST no slower than the base: {'met' if med[4] <= med[3] * 1.05 else 'NOT met'} "
+      f"({med[4] / med[3]:.2f}x, 5% allowed for noise)")
 PY

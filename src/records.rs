@@ -62,6 +62,9 @@ pub struct DatasetRecord {
     /// What the uploader said the targets are.
     #[serde(default)]
     pub task: Option<Task>,
+    /// Columns the uploader left out (`?ignore=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
 }
 
 /// A stored column: its profile, its role, and for a categorical column its levels in code
@@ -115,6 +118,7 @@ impl DatasetRecord {
             classes,
             columns,
             task: t.task(),
+            ignored: t.ignored().to_vec(),
         }
     }
 }

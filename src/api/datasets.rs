@@ -1,6 +1,7 @@
 //! `/v1/datasets`: upload (JSON, or CSV streamed straight into the parser), list, inspect,
 //! delete.
 
+use super::encoding::{BodyEncoding, body_encoding, decoded, gunzip_all, gzip_error};
 use super::extract::{Path, content_type, parse_json};
 use super::views::DatasetView;
 use crate::datasets::StoredDataset;
@@ -36,6 +37,9 @@ pub struct DatasetList {
 /// (repeatable; replaces the default `NA`, `NaN`, `null`, `?`; the empty cell is always
 /// missing), `?delimiter=;` (one character; `tab` for tabs). JSON: `records` (with `target`,
 /// `categorical`, `numeric`, `ignore`, `task` in the body), or `inputs` with `targets` or `labels`.
+///
+/// Either body may be gzip-compressed (`Content-Encoding: gzip`): it is decompressed as a
+/// stream, and the size limit applies to the compressed and to the decompressed bytes alike.
 #[utoipa::path(post, path = "/v1/datasets", operation_id = "createDataset", tag = "datasets",
     request_body(content(
         (DatasetJson = "application/json"),
@@ -50,14 +54,15 @@ pub struct DatasetList {
         ("ignore" = Option<Vec<String>>, Query, description = "CSV: a column to leave out (repeatable)", explode = true),
         ("missing" = Option<Vec<String>>, Query, description = "CSV: a cell text meaning missing (repeatable; replaces NA, NaN, null, ?)", explode = true),
         ("delimiter" = Option<String>, Query, description = "CSV: the field delimiter, one character or `tab` (default `,`)"),
+        ("Content-Encoding" = Option<String>, Header, description = "`gzip` for a compressed body (decompressed under the same size limit)"),
     ),
     responses(
         (status = 201, description = "The dataset", body = DatasetView,
             headers(("Location" = String, description = "The dataset's URL"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 413, description = "Body too large (compressed, or once decompressed)", body = ErrorBody),
         (status = 409, description = "The server holds `--max-datasets` datasets (`limit_reached`)", body = ErrorBody),
-        (status = 415, description = "Neither JSON nor CSV", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor CSV, or an encoding other than gzip", body = ErrorBody),
         (status = 422, description = "Invalid data", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
@@ -83,6 +88,7 @@ pub async fn create(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
+    let encoding = body_encoding(req.headers())?;
     let (name, data) = match content_type(req.headers()).as_deref() {
         Some("application/json") => {
             let body = http_body_util::Limited::new(req.into_body(), limit);
@@ -96,11 +102,16 @@ pub async fn create(
                     ));
                 }
             };
-            let json: DatasetJson = parse_json(&bytes)?;
-            drop(bytes);
-            tokio::task::spawn_blocking(move || json.into_table(max_cells))
-                .await
-                .map_err(ApiError::internal)??
+            tokio::task::spawn_blocking(move || {
+                let json: DatasetJson = match encoding {
+                    BodyEncoding::Identity => parse_json(&bytes)?,
+                    BodyEncoding::Gzip => parse_json(&gunzip_all(&bytes, limit)?)?,
+                };
+                drop(bytes);
+                json.into_table(max_cells)
+            })
+            .await
+            .map_err(ApiError::internal)??
         }
         Some("text/csv") => {
             let opts = csv_options(req.uri().query().unwrap_or(""), max_cells)?;
@@ -109,13 +120,17 @@ pub async fn create(
                 TryStreamExt::map_err(Body::new(stream).into_data_stream(), std::io::Error::other);
             let reader = SyncIoBridge::new(StreamReader::new(stream));
             let (name, opts) = opts;
-            let parsed =
-                tokio::task::spawn_blocking(move || crate::domain::csv::parse(reader, &opts))
-                    .await
-                    .map_err(ApiError::internal)?;
+            let parsed = tokio::task::spawn_blocking(move || {
+                crate::domain::csv::parse(decoded(reader, encoding, limit), &opts)
+            })
+            .await
+            .map_err(ApiError::internal)?;
             match parsed {
                 Ok(d) => (name, d),
                 Err(CsvError::Io(e)) if is_length_limit(&e) => return Err(too_large()),
+                Err(CsvError::Io(e)) if gzip_error(&e).is_some() => {
+                    return Err(gzip_error(&e).expect("checked"));
+                }
                 Err(e) => return Err(ApiError::invalid("body", e)),
             }
         }

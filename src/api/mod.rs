@@ -2,6 +2,7 @@
 
 mod dashboard;
 mod datasets;
+mod encoding;
 mod events;
 pub mod extract;
 mod health;

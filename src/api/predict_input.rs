@@ -4,7 +4,8 @@
 //! with a header row. Records, columns and CSV go through the version's signature: a missing
 //! or `null` cell is imputed as in training; an unknown field, text in a numeric feature, or a
 //! row with no known feature is a 422 naming the row and field. Fields naming the model's
-//! target columns are ignored (a training row may be sent as it is).
+//! target columns, or columns ignored at upload (`?ignore=`), are disregarded: a row of the
+//! training file may be sent as it is.
 
 use super::extract::{body_error, content_type, is_json, parse_json};
 use crate::domain::dataset::{json_cell, matrix};
@@ -147,7 +148,7 @@ fn records_matrix(
         for k in r.keys() {
             if sig.position(k).is_some() {
                 known += 1;
-            } else if !sig.targets.contains(k) {
+            } else if !sig.disregards(k) {
                 return Err(unknown_field(sig, format!("records[{i}].{k}"), k));
             }
         }
@@ -195,7 +196,7 @@ fn columns_matrix(sig: &Signature, columns: &Map<String, Value>) -> Result<Array
         };
         match sig.position(k) {
             Some(f) => by_feature[f] = Some(values),
-            None if sig.targets.contains(k) => continue,
+            None if sig.disregards(k) => continue,
             None => return Err(unknown_field(sig, format!("columns.{k}"), k)),
         }
         match rows {
@@ -268,7 +269,7 @@ fn csv_matrix(sig: &Signature, body: &[u8]) -> Result<Array2<f32>, ApiError> {
                 }
                 feeds.push(Some(f));
             }
-            None if sig.targets.iter().any(|t| t == h) => feeds.push(None),
+            None if sig.disregards(h) => feeds.push(None),
             None => return Err(unknown_field(sig, "header".into(), h)),
         }
     }

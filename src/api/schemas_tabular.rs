@@ -146,6 +146,10 @@ pub struct Signature {
     pub features: Vec<Feature>,
     /// The target columns' names.
     pub targets: Vec<String>,
+    /// Columns of the training data left out (`?ignore=`): accepted in a prediction and
+    /// disregarded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
 }
 
 impl From<&tabular::Task> for Task {
@@ -272,10 +276,15 @@ impl From<&tabular::Feature> for Feature {
 
 impl From<&tabular::Signature> for Signature {
     fn from(s: &tabular::Signature) -> Self {
-        let tabular::Signature { features, targets } = s;
+        let tabular::Signature {
+            features,
+            targets,
+            ignored,
+        } = s;
         Signature {
             features: features.iter().map(Into::into).collect(),
             targets: targets.clone(),
+            ignored: ignored.clone(),
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct SignatureView {
     pub features: Vec<FeatureView>,
     /// The target columns' names.
     pub targets: Vec<String>,
+    /// Columns of the training data left out (`?ignore=`): a prediction may carry them, and
+    /// they are disregarded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
 }
 
 /// One feature: its preprocessing and where it lands in the network input.
@@ -90,6 +94,7 @@ impl SignatureView {
             inputs: sig.width(),
             features,
             targets: sig.targets.clone(),
+            ignored: sig.ignored.clone(),
         }
     }
 }
@@ -180,6 +185,9 @@ pub struct DatasetView {
     /// What the uploader said the targets are (otherwise the model decides).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
+    /// Columns left out at upload (`?ignore=`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
@@ -218,6 +226,7 @@ impl From<&DatasetRecord> for DatasetView {
                 .map(|c| c.info.name.clone())
                 .collect(),
             task: d.task,
+            ignored: d.ignored.clone(),
             created_at: d.created_at,
         }
     }

@@ -238,7 +238,8 @@ pub fn parse<R: Read>(input: R, opts: &CsvOptions) -> Result<Table, CsvError> {
         features,
         target_columns.into_iter().flatten().collect(),
         opts.task,
-    )?)
+    )?
+    .with_ignored(opts.ignore.clone()))
 }
 
 fn map_err(e: ::csv::Error, line: u64) -> CsvError {

@@ -287,6 +287,7 @@ pub fn records_table(
         target_cols.into_iter().flatten().collect(),
         opts.task,
     )
+    .map(|t| t.with_ignored(opts.ignore.clone()))
     .map_err(|e| ApiError::invalid("records", e))
 }
 

@@ -395,7 +395,9 @@ impl Store for SqliteStore {
                 values,
             });
         }
-        Table::new(fcols, tcols, meta.task).map(Some).map_err(fail)
+        Table::new(fcols, tcols, meta.task)
+            .map(|t| Some(t.with_ignored(meta.ignored.clone())))
+            .map_err(fail)
     }
 
     fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError> {

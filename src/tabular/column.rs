@@ -285,6 +285,14 @@ impl ColumnBuilder {
             if missing.contains(text) {
                 return self.push(Cell::Missing);
             }
+            // A column that became categorical by inference: its numbers before the switch
+            // became their shortest text (`1.50` → `1.5`), so numbers after it do too, and one
+            // value is one level. A column forced categorical keeps its text (`007`).
+            if self.forced.is_none()
+                && let Cell::Number(x) = missing.read(text)
+            {
+                return self.push(Cell::Number(x));
+            }
             return self.push(Cell::Text(text));
         }
         self.push(missing.read(text))
@@ -378,9 +386,24 @@ impl ColumnBuilder {
     }
 }
 
-/// A number as a category's text: integers without a fraction (`3`, not `3.0`).
+/// A number as a category's text: the shortest text of its 32-bit float (as a numeric column
+/// holds it), integers without a fraction (`3`, not `3.0`; `1.50` → `1.5`).
 pub fn number_text(x: f64) -> String {
-    format!("{x}")
+    #[allow(clippy::cast_possible_truncation)]
+    let y = x as f32;
+    if y.is_finite() {
+        format!("{y}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// A number's text as a category's text ([`number_text`]), if the text is a finite number.
+pub fn canonical_number(text: &str) -> Option<String> {
+    text.parse::<f32>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .map(|x| format!("{x}"))
 }
 
 /// Why columns do not make a dataset.
@@ -413,6 +436,9 @@ pub struct Table {
     targets: Vec<Column>,
     task: Option<Task>,
     rows: usize,
+    /// Columns the uploader left out (`?ignore=`): a model trained on the table accepts them
+    /// at prediction and disregards them.
+    ignored: Vec<String>,
 }
 
 impl Table {
@@ -462,7 +488,19 @@ impl Table {
             targets,
             task,
             rows,
+            ignored: Vec::new(),
         })
+    }
+
+    /// The same table, naming the columns left out of it.
+    #[must_use]
+    pub fn with_ignored(mut self, ignored: Vec<String>) -> Self {
+        self.ignored = ignored;
+        self
+    }
+
+    pub fn ignored(&self) -> &[String] {
+        &self.ignored
     }
 
     pub fn rows(&self) -> usize {
@@ -534,6 +572,32 @@ mod tests {
                 count: 2
             }
         );
+    }
+
+    #[test]
+    fn numbers_after_the_switch_to_categorical_read_like_the_numbers_before_it() {
+        // `1.50` before the text cell became `1.5`; `1.50` and `1.5` after it are that level
+        // too, and `007` is `7`: one value, one level, whatever its spelling.
+        let c = build(&["1.50", "x", "1.5", "1.50", "007", "7"], None).unwrap();
+        let Values::Categorical { levels, codes } = &c.values else {
+            panic!("categorical expected: {c:?}")
+        };
+        assert_eq!(levels, &["1.5", "x", "7"]);
+        assert_eq!(codes, &[0, 1, 0, 0, 2, 2]);
+        // Large integers read as a numeric column would hold them (f32), before and after.
+        let c = build(&["16777217", "x", "16777217"], None).unwrap();
+        let Values::Categorical { levels, codes } = &c.values else {
+            panic!("categorical expected: {c:?}")
+        };
+        assert_eq!(
+            (levels.len(), codes[0] == codes[2]),
+            (2, true),
+            "{levels:?}"
+        );
+        assert_eq!(canonical_number("1.50").as_deref(), Some("1.5"));
+        assert_eq!(canonical_number("Ideal"), None);
+        assert_eq!(number_text(1.5), "1.5");
+        assert_eq!(number_text(0.1), "0.1");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! `[is_missing]` if it has an indicator; categorical → one slot per level (sorted), then
 //! `other` if any level was folded, then `missing` if training saw missing cells.
 
-use super::column::{Cell, Column, MISSING, Values, number_text};
+use super::column::{Cell, Column, MISSING, Values, canonical_number, number_text};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
@@ -177,6 +177,10 @@ pub struct Signature {
     pub features: Vec<Feature>,
     /// The target columns' names.
     pub targets: Vec<String>,
+    /// Columns of the training data left out of the features (`?ignore=` at upload): a
+    /// prediction may carry them (a row as it came), and they are disregarded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
 }
 
 /// Why preprocessing could not be learned.
@@ -302,7 +306,11 @@ impl Signature {
                 }
             });
         }
-        Ok(Signature { features, targets })
+        Ok(Signature {
+            features,
+            targets,
+            ignored: Vec::new(),
+        })
     }
 
     /// The network's input width.
@@ -321,6 +329,12 @@ impl Signature {
                 }
             )
         })
+    }
+
+    /// Whether a field of this name in a prediction is disregarded: a target or an ignored
+    /// column of the training data.
+    pub fn disregards(&self, name: &str) -> bool {
+        self.targets.iter().any(|t| t == name) || self.ignored.iter().any(|t| t == name)
     }
 
     pub fn position(&self, name: &str) -> Option<usize> {
@@ -393,13 +407,21 @@ impl Signature {
                         }
                         Cell::Text(t) => t,
                     };
-                    if let Ok(i) = levels.binary_search_by(|l| l.as_str().cmp(text)) {
+                    // A number's spelling may differ from its level's (`1.50` for `1.5`, as a
+                    // column that turned categorical by inference stores numbers): the exact
+                    // text first, then the number's canonical text.
+                    let find = |t: &str| {
+                        if let Ok(i) = levels.binary_search_by(|l| l.as_str().cmp(t)) {
+                            Some(i)
+                        } else if infrequent.binary_search_by(|l| l.as_str().cmp(t)).is_ok() {
+                            Some(levels.len())
+                        } else {
+                            None
+                        }
+                    };
+                    let slot = find(text).or_else(|| canonical_number(text).and_then(|c| find(&c)));
+                    if let Some(i) = slot {
                         slots[i] = 1.0;
-                    } else if infrequent
-                        .binary_search_by(|l| l.as_str().cmp(text))
-                        .is_ok()
-                    {
-                        slots[levels.len()] = 1.0;
                     } else if *unknown == Unknown::Error {
                         return Err(EncodeError::UnknownLevel {
                             feature: k,
@@ -566,6 +588,31 @@ mod tests {
             sig.encode_row(|k| [Cell::Text("x"), Cell::Missing][k], &mut out),
             Err(EncodeError::TextInNumeric { feature: 0, .. })
         ));
+    }
+
+    #[test]
+    fn a_number_finds_its_level_whatever_its_spelling() {
+        // "zone" turned categorical at its third cell: 2.50 and 10 became levels "2.5", "10".
+        let cols = [column("zone", &["2.50", "10", "north", "2.5"])];
+        let opts = Preprocessing {
+            unknown: Unknown::Error,
+            ..Preprocessing::default()
+        };
+        let sig = Signature::fit(&cols, vec![], &[0, 1, 2, 3], &opts).unwrap();
+        assert_eq!(
+            sig.features[0].column_names(),
+            ["zone=10", "zone=2.5", "zone=north"]
+        );
+        let mut out = vec![0f32; 3];
+        for cell in [Cell::Text("2.50"), Cell::Text("2.5"), Cell::Number(2.5)] {
+            sig.encode_row(|_| cell, &mut out).unwrap();
+            assert_eq!(out, [0.0, 1.0, 0.0], "{cell:?}");
+        }
+        for cell in [Cell::Text("10.0"), Cell::Number(10.0), Cell::Text("1e1")] {
+            sig.encode_row(|_| cell, &mut out).unwrap();
+            assert_eq!(out, [1.0, 0.0, 0.0], "{cell:?}");
+        }
+        assert!(sig.encode_row(|_| Cell::Text("2.6"), &mut out).is_err());
     }
 
     #[test]

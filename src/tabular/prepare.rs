@@ -65,12 +65,17 @@ pub fn prepare(
     let classify = classifies(table, spec);
     let fit = |train: &[usize]| {
         let train: Vec<usize> = train.iter().map(|&i| kept[i]).collect();
-        Signature::fit(table.features(), names.clone(), &train, opts).map_err(|e| match e {
-            FitError::TooManyLevels { .. } => {
-                FieldError::new("preprocessing.max_levels", e.to_string())
-            }
-            FitError::NoValues(_) => FieldError::new("dataset", e.to_string()),
-        })
+        Signature::fit(table.features(), names.clone(), &train, opts)
+            .map(|mut s| {
+                s.ignored = table.ignored().to_vec();
+                s
+            })
+            .map_err(|e| match e {
+                FitError::TooManyLevels { .. } => {
+                    FieldError::new("preprocessing.max_levels", e.to_string())
+                }
+                FitError::NoValues(_) => FieldError::new("dataset", e.to_string()),
+            })
     };
     let (signature, data) = if classify {
         let [target] = targets else {

@@ -2,7 +2,9 @@
 // binary, with authentication on:
 //   node tests/browser/dashboard.mjs [path/to/mlpd] [screenshot.png]
 // Checks: the page loads with no console errors; a token entered once unlocks it; a CSV upload
-// and a training started from the page; the job's curve gains points epoch by epoch, survives a
+// and a training started from the page; a real table (titanic: text columns, empty cells) shows
+// its detected column types before upload, takes a column to ignore, trains, and predicts a
+// record typed into per-feature fields (dropdowns for categoricals); the job's curve gains points epoch by epoch, survives a
 // dropped connection (reconnect with Last-Event-ID, no gap, no duplicate) and a page reload
 // (replay); a job started by another client shows up with its curve; a prediction shows its
 // label; errors in plain words; labelled inputs; no sideways
@@ -127,13 +129,12 @@ try {
   await page.waitForFunction(() => [...document.querySelectorAll("#predict-model option")].some((o) => o.value === "digits"));
   await page.selectOption("#predict-model", "digits");
   await page.fill("#predict-rows", rows.map((r) => r.split(",").slice(1).join(", ")).join("\n"));
-  await page.click("#predict-form button[type=submit]");
+  await page.click("#predict-rows-button");
   await page.waitForSelector("#predictions:not([hidden])");
   const cells = await page.$$eval("#predictions tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
   assert.equal(cells.length, 2);
   assert.deepEqual(cells.map((c) => c[1]), rows.map((r) => r.split(",")[0]), "training rows are predicted right");
   assert.equal(cells[0][2].split(",").length, 10, "ten outputs");
-  await page.screenshot({ path: shot, fullPage: true });
 
   // 7b. A job started elsewhere (another client of the API) appears with its live curve.
   const other = await fetch(`${base}/v1/models/digits/train`, {
@@ -152,15 +153,86 @@ try {
 
   // 8. Errors in plain words: the page's own check, and the API's.
   await page.fill("#predict-rows", "one, two");
-  await page.click("#predict-form button[type=submit]");
+  await page.click("#predict-rows-button");
   await page.waitForFunction(() => !document.querySelector("#notice").hidden);
   assert.equal(await page.textContent("#notice"), "Row 1 is not a list of numbers.");
   await page.fill("#predict-rows", "1, 2, 3");
-  await page.click("#predict-form button[type=submit]");
+  await page.click("#predict-rows-button");
   await page.waitForFunction(() => /64 inputs/.test(document.querySelector("#notice").textContent));
   assert.equal(await page.textContent("#notice"), "Has 3 values but the model takes 64 inputs (inputs[0]).");
 
-  // 9. Phone width: nothing scrolls sideways.
+  // 9. A real table: titanic's text columns and empty ages. Choosing the file shows the
+  // column types detected before anything is sent; the name column is set to be ignored;
+  // the stored dataset's columns are shown as the server read them.
+  await page.setInputFiles("#csv-file", join(root, "datasets/titanic.csv"));
+  await page.waitForSelector("#csv-columns-wrap:not([hidden])");
+  await page.selectOption("#csv-target", "survived");
+  const detected = await page.$$eval("#csv-columns tbody tr", (trs) => Object.fromEntries(trs.map((tr) => [tr.cells[0].textContent, tr.cells[1].textContent])));
+  assert.deepEqual(Object.keys(detected), ["name", "sex", "age", "class", "survived"]);
+  assert.match(detected.name, /^categorical/);
+  assert.match(detected.sex, /^categorical/);
+  assert.equal(detected.age, "numeric");
+  assert.match(detected.class, /^categorical/);
+  await page.selectOption('#csv-columns select[data-column="name"]', "ignore");
+  await page.click("#upload-form button[type=submit]");
+  await page.waitForFunction(() => /Uploaded titanic/.test(document.querySelector("#notice").textContent));
+  assert.match(await page.textContent("#notice"), /Uploaded titanic: 1309 rows, 3 inputs/);
+  const stored = await page.$$eval("#dataset-columns tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+  assert.deepEqual(stored.map((r) => r[0]), ["sex", "age", "class", "survived (target)"]);
+  assert.deepEqual(stored.map((r) => r[1]), ["categorical", "numeric", "categorical", "categorical"]);
+  assert.ok(Number(stored[1][2]) > 200, `age has missing cells: ${stored[1]}`);
+  assert.match(stored[2][3], /3 levels: 3rd, 1st, 2nd/);
+  assert.match(await page.textContent("#dataset-columns caption"), /ignored: name/);
+
+  // 10. Train on it from the page (no input width to compute), then predict one record from
+  // the record form: a field per feature, dropdowns of the levels for the categorical ones.
+  await page.fill("#model-name", "titanic");
+  await page.fill("#hidden", "8 relu");
+  await page.fill("#epochs", "20");
+  await page.fill("#batch", "32");
+  await page.fill("#lr", "0.01");
+  await page.click("#train-form button[type=submit]");
+  await page.waitForFunction(() => /^Finished: version 1 of titanic/.test(document.querySelector("#chart-status").textContent),
+    null, { timeout: 120000 });
+  await page.waitForFunction(() => [...document.querySelectorAll("#predict-model option")].some((o) => o.value === "titanic"));
+  await page.selectOption("#predict-model", "titanic");
+  await page.waitForSelector('#record-fields select[data-feature="sex"]');
+  const fields = await page.$$eval("#record-fields [data-feature]", (els) => els.map((e) => [e.dataset.feature, e.tagName.toLowerCase(),
+    e.tagName === "SELECT" ? [...e.options].map((o) => o.value) : e.type]));
+  assert.deepEqual(fields, [
+    ["sex", "select", ["", "female", "male"]],
+    ["age", "input", "number"],
+    ["class", "select", ["", "1st", "2nd", "3rd"]],
+  ]);
+  const unlabelledRecord = await page.$$eval("#record-fields input, #record-fields select", (els) => els.filter((e) => e.labels.length === 0).map((e) => e.id));
+  assert.deepEqual(unlabelledRecord, [], "every record field has a label");
+  await page.selectOption('#record-fields [data-feature="sex"]', "female");
+  await page.fill('#record-fields [data-feature="age"]', "29");
+  await page.selectOption('#record-fields [data-feature="class"]', "1st");
+  await page.click("#predict-record-button");
+  await page.waitForFunction(() => /titanic/.test(document.querySelector("#predictions caption").textContent));
+  const shown = await page.$$eval("#predictions tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+  const api = await fetch(`${base}/v1/models/titanic/predict`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ records: [{ sex: "female", age: 29, class: "1st" }] }),
+  }).then((r) => r.json());
+  assert.equal(shown.length, 1);
+  assert.equal(shown[0][1], String(api.labels[0]), "the page shows what the API predicts for that record");
+  assert.equal(shown[0][2], `no: ${api.probabilities[0].no.toFixed(3)}, yes: ${api.probabilities[0].yes.toFixed(3)}`, "probabilities by label");
+  // An empty age is a missing value (imputed), not an error; no feature at all is.
+  await page.fill('#record-fields [data-feature="age"]', "");
+  await page.$eval("#predictions tbody", (b) => b.replaceChildren());
+  await page.click("#predict-record-button");
+  await page.waitForSelector("#predictions tbody tr");
+  assert.ok(await page.isHidden("#notice"), "no error for a missing age");
+  for (const f of ["sex", "class"]) await page.selectOption(`#record-fields [data-feature="${f}"]`, "");
+  await page.click("#predict-record-button");
+  await page.waitForFunction(() => !document.querySelector("#notice").hidden);
+  assert.equal(await page.textContent("#notice"), "Fill in at least one feature.");
+  await page.screenshot({ path: shot, fullPage: true });
+
+  // 11. Phone width: nothing scrolls sideways.
   await page.setViewportSize({ width: 360, height: 800 });
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   if (overflow > 0) {

@@ -7,6 +7,7 @@ const state = {
   datasets: [],
   jobs: [],
   following: null,      // {id, points: Map(epoch -> report), epochs, done, controller}
+  recordKey: "",        // "model@version" whose features the record form shows
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -107,6 +108,88 @@ function renderModels() {
   }
   fillSelect($("#predict-model"), state.models.filter((m) => m.versions.length),
     (m) => [m.name, `${m.name} (v${m.latest_version}, ${m.inputs ?? "?"} inputs)`], "no trained model yet");
+  loadRecordForm().catch((e) => notify(e.message));
+}
+
+/** A dataset's columns as the server read them: type, missing cells, levels or range. */
+function renderDatasetColumns(d) {
+  const body = $("#dataset-columns tbody");
+  body.replaceChildren();
+  for (const c of d.columns) {
+    const tr = document.createElement("tr");
+    cell(tr, c.target ? `${c.name} (target)` : c.name);
+    cell(tr, c.type);
+    cell(tr, String(c.missing));
+    cell(tr, c.type === "categorical"
+      ? `${c.levels} level${c.levels === 1 ? "" : "s"}: ${c.top.map((t) => t.value).join(", ")}${c.levels > c.top.length ? ", …" : ""}`
+      : c.min !== undefined ? `${fmt(c.min)} to ${fmt(c.max)}` : "–");
+    body.append(tr);
+  }
+  const ignored = d.ignored && d.ignored.length ? ` (ignored: ${d.ignored.join(", ")})` : "";
+  $("#dataset-columns-caption").textContent = `Columns of ${datasetName(d)} as stored${ignored}`;
+  $("#dataset-columns-wrap").hidden = false;
+}
+
+/** The predict form's record fields: one per feature of the chosen model's latest version
+ *  (a dropdown of its levels for a categorical feature). */
+async function loadRecordForm() {
+  const name = $("#predict-model").value;
+  const m = state.models.find((x) => x.name === name);
+  const key = m && m.latest_version ? `${name}@${m.latest_version}` : "";
+  if (key === state.recordKey) return;
+  state.recordKey = key;
+  $("#record-fields").replaceChildren();
+  $("#record-fieldset").hidden = true;
+  if (!key) return;
+  const v = await api("GET", `/v1/models/${encodeURIComponent(name)}/versions/${m.latest_version}`);
+  if (state.recordKey !== key || !v.signature) return;
+  const box = $("#record-fields");
+  v.signature.features.forEach(({ feature }, i) => {
+    const span = document.createElement("span");
+    const label = document.createElement("label");
+    label.htmlFor = `record-${i}`;
+    label.textContent = feature.name;
+    let input;
+    if (feature.type === "categorical") {
+      input = document.createElement("select");
+      input.append(new Option("(missing)", ""));
+      for (const l of [...feature.levels, ...(feature.infrequent || [])].sort()) input.append(new Option(l, l));
+    } else {
+      input = document.createElement("input");
+      input.type = "number";
+      input.step = "any";
+      input.placeholder = `empty: ${fmt(feature.impute)}`;
+    }
+    input.id = `record-${i}`;
+    input.dataset.feature = feature.name;
+    input.dataset.kind = feature.type;
+    span.append(label, input);
+    box.append(span);
+  });
+  $("#record-fieldset").hidden = false;
+}
+
+/** The record the form holds: numbers, levels, and null for an empty field (imputed). */
+function formRecord() {
+  const record = {};
+  let given = 0;
+  for (const el of $("#record-fields").querySelectorAll("[data-feature]")) {
+    const text = el.value.trim();
+    const name = el.dataset.feature;
+    if (text === "") {
+      record[name] = null;
+    } else if (el.dataset.kind === "numeric") {
+      const x = Number(text);
+      if (!Number.isFinite(x)) throw new ApiError(`“${name}” must be a number.`);
+      record[name] = x;
+      given++;
+    } else {
+      record[name] = text;
+      given++;
+    }
+  }
+  if (!given) throw new ApiError("Fill in at least one feature.");
+  return record;
 }
 
 function renderDatasets() {
@@ -343,9 +426,67 @@ function render(f) {
 
 // ---- Forms ----------------------------------------------------------------------------------
 
-async function firstLine(file) {
-  const head = await file.slice(0, 64 * 1024).text();
-  return head.split(/\r?\n/)[0];
+const SAMPLE_BYTES = 64 * 1024;
+const MISSING = new Set(["", "NA", "NaN", "null", "?"]);
+
+/** The first rows of a CSV file (quoted fields with commas, doubled quotes, CRLF, a BOM). */
+async function sampleRows(file) {
+  let text = await file.slice(0, SAMPLE_BYTES).text();
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  const rows = [];
+  let row = [], field = "", quoted = false;
+  for (let i = 0; i < text.length && rows.length < 500; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c !== '"') field += c;
+      else if (text[i + 1] === '"') { field += '"'; i++; } else quoted = false;
+    } else if (c === '"') {
+      quoted = true;
+    } else if (c === ",") {
+      row.push(field.trim()); field = "";
+    } else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++;
+      row.push(field.trim()); field = "";
+      rows.push(row); row = [];
+    } else {
+      field += c;
+    }
+  }
+  // The sample may cut the last line; keep it only if the whole file was read.
+  if (file.size <= SAMPLE_BYTES && (row.length || field)) { row.push(field.trim()); rows.push(row); }
+  return rows;
+}
+
+/** Each column's type as the server will infer it: text if any non-missing cell is not a number. */
+function detectTypes(rows) {
+  const [header, ...body] = rows;
+  return header.map((name, j) => {
+    const cells = body.map((r) => r[j] ?? "").filter((v) => !MISSING.has(v));
+    const text = cells.find((v) => !Number.isFinite(Number(v)));
+    return { name, type: text === undefined ? "numeric" : "categorical", example: text ?? cells[0] ?? "", missing: body.length - cells.length };
+  });
+}
+
+function renderCsvColumns(columns, sampled) {
+  const body = $("#csv-columns tbody");
+  body.replaceChildren();
+  const target = $("#csv-target").value;
+  for (const c of columns) {
+    const tr = document.createElement("tr");
+    cell(tr, c.name);
+    cell(tr, c.type === "categorical" ? `categorical (text: “${c.example}”)` : "numeric");
+    const role = document.createElement("select");
+    role.dataset.column = c.name;
+    role.setAttribute("aria-label", `Use column ${c.name} as`);
+    for (const [value, label] of [["auto", c.name === target ? "the target" : "a feature"], ["categorical", "categorical"], ["numeric", "numeric"], ["ignore", "ignore it"]]) {
+      role.append(new Option(label, value));
+    }
+    role.disabled = c.name === target;
+    cell(tr, role);
+    body.append(tr);
+  }
+  $("#csv-columns-caption").textContent = `Column types detected in the first ${sampled} rows (the server reads the whole file)`;
+  $("#csv-columns-wrap").hidden = false;
 }
 
 function parseHidden(text) {
@@ -381,12 +522,22 @@ function wire() {
     const file = $("#csv-file").files[0];
     const select = $("#csv-target");
     select.replaceChildren();
+    $("#csv-columns-wrap").hidden = true;
     if (!file) return;
-    const columns = (await firstLine(file)).split(",").map((c) => c.trim().replace(/^"|"$/g, ""));
-    for (const c of columns) select.append(new Option(c, c));
-    select.value = columns[columns.length - 1];
+    const rows = await sampleRows(file);
+    if (!rows.length) throw new ApiError("The file has no header row.");
+    const columns = detectTypes(rows);
+    for (const c of columns) select.append(new Option(c.name, c.name));
+    select.value = columns[columns.length - 1].name;
     select.disabled = false;
+    state.csvColumns = columns;
+    state.csvSampled = rows.length - 1;
+    renderCsvColumns(columns, rows.length - 1);
   }));
+
+  $("#csv-target").addEventListener("change", () => {
+    if (state.csvColumns) renderCsvColumns(state.csvColumns, state.csvSampled);
+  });
 
   $("#upload-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -395,7 +546,11 @@ function wire() {
       const target = $("#csv-target").value;
       const name = file.name.replace(/\.csv$/i, "").slice(0, 128);
       const q = new URLSearchParams({ target, name });
+      for (const role of $("#csv-columns tbody").querySelectorAll("select[data-column]")) {
+        if (role.value !== "auto" && role.dataset.column !== target) q.append(role.value, role.dataset.column);
+      }
       const d = await api("POST", `/v1/datasets?${q}`, file, "text/csv");
+      renderDatasetColumns(d);
       await refresh();
       $("#train-dataset").value = d.id;
       if (!$("#model-name").value) $("#model-name").value = name.replace(/[^A-Za-z0-9_.-]/g, "-");
@@ -414,7 +569,8 @@ function wire() {
       const name = $("#model-name").value.trim();
       const layers = [...parseHidden($("#hidden").value), output];
       try {
-        await api("POST", "/v1/models", { name, inputs: d.input_width, layers });
+        // No `inputs`: the network's width follows from the encoded columns (one-hot levels).
+        await api("POST", "/v1/models", { name, layers });
       } catch (err) {
         // An existing model of that name trains again (a new version) if the data fits it.
         if (!/exists/.test(err.message)) throw err;
@@ -433,21 +589,26 @@ function wire() {
     });
   });
 
+  $("#predict-model").addEventListener("change", () => attempt(loadRecordForm));
+
   $("#predict-form").addEventListener("submit", (e) => {
     e.preventDefault();
     attempt(async () => {
       const model = $("#predict-model").value;
       if (!model) throw new ApiError("Train a model first: there is none to predict with.");
-      const inputs = parseRows($("#predict-rows").value);
-      const r = await api("POST", `/v1/models/${encodeURIComponent(model)}/predict`, { inputs });
+      const byRecord = e.submitter && e.submitter.id === "predict-record-button";
+      const request = byRecord ? { records: [formRecord()] } : { inputs: parseRows($("#predict-rows").value) };
+      const r = await api("POST", `/v1/models/${encodeURIComponent(model)}/predict`, request);
       const body = $("#predictions tbody");
       body.replaceChildren();
       r.outputs.forEach((out, i) => {
         const tr = document.createElement("tr");
         cell(tr, String(i + 1));
         cell(tr, r.labels ? String(r.labels[i]) : "–");
-        // Probabilities (classifiers) to three places; other outputs to four digits.
-        cell(tr, out.map((v) => (r.labels ? v.toFixed(3) : fmt(v))).join(", "));
+        // Probabilities by label (classifiers) to three places; other outputs to four digits.
+        cell(tr, r.probabilities
+          ? Object.entries(r.probabilities[i]).map(([label, p]) => `${label}: ${p.toFixed(3)}`).join(", ")
+          : out.map((v) => (r.labels ? v.toFixed(3) : fmt(v))).join(", "));
         body.append(tr);
       });
       $("#predictions").hidden = false;
