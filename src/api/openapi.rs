@@ -158,6 +158,17 @@ fn refine(doc: &mut Value) {
         p["schema"] = json!({"type": "integer", "minimum": 0, "maximum": crate::nn::MAX_EPOCHS});
     }
 
+    // The codings a dataset upload may declare (any other is a 415).
+    let upload = paths["/v1/datasets"]["post"]["parameters"]
+        .as_array_mut()
+        .expect("the upload route has parameters");
+    for p in upload
+        .iter_mut()
+        .filter(|p| p["name"] == "Content-Encoding")
+    {
+        p["schema"] = json!({"type": "string", "enum": ["gzip", "identity"]});
+    }
+
     // From a response that names a resource to the operations on it.
     let name = json!({"name": "$response.body#/name"});
     let id = json!({"id": "$response.body#/id"});
