@@ -19,9 +19,17 @@ pub struct Config {
     /// Address and port to listen on.
     #[arg(long, env = "MLPD_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
-    /// Directory that holds the service's data.
+    /// Directory that holds the service's data (the embedded store; unused with
+    /// `--database-url`).
     #[arg(long, env = "MLPD_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded store: `postgres://user:password@host:port/db` (or
+    /// `key=value` form). Its password is never logged or shown.
+    #[arg(long, env = "MLPD_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<crate::store::DatabaseUrl>,
+    /// Most connections to PostgreSQL this process opens at once (with `--database-url`).
+    #[arg(long, env = "MLPD_DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: u32,
     /// Training jobs that run at once, each on its own thread (0: one per core).
     #[arg(long, env = "MLPD_TRAIN_WORKERS", default_value_t = 0)]
     pub train_workers: usize,

@@ -151,15 +151,6 @@ impl Registry {
         }
     }
 
-    /// Takes the next version number of a model (`None` if the model is gone).
-    pub fn reserve_version(&self, name: &ModelName) -> Option<u32> {
-        let mut m = self.models.write().expect("registry lock");
-        let e = m.get_mut(name)?;
-        let v = e.next_version;
-        e.next_version += 1;
-        Some(v)
-    }
-
     /// Publishes a committed version (it is served from now on) and drops pruned ones.
     pub fn insert_version(&self, name: &ModelName, v: Arc<ModelVersion>, pruned: &[u32]) -> bool {
         let mut m = self.models.write().expect("registry lock");

@@ -8,7 +8,7 @@ use crate::error::ErrorCode;
 use crate::jobs::{Job, JobEnd, JobManager, WorkerSettings};
 use crate::registry::Registry;
 use crate::state::AppState;
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -37,15 +37,13 @@ impl App {
     /// # Errors
     /// The address cannot be bound, or worker threads cannot be started.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let dir = config.data_dir.clone();
-        let cap = config.max_store_bytes();
-        let store: Arc<dyn Store> = Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&dir, cap))
-                .await?
-                .with_context(|| {
-                    format!("cannot use data directory {}", config.data_dir.display())
-                })?,
-        );
+        let c = config.clone();
+        let store: Arc<dyn Store> =
+            tokio::task::spawn_blocking(move || crate::store::open(&c)).await??;
+        match &config.database_url {
+            Some(url) => tracing::info!(database = %url, "store: PostgreSQL"),
+            None => tracing::info!(dir = %config.data_dir.display(), "store: embedded SQLite"),
+        }
         let registry = Arc::new(Registry::default());
         let datasets = Arc::new(Datasets::default());
         let jobs = JobManager::start(

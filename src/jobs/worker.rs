@@ -9,7 +9,7 @@ use super::job::{Job, JobEnd};
 use crate::error::ErrorCode;
 use crate::nn::{self, EpochReport, Observer, TrainError};
 use crate::registry::{ModelVersion, Registry, VersionMetrics};
-use crate::store::{Retention, Store};
+use crate::store::{Retention, Store, StoreError};
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -199,25 +199,25 @@ impl Worker {
 
     /// Commits the new version together with the job's success, then serves it.
     fn publish(&self, job: &Job, outcome: nn::TrainOutcome, pending: &[EpochReport]) {
-        let Some(version) = self.registry.reserve_version(&job.model) else {
-            return self.end(
-                job,
-                JobEnd::failed(
-                    ErrorCode::ModelDeleted,
-                    "the model was deleted while the job ran",
-                ),
-                pending,
-            );
+        let gone = || {
+            JobEnd::failed(
+                ErrorCode::ModelDeleted,
+                "the model was deleted while the job ran",
+            )
         };
+        if !self.registry.contains(&job.model) {
+            return self.end(job, gone(), pending);
+        }
         // Read in place: a long history is never copied.
         let metrics = VersionMetrics::from_history(
             &job.state().history,
             outcome.best_epoch,
             outcome.stop_reason,
         );
-        let v = ModelVersion {
+        // The version number is the store's to allocate; 0 until it has.
+        let mut v = ModelVersion {
             model: job.model.to_string(),
-            version,
+            version: 0,
             created_at: OffsetDateTime::now_utc(),
             job_id: Some(job.id),
             dataset_id: job.dataset_id,
@@ -226,19 +226,22 @@ impl Worker {
             trained: outcome.model,
             signature: job.signature.clone(),
         };
-        let end = JobEnd::succeeded(version, outcome.stop_reason);
+        let mut end = JobEnd::succeeded(0, outcome.stop_reason);
+        let mut record = job.record(Some(&end));
         match self.store.publish(
-            &v,
-            &job.record(Some(&end)),
+            &mut v,
+            &mut record,
             pending,
             self.retention.versions_per_model,
         ) {
-            Ok(pruned) => {
+            Ok(published) => {
                 self.registry
-                    .insert_version(&job.model, Arc::new(v), &pruned);
+                    .insert_version(&job.model, Arc::new(v), &published.pruned);
                 self.prune_jobs();
+                end.model_version = Some(published.version);
                 job.finish(end);
             }
+            Err(StoreError::Gone) => self.end(job, gone(), pending),
             Err(e) => {
                 tracing::error!(error = %e, "could not save the new version");
                 let code = e.code();

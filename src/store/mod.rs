@@ -1,12 +1,19 @@
-//! Persistence behind one trait, so a networked backend (PostgreSQL, for several replicas) can
-//! be added without touching handlers or jobs. The embedded default is SQLite ([`SqliteStore`]).
+//! Persistence behind one trait with two backends: the embedded default, SQLite
+//! ([`SqliteStore`], a file in the data directory), and PostgreSQL ([`PostgresStore`], selected
+//! by `--database-url`). Handlers and jobs see only the trait. What must be unique is decided by
+//! the backend in a transaction (model names, version numbers); the retention rules both apply
+//! live in [`retention`].
 //!
 //! The in-memory registry, dataset catalog and job table stay the read path; every change is
 //! written through to the store — and committed — before the client hears of it. Store calls
 //! are synchronous: call them from worker threads or `spawn_blocking`, never on the runtime.
 
+mod cells;
+mod postgres;
+pub mod retention;
 mod sqlite;
 
+pub use postgres::{DatabaseUrl, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
 
 pub use crate::records::{DatasetRecord, JobRecord, ModelRecord, VersionRecord};
@@ -22,7 +29,14 @@ pub enum StoreError {
     /// The disk (or the database's size limit) is full.
     #[error("the data directory is full")]
     Full,
-    /// Anything else: unreadable, locked, corrupt, unwritable.
+    /// The change contradicts what is stored (a name taken by another writer): the caller's
+    /// conflict, answered with this code (a 409) and message.
+    #[error("{1}")]
+    Conflict(ErrorCode, String),
+    /// The record the change belongs to is gone (a model deleted while its job ran).
+    #[error("the record is gone")]
+    Gone,
+    /// Anything else: unreadable, locked, corrupt, unwritable, unreachable.
     #[error("the store failed: {0}")]
     Failed(String),
 }
@@ -32,6 +46,8 @@ impl StoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
             StoreError::Full => ErrorCode::StorageFull,
+            StoreError::Conflict(code, _) => *code,
+            StoreError::Gone => ErrorCode::ModelDeleted,
             StoreError::Failed(_) => ErrorCode::StoreUnavailable,
         }
     }
@@ -47,6 +63,11 @@ impl From<StoreError> for ApiError {
                     "the server's storage is full; nothing was changed",
                 )
             }
+            StoreError::Conflict(code, message) => ApiError::new(code, message),
+            StoreError::Gone => ApiError::new(
+                ErrorCode::ModelDeleted,
+                "the record was deleted meanwhile; nothing was changed",
+            ),
             StoreError::Failed(cause) => {
                 tracing::error!(%cause, "store failed");
                 ApiError::new(
@@ -78,10 +99,21 @@ pub struct Retention {
     pub finished_jobs: usize,
 }
 
+/// What [`Store::publish`] decided.
+#[derive(Debug)]
+pub struct Published {
+    /// The version number allocated.
+    pub version: u32,
+    /// Version numbers removed by retention.
+    pub pruned: Vec<u32>,
+}
+
 /// The persistence interface. Every method commits before it returns `Ok`.
 pub trait Store: Send + Sync + 'static {
     /// Everything but dataset contents.
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// # Errors
+    /// [`StoreError::Conflict`] (`model_exists`) when the name is taken.
     fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError>;
     /// Deletes the model and its versions.
     fn delete_model(&self, name: &str) -> Result<(), StoreError>;
@@ -95,18 +127,43 @@ pub trait Store: Send + Sync + 'static {
     /// A model that arrives with its first version (an import), in one transaction.
     fn import_model(&self, m: &ModelRecord, v: &VersionRecord) -> Result<(), StoreError>;
     fn append_epochs(&self, job: Uuid, epochs: &[EpochReport]) -> Result<(), StoreError>;
-    /// In one transaction: the new version, the model's next version number, the job's final
-    /// epochs and its `succeeded` state. Prunes versions beyond the retention limit, returning
-    /// the numbers it removed.
+    /// In one transaction: allocates the model's next version number (written into `v.version`
+    /// and `job.model_version`: the store decides it, never a process's memory), stores the
+    /// version, the job's final epochs and its `succeeded` state, and prunes versions beyond
+    /// the retention limit.
+    ///
+    /// # Errors
+    /// [`StoreError::Gone`] when the model was deleted meanwhile.
     fn publish(
         &self,
-        v: &VersionRecord,
-        job: &JobRecord,
+        v: &mut VersionRecord,
+        job: &mut JobRecord,
         epochs: &[EpochReport],
         keep: usize,
-    ) -> Result<Vec<u32>, StoreError>;
+    ) -> Result<Published, StoreError>;
     /// Deletes finished jobs beyond `keep`, oldest first; returns their ids.
     fn prune_jobs(&self, keep: usize) -> Result<Vec<Uuid>, StoreError>;
     /// Whether the store answers.
     fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the configured backend: PostgreSQL when a database URL is given (migrating its schema),
+/// else the embedded store in the data directory. Blocking: call it off the runtime.
+///
+/// # Errors
+/// The store cannot be opened; the message names the data directory or the database (never
+/// its password).
+pub fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+    use anyhow::Context;
+    Ok(match &config.database_url {
+        Some(url) => std::sync::Arc::new(
+            PostgresStore::connect(url, config.database_pool_size)
+                .with_context(|| format!("cannot use the database {url}"))?,
+        ),
+        None => std::sync::Arc::new(
+            SqliteStore::open(&config.data_dir, config.max_store_bytes()).with_context(|| {
+                format!("cannot use data directory {}", config.data_dir.display())
+            })?,
+        ),
+    })
 }

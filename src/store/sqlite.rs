@@ -6,9 +6,14 @@
 //! no second full copy is made. Datasets stored before typed columns (an empty column list)
 //! hold a row-major f32 feature matrix and f32 targets or u32 class indices; they still load.
 
-use super::{DatasetRecord, JobRecord, ModelRecord, Snapshot, Store, StoreError, VersionRecord};
+use super::cells::{column_words, table_from_words};
+use super::{
+    DatasetRecord, JobRecord, ModelRecord, Published, Snapshot, Store, StoreError, VersionRecord,
+    retention,
+};
+use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, Label};
-use crate::tabular::{Column, MISSING, Table, Values};
+use crate::tabular::{Column, Table};
 use ndarray::Array2;
 use rusqlite::blob::ZeroBlob;
 use rusqlite::{Connection, MAIN_DB, OptionalExtension, Transaction, params};
@@ -58,6 +63,17 @@ impl From<rusqlite::Error> for StoreError {
             }
             _ => fail(e),
         }
+    }
+}
+
+/// A unique-name violation is the caller's conflict (409), not a storage failure.
+fn name_taken(e: rusqlite::Error, name: &str) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(
+            ErrorCode::ModelExists,
+            format!("a model named {name:?} exists"),
+        ),
+        _ => e.into(),
     }
 }
 
@@ -214,19 +230,6 @@ fn read_blob<T>(
     Ok(out)
 }
 
-/// The cells of `cols`, column after column, as 4-byte words.
-fn column_words(cols: &[Column]) -> impl Iterator<Item = [u8; 4]> + '_ {
-    cols.iter()
-        .flat_map(|c| -> Box<dyn Iterator<Item = [u8; 4]> + '_> {
-            match &c.values {
-                Values::Numeric(v) => Box::new(v.iter().map(|x| x.to_le_bytes())),
-                Values::Categorical { codes, .. } => {
-                    Box::new(codes.iter().map(|x| x.to_le_bytes()))
-                }
-            }
-        })
-}
-
 /// A dataset stored before typed columns: row-major f32 features, f32 targets or u32 class
 /// indices into the record's classes.
 fn load_legacy(conn: &Connection, rowid: i64, meta: &DatasetRecord) -> Result<Table, StoreError> {
@@ -309,10 +312,12 @@ impl Store for SqliteStore {
     }
 
     fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO models (name, record) VALUES (?1, ?2)",
-            params![m.name, json(m)?],
-        )?;
+        self.conn()
+            .execute(
+                "INSERT INTO models (name, record) VALUES (?1, ?2)",
+                params![m.name, json(m)?],
+            )
+            .map_err(|e| name_taken(e, &m.name))?;
         Ok(())
     }
 
@@ -362,42 +367,7 @@ impl Store for SqliteStore {
         }
         let features = read_blob(&conn, "features", rowid, u32::from_le_bytes)?;
         let targets = read_blob(&conn, "targets", rowid, u32::from_le_bytes)?;
-        let n = meta.rows;
-        let (mut fcols, mut tcols) = (Vec::new(), Vec::new());
-        let (mut fi, mut ti) = (0usize, 0usize);
-        for c in &meta.columns {
-            let (words, at, out) = if c.target {
-                (&targets, &mut ti, &mut tcols)
-            } else {
-                (&features, &mut fi, &mut fcols)
-            };
-            let cells = words
-                .get(*at * n..(*at + 1) * n)
-                .ok_or_else(|| fail("a stored dataset is shorter than its columns"))?;
-            *at += 1;
-            let values = match &c.level_names {
-                None => Values::Numeric(cells.iter().map(|&w| f32::from_bits(w)).collect()),
-                Some(levels) => {
-                    if cells
-                        .iter()
-                        .any(|&w| w != MISSING && w as usize >= levels.len())
-                    {
-                        return Err(fail("a stored level code is out of range"));
-                    }
-                    Values::Categorical {
-                        levels: levels.clone(),
-                        codes: cells.to_vec(),
-                    }
-                }
-            };
-            out.push(Column {
-                name: c.info.name.clone(),
-                values,
-            });
-        }
-        Table::new(fcols, tcols, meta.task)
-            .map(|t| Some(t.with_ignored(meta.ignored.clone())))
-            .map_err(fail)
+        table_from_words(&meta, &features, &targets, |m: &str| fail(m)).map(Some)
     }
 
     fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError> {
@@ -423,7 +393,8 @@ impl Store for SqliteStore {
         tx.execute(
             "INSERT INTO models (name, record) VALUES (?1, ?2)",
             params![m.name, json(m)?],
-        )?;
+        )
+        .map_err(|e| name_taken(e, &m.name))?;
         tx.execute(
             "INSERT INTO versions (model, version, record) VALUES (?1, ?2, ?3)",
             params![v.model, v.version, json(v)?],
@@ -442,11 +413,11 @@ impl Store for SqliteStore {
 
     fn publish(
         &self,
-        v: &VersionRecord,
-        job: &JobRecord,
+        v: &mut VersionRecord,
+        job: &mut JobRecord,
         epochs: &[EpochReport],
         keep: usize,
-    ) -> Result<Vec<u32>, StoreError> {
+    ) -> Result<Published, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let record: Option<String> = tx
@@ -457,10 +428,17 @@ impl Store for SqliteStore {
             )
             .optional()?;
         let Some(record) = record else {
-            return Err(fail(format!("model {} is gone", v.model)));
+            return Err(StoreError::Gone);
         };
         let mut model: ModelRecord = parse(&record)?;
-        model.next_version = model.next_version.max(v.version + 1);
+        let newest: Option<u32> = tx.query_row(
+            "SELECT MAX(version) FROM versions WHERE model = ?1",
+            [&v.model],
+            |r| r.get(0),
+        )?;
+        v.version = model.next_version.max(newest.map_or(1, |n| n + 1));
+        job.model_version = Some(v.version);
+        model.next_version = v.version + 1;
         tx.execute(
             "UPDATE models SET record = ?2 WHERE name = ?1",
             params![v.model, json(&model)?],
@@ -471,13 +449,14 @@ impl Store for SqliteStore {
         )?;
         insert_epochs(&tx, job.id, epochs)?;
         upsert_job(&tx, job)?;
-        let mut pruned = Vec::new();
+        let mut all = Vec::new();
         {
-            let mut stmt = tx.prepare("SELECT version FROM versions WHERE model = ?1 ORDER BY version DESC LIMIT -1 OFFSET ?2")?;
-            for r in stmt.query_map(params![v.model, keep.max(1) as i64], |r| r.get::<_, u32>(0))? {
-                pruned.push(r?);
+            let mut stmt = tx.prepare("SELECT version FROM versions WHERE model = ?1")?;
+            for r in stmt.query_map([&v.model], |r| r.get::<_, u32>(0))? {
+                all.push(r?);
             }
         }
+        let pruned = retention::excess_versions(all, keep);
         for p in &pruned {
             tx.execute(
                 "DELETE FROM versions WHERE model = ?1 AND version = ?2",
@@ -485,29 +464,36 @@ impl Store for SqliteStore {
             )?;
         }
         tx.commit()?;
-        Ok(pruned)
+        Ok(Published {
+            version: v.version,
+            pruned,
+        })
     }
 
     fn prune_jobs(&self, keep: usize) -> Result<Vec<Uuid>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let mut ids = Vec::new();
+        let mut finished = Vec::new();
         {
             let mut stmt = tx.prepare(
-                "SELECT id FROM jobs WHERE finished_at IS NOT NULL ORDER BY CAST(finished_at AS INTEGER) DESC, id DESC LIMIT -1 OFFSET ?1",
+                "SELECT CAST(finished_at AS INTEGER), id FROM jobs WHERE finished_at IS NOT NULL",
             )?;
-            for r in stmt.query_map([keep as i64], |r| r.get::<_, String>(0))? {
-                ids.push(r?);
+            for r in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+                let (at, id) = r?;
+                if let Ok(id) = Uuid::parse_str(&id) {
+                    finished.push((at, id));
+                }
             }
         }
+        let ids = retention::excess_jobs(finished, keep);
         for id in &ids {
-            tx.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+            tx.execute("DELETE FROM jobs WHERE id = ?1", [id.to_string()])?;
         }
         tx.commit()?;
         if !ids.is_empty() {
             compact(&conn);
         }
-        Ok(ids.iter().filter_map(|s| Uuid::parse_str(s).ok()).collect())
+        Ok(ids)
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -1,4 +1,8 @@
 //! A real server on an ephemeral port per test, and a client for it.
+//!
+//! The backend comes from the environment, so the same tests run against both stores:
+//! `MLPD_TEST_BACKEND=postgres` runs every server on PostgreSQL at `MLPD_TEST_DATABASE_URL`
+//! (one fresh database per data directory, dropped with it); otherwise the embedded store.
 
 use mlpd::{App, Config};
 use reqwest::{Client, Response, StatusCode};
@@ -10,6 +14,8 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub data_dir: std::path::PathBuf,
+    /// The PostgreSQL database of this data directory, when the tests run on PostgreSQL.
+    database: Option<String>,
     /// Whether dropping the app removes its data directory (not when a test reuses it).
     owns_dir: bool,
     stop: Option<oneshot::Sender<()>>,
@@ -26,6 +32,15 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
     let owns_dir = config.data_dir == fresh;
     let data_dir = config.data_dir.clone();
+    let mut database = None;
+    if on_postgres() && config.database_url.is_none() {
+        let dir = data_dir.clone();
+        let (name, url) = tokio::task::spawn_blocking(move || database_of(&dir))
+            .await
+            .unwrap();
+        database = Some(name);
+        config.database_url = Some(url.parse().unwrap());
+    }
     let app = App::build(config).await.expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let (tx, rx) = oneshot::channel::<()>();
@@ -36,6 +51,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         base,
         client: Client::new(),
         data_dir,
+        database,
         owns_dir,
         stop: Some(tx),
         server: Some(server),
@@ -192,8 +208,164 @@ impl Drop for TestApp {
         }
         if self.owns_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);
+            if let Some(db) = self.database.take() {
+                drop_database(db);
+            }
         }
     }
+}
+
+/// The variable that selects PostgreSQL for the whole suite (`postgres`).
+pub const BACKEND_VAR: &str = "MLPD_TEST_BACKEND";
+/// The variable with a PostgreSQL server's URL (a role that may create databases).
+pub const DATABASE_VAR: &str = "MLPD_TEST_DATABASE_URL";
+
+/// Whether the servers of this test run use PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(BACKEND_VAR).is_ok_and(|b| b == "postgres")
+}
+
+/// The PostgreSQL server to test against, if one is configured. With none: `None` for a
+/// developer (with a note naming the variable), a failure under `CI=true` or when the suite
+/// was asked to run on PostgreSQL.
+pub fn postgres_server() -> Option<String> {
+    if let Some(url) = std::env::var(DATABASE_VAR).ok().filter(|u| !u.is_empty()) {
+        return Some(url);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    assert!(
+        !ci && !on_postgres(),
+        "{DATABASE_VAR} is not set: the PostgreSQL tests cannot run (CI must run them)"
+    );
+    eprintln!(
+        "PostgreSQL tests not run: set {DATABASE_VAR}=postgres://USER@HOST:PORT/postgres \
+         (and {BACKEND_VAR}=postgres to run the whole suite on it)"
+    );
+    None
+}
+
+/// `url` with its database name replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (url, query) = url
+        .split_once('?')
+        .map_or((url, None), |(u, q)| (u, Some(q)));
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let base = match url[after_scheme..].find('/') {
+        Some(i) => &url[..after_scheme + i],
+        None => url,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+fn admin_client() -> postgres::Client {
+    let url = postgres_server().expect("a PostgreSQL server for the tests");
+    postgres::Client::connect(&url, postgres::NoTls)
+        .unwrap_or_else(|e| panic!("cannot connect to {DATABASE_VAR}: {e}"))
+}
+
+/// A fresh, empty database on the test server, dropped with this value.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let (name, url) = tokio::task::spawn_blocking(|| {
+            create_database(&format!("mlpd_test_{}", uuid::Uuid::new_v4().simple()))
+        })
+        .await
+        .unwrap();
+        TestDatabase { name, url }
+    }
+
+    /// Runs SQL on it.
+    pub async fn sql(&self, sql: &str) -> Vec<postgres::Row> {
+        let (url, sql) = (self.url.clone(), sql.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.query(&sql, &[]).unwrap()
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        drop_database(std::mem::take(&mut self.name));
+    }
+}
+
+/// The database that belongs to a data directory (created on first use); its name and URL.
+fn database_of(dir: &std::path::Path) -> (String, String) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    create_database(&format!("mlpd_test_{:016x}", h.finish()))
+}
+
+fn create_database(name: &str) -> (String, String) {
+    let mut c = admin_client();
+    if let Err(e) = c.batch_execute(&format!("CREATE DATABASE {name}")) {
+        // Another app of the same data directory created it: reuse it.
+        assert_eq!(
+            e.code(),
+            Some(&postgres::error::SqlState::DUPLICATE_DATABASE),
+            "cannot create a test database: {e}"
+        );
+    }
+    let url = with_database(&postgres_server().unwrap(), name);
+    (name.to_string(), url)
+}
+
+/// Drops a test database (connections still open are ended). Safe on the runtime: it runs on
+/// its own thread.
+pub fn drop_database(name: String) {
+    let _ = std::thread::spawn(move || {
+        let mut c = admin_client();
+        if let Err(e) = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")) {
+            eprintln!("could not drop test database {name}: {e}");
+        }
+    })
+    .join();
+}
+
+/// The environment that points a spawned `mlpd` binary at the store of `dir`: nothing for the
+/// embedded store (it uses `--data-dir`), the database's URL on PostgreSQL.
+pub fn store_env(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    if !on_postgres() {
+        return Vec::new();
+    }
+    let dir = dir.to_path_buf();
+    let (_, url) = std::thread::spawn(move || database_of(&dir))
+        .join()
+        .unwrap();
+    vec![("MLPD_DATABASE_URL", url)]
+}
+
+/// Removes a data directory that tests reused across restarts, and its database.
+pub fn remove_store(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    if on_postgres() {
+        let dir = dir.to_path_buf();
+        let (name, _) = std::thread::spawn(move || database_of(&dir))
+            .join()
+            .unwrap();
+        drop_database(name);
+    }
+}
+
+/// For the few tests of the embedded store's own file (its size cap, its file sizes): true,
+/// with a note saying why, when the suite runs on PostgreSQL.
+pub fn embedded_only(what: &str) -> bool {
+    if on_postgres() {
+        eprintln!("not run on PostgreSQL (a property of the embedded store's file): {what}");
+    }
+    on_postgres()
 }
 
 /// Asserts the status and returns the JSON body.

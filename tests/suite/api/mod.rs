@@ -12,6 +12,7 @@ mod open_inference;
 mod openapi;
 mod operations;
 mod persistence;
+mod postgres;
 mod predict;
 mod process;
 mod tables;

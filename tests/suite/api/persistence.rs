@@ -86,7 +86,7 @@ async fn a_restart_serves_models_versions_datasets_and_jobs_again_with_identical
         .await;
     assert_eq!(app.wait_done(&again).await["model_version"], 3);
     app.stop().await;
-    let _ = std::fs::remove_dir_all(dir);
+    super::helpers::remove_store(&dir);
 }
 
 #[tokio::test]
@@ -195,11 +195,14 @@ async fn retention_keeps_the_newest_versions_and_finished_jobs() {
         3
     );
     app.stop().await;
-    let _ = std::fs::remove_dir_all(dir);
+    super::helpers::remove_store(&dir);
 }
 
 #[tokio::test]
 async fn a_full_store_answers_507_and_changes_nothing() {
+    if super::helpers::embedded_only("--max-store-mb caps the SQLite file") {
+        return;
+    }
     let app = spawn_with(|c| c.max_store_mb = 1).await;
     let big: Vec<Value> = (0..4000)
         .map(|i| json!(vec![i as f32 / 7.0; 100]))
@@ -228,6 +231,9 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 #[tokio::test]
 async fn deleting_a_dataset_gives_its_space_back() {
+    if super::helpers::embedded_only("the SQLite file shrinks after a delete") {
+        return;
+    }
     let app = super::helpers::spawn_app().await;
     let empty = dir_bytes(&app.data_dir);
     let rows: Vec<Value> = (0..5000)
@@ -375,7 +381,7 @@ async fn kill_9_at_any_moment_loses_nothing_that_was_confirmed() {
         "versions confirmed across rounds: {}",
         versions.len()
     );
-    let _ = std::fs::remove_dir_all(dir);
+    super::helpers::remove_store(&dir);
 }
 
 /// Versions (with their outputs) and datasets the server confirmed.
@@ -472,6 +478,7 @@ pub fn start_binary_with(dir: &Path, extra: &[&str]) -> (Child, String) {
         .args(extra)
         .arg("--data-dir")
         .arg(dir)
+        .envs(super::helpers::store_env(dir))
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -108,7 +108,7 @@ async fn sigterm_ends_streams_records_the_job_and_exits_in_time() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(dir);
+    super::helpers::remove_store(&dir);
 }
 
 #[tokio::test]

@@ -1,0 +1,472 @@
+//! The PostgreSQL store, for several replicas on one database: selected by `--database-url`.
+//! Same records as the embedded store (JSON text; dataset cells as `BYTEA` in the layout of
+//! [`super::cells`]). What must be unique is decided here, in a transaction: model names (the
+//! primary key → [`StoreError::Conflict`]), version numbers (allocated under a row lock on the
+//! model in [`Store::publish`]).
+//!
+//! Connections come from a bounded pool (`--database-pool-size`); a caller waits at most
+//! [`CHECKOUT_TIMEOUT`] for one, then gets [`StoreError::Failed`] (503 at the edge). The schema
+//! is migrated at startup under an advisory lock, so replicas starting together apply each
+//! migration once; a database whose schema is newer than this binary knows is refused.
+//!
+//! Blocking: call from worker threads or `spawn_blocking` (the sync `postgres` client drives
+//! its own small runtime), never on the async runtime.
+
+use super::cells::{column_words, table_from_words, words};
+use super::{
+    DatasetRecord, JobRecord, ModelRecord, Published, Snapshot, Store, StoreError, VersionRecord,
+    retention,
+};
+use crate::error::ErrorCode;
+use crate::nn::EpochReport;
+use crate::tabular::{Column, Table};
+use r2d2_postgres::PostgresConnectionManager;
+use r2d2_postgres::postgres::error::SqlState;
+use r2d2_postgres::postgres::{self, NoTls};
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The newest schema this binary knows (the last migration's number).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Versioned migrations, applied in order, each in its own transaction.
+const MIGRATIONS: [(i64, &str); 1] = [(1, include_str!("migrations/postgres/0001_init.sql"))];
+
+/// The advisory lock key held while migrating ("mlpd" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6d6c_7064;
+
+/// Longest wait for a pooled connection (and for a new one to open).
+pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A PostgreSQL connection string (URL or `key=value` form). Shown and logged without its
+/// password: `Display` and `Debug` print user, host, port and database only.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    /// Never fails, so that a parse error cannot echo the password: the string is checked when
+    /// the store connects.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseUrl(s.to_string()))
+    }
+}
+
+impl DatabaseUrl {
+    fn config(&self) -> Result<postgres::Config, StoreError> {
+        self.0.parse().map_err(|_| {
+            StoreError::Failed(
+                "the database URL is not a valid PostgreSQL connection string".into(),
+            )
+        })
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Ok(c) = self.0.parse::<postgres::Config>() else {
+            return f.write_str("(an invalid database URL)");
+        };
+        let host = match c.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => String::new(),
+        };
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        write!(
+            f,
+            "postgres://{}@{host}:{port}/{}",
+            c.get_user().unwrap_or(""),
+            c.get_dbname().unwrap_or("")
+        )
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Conn = r2d2_postgres::r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+pub struct PostgresStore {
+    /// Always `Some` until dropped.
+    pool: Option<Pool>,
+}
+
+impl Drop for PostgresStore {
+    /// A `postgres` connection closes with a blocking call, which panics on an async runtime's
+    /// thread (where the last handle to the store may go): the pool goes on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::Builder::new()
+                .name("mlpd-pg-close".into())
+                .spawn(move || drop(pool));
+        }
+    }
+}
+
+fn fail(e: impl fmt::Display) -> StoreError {
+    crate::metrics::store_error("failed");
+    StoreError::Failed(e.to_string())
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        if e.code() == Some(&SqlState::DISK_FULL) {
+            crate::metrics::store_error("full");
+            return StoreError::Full;
+        }
+        fail(e)
+    }
+}
+
+impl From<r2d2_postgres::r2d2::Error> for StoreError {
+    fn from(e: r2d2_postgres::r2d2::Error) -> Self {
+        fail(format!("no database connection: {e}"))
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(fail)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(fail)
+}
+
+fn nanos(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+/// A unique-name violation is the caller's conflict (409), not a storage failure.
+fn name_taken(e: postgres::Error, name: &str) -> StoreError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        return StoreError::Conflict(
+            ErrorCode::ModelExists,
+            format!("a model named {name:?} exists"),
+        );
+    }
+    e.into()
+}
+
+impl PostgresStore {
+    /// Connects (pool of at most `pool_size` connections) and migrates the schema.
+    ///
+    /// # Errors
+    /// The URL is invalid, the database cannot be reached, a migration fails, or the schema is
+    /// newer than this binary knows.
+    pub fn connect(url: &DatabaseUrl, pool_size: u32) -> Result<Self, StoreError> {
+        let mut config = url.config()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CHECKOUT_TIMEOUT);
+        }
+        config.application_name("mlpd");
+        let pool = r2d2_postgres::r2d2::Pool::builder()
+            .max_size(pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            // A broken connection is noticed when used (and replaced); no round trip per checkout.
+            .test_on_check_out(false)
+            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+        let store = PostgresStore { pool: Some(pool) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> Result<Conn, StoreError> {
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| fail("the store is closed"))?;
+        Ok(pool.get()?)
+    }
+
+    /// Applies the migrations this database lacks, holding the advisory lock.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        c.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
+        let applied = apply_migrations(&mut c);
+        let unlocked = c.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        let from = applied?;
+        unlocked?;
+        if from < SCHEMA_VERSION {
+            tracing::info!(from, to = SCHEMA_VERSION, "database schema migrated");
+        }
+        Ok(())
+    }
+
+    /// The schema version recorded in the database (0 for an empty one).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        let row = self
+            .conn()?
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM mlpd_schema", &[])?;
+        Ok(row.get(0))
+    }
+}
+
+/// Returns the version the database had before.
+fn apply_migrations(c: &mut postgres::Client) -> Result<i64, StoreError> {
+    c.batch_execute(
+        "CREATE TABLE IF NOT EXISTS mlpd_schema (
+           version BIGINT PRIMARY KEY,
+           applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    )?;
+    let current: i64 = c
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM mlpd_schema", &[])?
+        .get(0);
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Failed(format!(
+            "the database has schema version {current}, newer than this mlpd knows \
+             ({SCHEMA_VERSION}); run a newer mlpd"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let mut tx = c.transaction()?;
+        tx.batch_execute(sql)?;
+        tx.execute("INSERT INTO mlpd_schema (version) VALUES ($1)", &[version])?;
+        tx.commit()?;
+    }
+    Ok(current)
+}
+
+fn upsert_job(c: &mut impl postgres::GenericClient, job: &JobRecord) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO jobs (id, model, dataset_id, status, created_at, finished_at, record)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
+           finished_at = EXCLUDED.finished_at, record = EXCLUDED.record",
+        &[
+            &job.id,
+            &job.model,
+            &job.dataset_id,
+            &json(&job.status)?,
+            &nanos(job.created_at),
+            &job.finished_at.map(nanos),
+            &json(job)?,
+        ],
+    )?;
+    Ok(())
+}
+
+fn insert_epochs(
+    c: &mut impl postgres::GenericClient,
+    job: Uuid,
+    epochs: &[EpochReport],
+) -> Result<(), StoreError> {
+    if epochs.is_empty() {
+        return Ok(());
+    }
+    let stmt = c.prepare(
+        "INSERT INTO epochs (job, epoch, record) VALUES ($1, $2, $3)
+         ON CONFLICT (job, epoch) DO UPDATE SET record = EXCLUDED.record",
+    )?;
+    for e in epochs {
+        c.execute(&stmt, &[&job, &i64::from(e.epoch), &json(e)?])?;
+    }
+    Ok(())
+}
+
+fn insert_model(c: &mut impl postgres::GenericClient, m: &ModelRecord) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO models (name, next_version, record) VALUES ($1, $2, $3)",
+        &[&m.name, &i64::from(m.next_version), &json(m)?],
+    )
+    .map_err(|e| name_taken(e, &m.name))?;
+    Ok(())
+}
+
+fn insert_version(
+    c: &mut impl postgres::GenericClient,
+    v: &VersionRecord,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO versions (model, version, record) VALUES ($1, $2, $3)",
+        &[&v.model, &i64::from(v.version), &json(v)?],
+    )?;
+    Ok(())
+}
+
+impl Store for PostgresStore {
+    fn load(&self) -> Result<Snapshot, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.build_transaction().read_only(true).start()?;
+        let mut snap = Snapshot::default();
+        for r in tx.query("SELECT record FROM models ORDER BY name", &[])? {
+            snap.models.push(parse(r.get(0))?);
+        }
+        for r in tx.query("SELECT record FROM versions ORDER BY model, version", &[])? {
+            snap.versions.push(parse(r.get(0))?);
+        }
+        for r in tx.query("SELECT record FROM datasets ORDER BY id", &[])? {
+            snap.datasets.push(parse(r.get(0))?);
+        }
+        let mut epochs: HashMap<Uuid, Vec<EpochReport>> = HashMap::new();
+        for r in tx.query("SELECT job, record FROM epochs ORDER BY job, epoch", &[])? {
+            epochs.entry(r.get(0)).or_default().push(parse(r.get(1))?);
+        }
+        for r in tx.query("SELECT id, record FROM jobs ORDER BY created_at, id", &[])? {
+            let id: Uuid = r.get(0);
+            let job: JobRecord = parse(r.get(1))?;
+            snap.jobs
+                .push((job, epochs.remove(&id).unwrap_or_default()));
+        }
+        tx.commit()?;
+        Ok(snap)
+    }
+
+    fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError> {
+        insert_model(&mut *self.conn()?, m)
+    }
+
+    fn delete_model(&self, name: &str) -> Result<(), StoreError> {
+        self.conn()?
+            .execute("DELETE FROM models WHERE name = $1", &[&name])?;
+        Ok(())
+    }
+
+    fn insert_dataset(&self, meta: &DatasetRecord, data: &Table) -> Result<(), StoreError> {
+        let bytes = |cols: &[Column]| -> Vec<u8> { column_words(cols).flatten().collect() };
+        let (features, targets) = (bytes(data.features()), bytes(data.targets()));
+        self.conn()?.execute(
+            "INSERT INTO datasets (id, record, features, targets) VALUES ($1, $2, $3, $4)",
+            &[&meta.id, &json(meta)?, &features, &targets],
+        )?;
+        Ok(())
+    }
+
+    fn load_dataset(&self, id: Uuid) -> Result<Option<Table>, StoreError> {
+        let Some(row) = self.conn()?.query_opt(
+            "SELECT record, features, targets FROM datasets WHERE id = $1",
+            &[&id],
+        )?
+        else {
+            return Ok(None);
+        };
+        let meta: DatasetRecord = parse(row.get(0))?;
+        let (features, targets) = (words(row.get(1)), words(row.get(2)));
+        drop(row);
+        table_from_words(&meta, &features, &targets, |m: &str| fail(m)).map(Some)
+    }
+
+    fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError> {
+        self.conn()?
+            .execute("DELETE FROM datasets WHERE id = $1", &[&id])?;
+        Ok(())
+    }
+
+    fn save_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        upsert_job(&mut *self.conn()?, job)
+    }
+
+    fn delete_job(&self, id: Uuid) -> Result<(), StoreError> {
+        self.conn()?
+            .execute("DELETE FROM jobs WHERE id = $1", &[&id])?;
+        Ok(())
+    }
+
+    fn import_model(&self, m: &ModelRecord, v: &VersionRecord) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        insert_model(&mut tx, m)?;
+        insert_version(&mut tx, v)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn append_epochs(&self, job: Uuid, epochs: &[EpochReport]) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        insert_epochs(&mut tx, job, epochs)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn publish(
+        &self,
+        v: &mut VersionRecord,
+        job: &mut JobRecord,
+        epochs: &[EpochReport],
+        keep: usize,
+    ) -> Result<Published, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        // The row lock serialises publishers of one model: each sees the number the one before
+        // it took.
+        let Some(row) = tx.query_opt(
+            "SELECT next_version, record FROM models WHERE name = $1 FOR UPDATE",
+            &[&v.model],
+        )?
+        else {
+            return Err(StoreError::Gone);
+        };
+        let next: i64 = row.get(0);
+        let mut model: ModelRecord = parse(row.get(1))?;
+        let newest: Option<i64> = tx
+            .query_one(
+                "SELECT MAX(version) FROM versions WHERE model = $1",
+                &[&v.model],
+            )?
+            .get(0);
+        let version = next.max(newest.map_or(1, |n| n + 1));
+        v.version = u32::try_from(version).map_err(fail)?;
+        job.model_version = Some(v.version);
+        model.next_version = v.version + 1;
+        tx.execute(
+            "UPDATE models SET next_version = $2, record = $3 WHERE name = $1",
+            &[&v.model, &(version + 1), &json(&model)?],
+        )?;
+        insert_version(&mut tx, v)?;
+        insert_epochs(&mut tx, job.id, epochs)?;
+        upsert_job(&mut tx, job)?;
+        let all: Vec<u32> = tx
+            .query("SELECT version FROM versions WHERE model = $1", &[&v.model])?
+            .iter()
+            .filter_map(|r| u32::try_from(r.get::<_, i64>(0)).ok())
+            .collect();
+        let pruned = retention::excess_versions(all, keep);
+        let gone: Vec<i64> = pruned.iter().map(|&p| i64::from(p)).collect();
+        tx.execute(
+            "DELETE FROM versions WHERE model = $1 AND version = ANY($2)",
+            &[&v.model, &gone],
+        )?;
+        tx.commit()?;
+        Ok(Published {
+            version: v.version,
+            pruned,
+        })
+    }
+
+    fn prune_jobs(&self, keep: usize) -> Result<Vec<Uuid>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        let finished: Vec<(i64, Uuid)> = tx
+            .query(
+                "SELECT finished_at, id FROM jobs WHERE finished_at IS NOT NULL",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let ids = retention::excess_jobs(finished, keep);
+        if !ids.is_empty() {
+            tx.execute("DELETE FROM jobs WHERE id = ANY($1)", &[&ids])?;
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.conn()?.simple_query("SELECT 1")?;
+        Ok(())
+    }
+}

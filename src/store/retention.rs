@@ -1,0 +1,38 @@
+//! The retention rules, in one place: both backends list the candidates in their own SQL and
+//! delete what these functions choose, inside the same transaction.
+
+use uuid::Uuid;
+
+/// Of a model's version numbers, those beyond the newest `keep` (the newest, which is served,
+/// is always kept).
+pub fn excess_versions(mut versions: Vec<u32>, keep: usize) -> Vec<u32> {
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    versions.into_iter().skip(keep.max(1)).collect()
+}
+
+/// Of the finished jobs, as (finish time in nanoseconds since the epoch, id), those beyond the
+/// newest `keep`: the oldest finished go first (ties broken by id, so every backend agrees).
+pub fn excess_jobs(mut finished: Vec<(i64, Uuid)>, keep: usize) -> Vec<Uuid> {
+    finished.sort_unstable_by(|a, b| b.cmp(a));
+    finished.into_iter().skip(keep).map(|(_, id)| id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_versions_stay_and_at_least_one() {
+        assert_eq!(excess_versions(vec![1, 4, 2, 3], 2), vec![2, 1]);
+        assert_eq!(excess_versions(vec![1, 2], 0), vec![1]);
+        assert!(excess_versions(vec![7], 5).is_empty());
+    }
+
+    #[test]
+    fn the_oldest_finished_jobs_go_first() {
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        assert_eq!(excess_jobs(vec![(5, a), (9, b), (7, c)], 1), vec![c, a]);
+        assert_eq!(excess_jobs(vec![(5, a), (5, b)], 1), vec![a]);
+        assert!(excess_jobs(vec![(5, a)], 1).is_empty());
+    }
+}
