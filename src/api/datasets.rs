@@ -146,10 +146,10 @@ pub async fn create(
     let (r, d) = (record.clone(), data.clone());
     let admin = state.admin_lock().await;
     room_for_dataset(&state)?;
-    let datasets = state.datasets.clone();
+    let (datasets, max) = (state.datasets.clone(), state.config.max_datasets);
     let stored = state
         .commit(Some(admin), move |s| {
-            s.insert_dataset(&r, &d)?;
+            s.insert_dataset(&r, &d, max)?;
             Ok(datasets.insert(StoredDataset::new(record, Some(data))))
         })
         .await?;

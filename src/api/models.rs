@@ -141,10 +141,12 @@ pub async fn create(
     let admin = state.admin_lock().await;
     room_for_model(&state, &name)?;
     let record = entry.record();
+    // Memory's answer is a fast path; the store decides, in the transaction that inserts.
+    let max = state.config.max_models;
     let registry = state.registry.clone();
     state
         .commit(Some(admin), move |s| {
-            s.insert_model(&record)?;
+            s.insert_model(&record, max)?;
             registry.create(entry);
             Ok(())
         })
@@ -496,11 +498,13 @@ pub async fn import(
     let admin = state.admin_lock().await;
     room_for_model(&state, &name)?;
     let record = entry.record();
+    // Memory's answer is a fast path; the store decides, in the transaction that inserts.
+    let max = state.config.max_models;
     let version = Arc::new(version);
     let (n, registry) = (name.clone(), state.registry.clone());
     let entry = state
         .commit(Some(admin), move |s| {
-            s.import_model(&record, &version)?;
+            s.import_model(&record, &version, max)?;
             registry.create(entry);
             registry.insert_version(&n, version, &[]);
             Ok(registry.get(&n))

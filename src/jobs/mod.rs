@@ -258,7 +258,7 @@ mod tests {
         };
         let dir = std::env::temp_dir().join(format!("mlpd-unit-{}", Uuid::new_v4()));
         let store: Arc<dyn Store> = Arc::new(crate::store::SqliteStore::open(&dir, None).unwrap());
-        store.insert_model(&entry.record()).unwrap();
+        store.insert_model(&entry.record(), 0).unwrap();
         registry.create(entry);
         let data = Arc::new(
             Dataset::classification(

@@ -53,6 +53,16 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The store holds `max` of `what` (`models`, `datasets`) already.
+    pub fn limit_reached(what: &str, max: usize) -> Self {
+        StoreError::Conflict(
+            ErrorCode::LimitReached,
+            format!("this server keeps at most {max} {what}; delete one first"),
+        )
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -112,12 +122,25 @@ pub struct Published {
 pub trait Store: Send + Sync + 'static {
     /// Everything but dataset contents.
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// Stores a new model unless `max` models (0: no limit) are stored already: the count and
+    /// the insert are one transaction, so writers racing for the last place get one success.
+    ///
     /// # Errors
-    /// [`StoreError::Conflict`] (`model_exists`) when the name is taken.
-    fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError>;
+    /// [`StoreError::Conflict`]: `model_exists` when the name is taken, `limit_reached` when
+    /// `max` models are stored.
+    fn insert_model(&self, m: &ModelRecord, max: usize) -> Result<(), StoreError>;
     /// Deletes the model and its versions.
     fn delete_model(&self, name: &str) -> Result<(), StoreError>;
-    fn insert_dataset(&self, meta: &DatasetRecord, data: &Table) -> Result<(), StoreError>;
+    /// Stores a dataset unless `max` datasets (0: no limit) are stored already (one transaction).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] (`limit_reached`) when `max` datasets are stored.
+    fn insert_dataset(
+        &self,
+        meta: &DatasetRecord,
+        data: &Table,
+        max: usize,
+    ) -> Result<(), StoreError>;
     fn load_dataset(&self, id: Uuid) -> Result<Option<Table>, StoreError>;
     fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError>;
     /// Inserts or updates a job (not its epochs).
@@ -125,7 +148,13 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a job that was never accepted (its queue was full).
     fn delete_job(&self, id: Uuid) -> Result<(), StoreError>;
     /// A model that arrives with its first version (an import), in one transaction.
-    fn import_model(&self, m: &ModelRecord, v: &VersionRecord) -> Result<(), StoreError>;
+    /// Under the same rules as [`Store::insert_model`].
+    fn import_model(
+        &self,
+        m: &ModelRecord,
+        v: &VersionRecord,
+        max: usize,
+    ) -> Result<(), StoreError>;
     fn append_epochs(&self, job: Uuid, epochs: &[EpochReport]) -> Result<(), StoreError>;
     /// In one transaction: allocates the model's next version number (written into `v.version`
     /// and `job.model_version`: the store decides it, never a process's memory), stores the

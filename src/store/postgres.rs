@@ -276,8 +276,34 @@ fn insert_epochs(
     Ok(())
 }
 
-fn insert_model(c: &mut impl postgres::GenericClient, m: &ModelRecord) -> Result<(), StoreError> {
-    c.execute(
+/// Keys of the transaction-scoped advisory locks that serialise "count, then insert" per
+/// collection across replicas (a count alone cannot see a racing insert not yet committed).
+const MODELS_LOCK: i64 = 0x6d6c_7064_0001;
+const DATASETS_LOCK: i64 = 0x6d6c_7064_0002;
+
+/// Takes the collection's lock for the rest of the transaction and counts its rows.
+fn locked_count(
+    tx: &mut postgres::Transaction<'_>,
+    lock: i64,
+    table: &str,
+) -> Result<usize, StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock])?;
+    let n: i64 = tx
+        .query_one(&format!("SELECT COUNT(*) FROM {table}"), &[])?
+        .get(0);
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Inserts a model unless `max` (0: no limit) are stored, in the caller's transaction.
+fn insert_model(
+    tx: &mut postgres::Transaction<'_>,
+    m: &ModelRecord,
+    max: usize,
+) -> Result<(), StoreError> {
+    if max > 0 && locked_count(tx, MODELS_LOCK, "models")? >= max {
+        return Err(StoreError::limit_reached("models", max));
+    }
+    tx.execute(
         "INSERT INTO models (name, next_version, record) VALUES ($1, $2, $3)",
         &[&m.name, &i64::from(m.next_version), &json(m)?],
     )
@@ -324,8 +350,12 @@ impl Store for PostgresStore {
         Ok(snap)
     }
 
-    fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError> {
-        insert_model(&mut *self.conn()?, m)
+    fn insert_model(&self, m: &ModelRecord, max: usize) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        insert_model(&mut tx, m, max)?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn delete_model(&self, name: &str) -> Result<(), StoreError> {
@@ -334,13 +364,24 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn insert_dataset(&self, meta: &DatasetRecord, data: &Table) -> Result<(), StoreError> {
+    fn insert_dataset(
+        &self,
+        meta: &DatasetRecord,
+        data: &Table,
+        max: usize,
+    ) -> Result<(), StoreError> {
         let bytes = |cols: &[Column]| -> Vec<u8> { column_words(cols).flatten().collect() };
         let (features, targets) = (bytes(data.features()), bytes(data.targets()));
-        self.conn()?.execute(
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        if max > 0 && locked_count(&mut tx, DATASETS_LOCK, "datasets")? >= max {
+            return Err(StoreError::limit_reached("datasets", max));
+        }
+        tx.execute(
             "INSERT INTO datasets (id, record, features, targets) VALUES ($1, $2, $3, $4)",
             &[&meta.id, &json(meta)?, &features, &targets],
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -374,10 +415,15 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn import_model(&self, m: &ModelRecord, v: &VersionRecord) -> Result<(), StoreError> {
+    fn import_model(
+        &self,
+        m: &ModelRecord,
+        v: &VersionRecord,
+        max: usize,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn()?;
         let mut tx = c.transaction()?;
-        insert_model(&mut tx, m)?;
+        insert_model(&mut tx, m, max)?;
         insert_version(&mut tx, v)?;
         tx.commit()?;
         Ok(())

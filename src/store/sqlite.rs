@@ -280,6 +280,24 @@ fn insert_epochs(tx: &Connection, job: Uuid, epochs: &[EpochReport]) -> Result<(
     Ok(())
 }
 
+fn count(tx: &Connection, table: &str) -> Result<usize, StoreError> {
+    let n: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// Inserts a model unless `max` (0: no limit) are stored; call inside a transaction.
+fn insert_model(tx: &Connection, m: &ModelRecord, max: usize) -> Result<(), StoreError> {
+    if max > 0 && count(tx, "models")? >= max {
+        return Err(StoreError::limit_reached("models", max));
+    }
+    tx.execute(
+        "INSERT INTO models (name, record) VALUES (?1, ?2)",
+        params![m.name, json(m)?],
+    )
+    .map_err(|e| name_taken(e, &m.name))?;
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let conn = self.conn();
@@ -311,13 +329,11 @@ impl Store for SqliteStore {
         Ok(snap)
     }
 
-    fn insert_model(&self, m: &ModelRecord) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO models (name, record) VALUES (?1, ?2)",
-                params![m.name, json(m)?],
-            )
-            .map_err(|e| name_taken(e, &m.name))?;
+    fn insert_model(&self, m: &ModelRecord, max: usize) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        insert_model(&tx, m, max)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -328,9 +344,17 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn insert_dataset(&self, meta: &DatasetRecord, data: &Table) -> Result<(), StoreError> {
+    fn insert_dataset(
+        &self,
+        meta: &DatasetRecord,
+        data: &Table,
+        max: usize,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
+        if max > 0 && count(&tx, "datasets")? >= max {
+            return Err(StoreError::limit_reached("datasets", max));
+        }
         let words = |cols: &[Column]| (cols.len() * data.rows() * 4) as u64;
         tx.execute(
             "INSERT INTO datasets (id, record, features, targets) VALUES (?1, ?2, ?3, ?4)",
@@ -387,14 +411,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn import_model(&self, m: &ModelRecord, v: &VersionRecord) -> Result<(), StoreError> {
+    fn import_model(
+        &self,
+        m: &ModelRecord,
+        v: &VersionRecord,
+        max: usize,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO models (name, record) VALUES (?1, ?2)",
-            params![m.name, json(m)?],
-        )
-        .map_err(|e| name_taken(e, &m.name))?;
+        insert_model(&tx, m, max)?;
         tx.execute(
             "INSERT INTO versions (model, version, record) VALUES (?1, ?2, ?3)",
             params![v.model, v.version, json(v)?],

@@ -1,6 +1,7 @@
 //! PostgreSQL-only behaviour: migrations under the advisory lock, refusal of a newer schema,
-//! uniqueness decided by the database, the password kept out of logs, help and errors. The rest
-//! of the suite runs on PostgreSQL too (`MLPD_TEST_BACKEND=postgres`).
+//! uniqueness and limits decided by the database across replicas, the password kept out of
+//! logs, help and errors. The rest of the suite runs on PostgreSQL too
+//! (`MLPD_TEST_BACKEND=postgres`).
 //!
 //! These tests need `MLPD_TEST_DATABASE_URL`; without it they say so and pass, except under
 //! `CI=true`, where they fail.
@@ -218,4 +219,57 @@ async fn postgres_the_password_never_reaches_logs_help_or_errors() {
         msg.contains("127.0.0.1:1/nowhere") && !msg.contains(secret),
         "{msg}"
     );
+}
+
+async fn app_with_limits(url: &str, models: usize, datasets: usize) -> TestApp {
+    let url = url.to_string();
+    spawn_with(move |c| {
+        c.database_url = Some(url.parse().unwrap());
+        c.max_models = models;
+        c.max_datasets = datasets;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_model_and_dataset_limits_count_what_every_replica_stored() {
+    if postgres_server().is_none() {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let (a, b) = (
+        app_with_limits(&db.url, 3, 1).await,
+        app_with_limits(&db.url, 3, 1).await,
+    );
+    let layers = json!([{"units": 1, "activation": "identity"}]);
+    a.create_model("a1", 1, layers.clone()).await;
+    a.create_model("a2", 1, layers.clone()).await;
+    // Each replica's memory holds fewer than 3; the database holds 3 after this one.
+    b.create_model("b1", 1, layers.clone()).await;
+    for (app, name) in [(&a, "a3"), (&b, "b2")] {
+        let r = app
+            .post(
+                "/v1/models",
+                &json!({"name": name, "inputs": 1, "layers": layers}),
+            )
+            .await;
+        super::helpers::expect_error(r, StatusCode::CONFLICT, "limit_reached").await;
+    }
+    // Racing for the last dataset place: exactly one wins.
+    let body = json!({"inputs": [[1.0], [2.0], [3.0]], "targets": [[1.0], [2.0], [3.0]]});
+    let (ra, rb) = tokio::join!(a.post("/v1/datasets", &body), b.post("/v1/datasets", &body));
+    let mut got = [ra.status(), rb.status()];
+    got.sort();
+    assert_eq!(got, [StatusCode::CREATED, StatusCode::CONFLICT]);
+    let loser = if ra.status() == StatusCode::CONFLICT {
+        ra
+    } else {
+        rb
+    };
+    let e: Value = loser.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "limit_reached", "{e}");
+    let rows = db
+        .sql("SELECT (SELECT count(*) FROM models), (SELECT count(*) FROM datasets)")
+        .await;
+    assert_eq!((rows[0].get::<_, i64>(0), rows[0].get::<_, i64>(1)), (3, 1));
 }
