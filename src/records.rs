@@ -5,6 +5,7 @@
 
 use crate::error::ErrorCode;
 use crate::nn::{EpochReport, LabelSet, NetworkSpec, StopReason, TrainParams, TrainedModel};
+use crate::scoring::Scores;
 use crate::tabular::{ColumnInfo, Signature, Table, Task, Values};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -253,4 +254,22 @@ pub struct JobError {
     /// `store_unavailable` or `internal` (codes of the one error-code table).
     pub code: ErrorCode,
     pub message: String,
+}
+
+/// A version's scores on a dataset, as stored (with the version: deleted with it).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct EvaluationRecord {
+    pub id: Uuid,
+    pub model: String,
+    pub version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    /// The stored dataset scored on; absent for an inline one.
+    pub dataset_id: Option<Uuid>,
+    /// Rows scored (every target present).
+    pub rows: usize,
+    /// Rows left out because a target was missing.
+    pub rows_skipped: usize,
+    pub scores: Scores,
 }

@@ -76,6 +76,7 @@ impl App {
             batcher: crate::batcher::Batcher::start(config.batching())
                 .context("cannot start the prediction threads")?,
             event_streams: Arc::new(Semaphore::new(config.max_event_streams)),
+            evaluations: Arc::new(Semaphore::new(config.workers().max(1))),
             config: Arc::new(config),
             registry,
             datasets,

@@ -21,6 +21,8 @@ pub struct AppState {
     pub batcher: crate::batcher::Batcher,
     /// Slots for open event streams.
     pub event_streams: Arc<Semaphore>,
+    /// Evaluations scoring at once (one per training worker).
+    pub evaluations: Arc<Semaphore>,
     pub store: Arc<dyn Store>,
     /// Serialises the few operations that check one collection and change another (delete a
     /// model only if no job uses it; submit a job only if its model and dataset exist), store

@@ -3,6 +3,7 @@
 mod dashboard;
 mod datasets;
 mod encoding;
+mod evaluations;
 mod events;
 pub mod extract;
 mod health;
@@ -50,6 +51,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(models::version))
         .routes(routes!(models::export))
         .routes(routes!(models::import))
+        .routes(routes!(evaluations::evaluate))
+        .routes(routes!(evaluations::list))
         .routes(routes!(jobs::train))
         .routes(routes!(predict::predict))
         .routes(routes!(datasets::create, datasets::list))

@@ -16,7 +16,7 @@ mod sqlite;
 pub use postgres::{DatabaseUrl, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
 
-pub use crate::records::{DatasetRecord, JobRecord, ModelRecord, VersionRecord};
+pub use crate::records::{DatasetRecord, EvaluationRecord, JobRecord, ModelRecord, VersionRecord};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::nn::EpochReport;
@@ -118,6 +118,9 @@ pub struct Published {
     pub pruned: Vec<u32>,
 }
 
+/// Evaluations kept per version (the oldest beyond it are deleted when one is added).
+pub const EVALUATIONS_PER_VERSION: usize = 100;
+
 /// The persistence interface. Every method commits before it returns `Ok`.
 pub trait Store: Send + Sync + 'static {
     /// Everything but dataset contents.
@@ -172,6 +175,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Published, StoreError>;
     /// Deletes finished jobs beyond `keep`, oldest first; returns their ids.
     fn prune_jobs(&self, keep: usize) -> Result<Vec<Uuid>, StoreError>;
+    /// Stores an evaluation of its version, keeping that version's newest `keep`; `false` (and
+    /// nothing stored) when the version no longer exists. Deleting a version deletes its
+    /// evaluations.
+    fn insert_evaluation(&self, e: &EvaluationRecord, keep: usize) -> Result<bool, StoreError>;
+    /// A version's evaluations, newest first.
+    fn evaluations(&self, model: &str, version: u32) -> Result<Vec<EvaluationRecord>, StoreError>;
     /// Whether the store answers.
     fn ping(&self) -> Result<(), StoreError>;
 }

@@ -14,8 +14,8 @@
 
 use super::cells::{column_words, table_from_words, words};
 use super::{
-    DatasetRecord, JobRecord, ModelRecord, Published, Snapshot, Store, StoreError, VersionRecord,
-    retention,
+    DatasetRecord, EvaluationRecord, JobRecord, ModelRecord, Published, Snapshot, Store,
+    StoreError, VersionRecord, retention,
 };
 use crate::error::ErrorCode;
 use crate::nn::EpochReport;
@@ -29,10 +29,13 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// The newest schema this binary knows (the last migration's number).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: [(i64, &str); 1] = [(1, include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: [(i64, &str); 2] = [
+    (1, include_str!("migrations/postgres/0001_init.sql")),
+    (2, include_str!("migrations/postgres/0002_evaluations.sql")),
+];
 
 /// The advisory lock key held while migrating ("mlpd" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6d6c_7064;
@@ -509,6 +512,48 @@ impl Store for PostgresStore {
         }
         tx.commit()?;
         Ok(ids)
+    }
+
+    fn insert_evaluation(&self, e: &EvaluationRecord, keep: usize) -> Result<bool, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        let version = i64::from(e.version);
+        // Locks the version row: a concurrent prune waits, or has already removed it.
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM versions WHERE model = $1 AND version = $2 FOR SHARE",
+                &[&e.model, &version],
+            )?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO evaluations (id, model, version, record) VALUES ($1, $2, $3, $4)",
+            &[&e.id, &e.model, &version, &json(e)?],
+        )?;
+        let listed: Vec<(i64, Uuid)> = tx
+            .query(
+                "SELECT seq, id FROM evaluations WHERE model = $1 AND version = $2",
+                &[&e.model, &version],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let gone = retention::excess_evaluations(listed, keep);
+        if !gone.is_empty() {
+            tx.execute("DELETE FROM evaluations WHERE id = ANY($1)", &[&gone])?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn evaluations(&self, model: &str, version: u32) -> Result<Vec<EvaluationRecord>, StoreError> {
+        let rows = self.conn()?.query(
+            "SELECT record FROM evaluations WHERE model = $1 AND version = $2 ORDER BY seq DESC",
+            &[&model, &i64::from(version)],
+        )?;
+        rows.iter().map(|r| parse(r.get::<_, &str>(0))).collect()
     }
 
     fn ping(&self) -> Result<(), StoreError> {

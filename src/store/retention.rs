@@ -17,6 +17,16 @@ pub fn excess_jobs(mut finished: Vec<(i64, Uuid)>, keep: usize) -> Vec<Uuid> {
     finished.into_iter().skip(keep).map(|(_, id)| id).collect()
 }
 
+/// Of a version's evaluations, as (insertion sequence, id), those beyond the newest `keep`.
+pub fn excess_evaluations(mut evaluations: Vec<(i64, Uuid)>, keep: usize) -> Vec<Uuid> {
+    evaluations.sort_unstable_by(|a, b| b.cmp(a));
+    evaluations
+        .into_iter()
+        .skip(keep)
+        .map(|(_, id)| id)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +44,12 @@ mod tests {
         assert_eq!(excess_jobs(vec![(5, a), (9, b), (7, c)], 1), vec![c, a]);
         assert_eq!(excess_jobs(vec![(5, a), (5, b)], 1), vec![a]);
         assert!(excess_jobs(vec![(5, a)], 1).is_empty());
+    }
+
+    #[test]
+    fn the_oldest_evaluations_go_first() {
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        assert_eq!(excess_evaluations(vec![(2, a), (3, b), (1, c)], 2), vec![c]);
+        assert!(excess_evaluations(vec![(1, a)], 1).is_empty());
     }
 }

@@ -8,8 +8,8 @@
 
 use super::cells::{column_words, table_from_words};
 use super::{
-    DatasetRecord, JobRecord, ModelRecord, Published, Snapshot, Store, StoreError, VersionRecord,
-    retention,
+    DatasetRecord, EvaluationRecord, JobRecord, ModelRecord, Published, Snapshot, Store,
+    StoreError, VersionRecord, retention,
 };
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, Label};
@@ -43,6 +43,13 @@ CREATE TABLE IF NOT EXISTS epochs (
   epoch INTEGER NOT NULL,
   record TEXT NOT NULL,
   PRIMARY KEY (job, epoch));
+CREATE TABLE IF NOT EXISTS evaluations (
+  id TEXT PRIMARY KEY,
+  model TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  record TEXT NOT NULL,
+  FOREIGN KEY (model, version) REFERENCES versions(model, version) ON DELETE CASCADE);
+CREATE INDEX IF NOT EXISTS evaluations_of_version ON evaluations (model, version);
 ";
 
 pub struct SqliteStore {
@@ -519,6 +526,51 @@ impl Store for SqliteStore {
             compact(&conn);
         }
         Ok(ids)
+    }
+
+    fn insert_evaluation(&self, e: &EvaluationRecord, keep: usize) -> Result<bool, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let exists = tx
+            .query_row(
+                "SELECT 1 FROM versions WHERE model = ?1 AND version = ?2",
+                params![e.model, e.version],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO evaluations (id, model, version, record) VALUES (?1, ?2, ?3, ?4)",
+            params![e.id.to_string(), e.model, e.version, json(e)?],
+        )?;
+        // Insertion order is rowid order.
+        let listed: Vec<(i64, String)> = tx
+            .prepare("SELECT rowid, id FROM evaluations WHERE model = ?1 AND version = ?2")?
+            .query_map(params![e.model, e.version], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let listed = listed
+            .into_iter()
+            .filter_map(|(seq, id)| Uuid::parse_str(&id).ok().map(|id| (seq, id)));
+        for id in retention::excess_evaluations(listed.collect(), keep) {
+            tx.execute("DELETE FROM evaluations WHERE id = ?1", [id.to_string()])?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn evaluations(&self, model: &str, version: u32) -> Result<Vec<EvaluationRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT record FROM evaluations WHERE model = ?1 AND version = ?2 ORDER BY rowid DESC",
+        )?;
+        let mut out = Vec::new();
+        for r in stmt.query_map(params![model, version], |r| r.get::<_, String>(0))? {
+            out.push(parse(&r?)?);
+        }
+        Ok(out)
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 mod contract;
 mod dashboard;
 mod datasets;
+mod evaluations;
 mod events;
 mod hardening;
 mod helpers;
