@@ -108,7 +108,7 @@ pub async fn train(
     let jobs = state.jobs.clone();
     let submitted = state
         .commit(Some(admin), move |s| {
-            s.save_job(&record)?;
+            s.submit_job(&record)?;
             match jobs.submit(job) {
                 Ok(job) => Ok(Some(job)),
                 Err(_) => s.delete_job(record.id).map(|()| None),

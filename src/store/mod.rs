@@ -61,6 +61,24 @@ impl StoreError {
             format!("this server keeps at most {max} {what}; delete one first"),
         )
     }
+
+    pub fn model_busy(name: &str) -> Self {
+        StoreError::Conflict(
+            ErrorCode::ModelBusy,
+            format!("model {name:?} has a queued or running job; cancel it first"),
+        )
+    }
+
+    pub fn dataset_in_use(id: Uuid) -> Self {
+        StoreError::Conflict(
+            ErrorCode::DatasetInUse,
+            format!("dataset {id} is used by a queued or running job"),
+        )
+    }
+
+    pub fn model_gone(name: &str) -> Self {
+        StoreError::Conflict(ErrorCode::ModelNotFound, format!("no model named {name:?}"))
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -132,7 +150,11 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Conflict`]: `model_exists` when the name is taken, `limit_reached` when
     /// `max` models are stored.
     fn insert_model(&self, m: &ModelRecord, max: usize) -> Result<(), StoreError>;
-    /// Deletes the model and its versions.
+    /// Deletes the model and its versions, unless a queued or running job trains it (checked
+    /// in the same transaction).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] (`model_busy`) when a job uses it.
     fn delete_model(&self, name: &str) -> Result<(), StoreError>;
     /// Stores a dataset unless `max` datasets (0: no limit) are stored already (one transaction).
     ///
@@ -145,7 +167,17 @@ pub trait Store: Send + Sync + 'static {
         max: usize,
     ) -> Result<(), StoreError>;
     fn load_dataset(&self, id: Uuid) -> Result<Option<Table>, StoreError>;
+    /// Deletes a dataset, unless a queued or running job uses it (same transaction).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] (`dataset_in_use`) when a job uses it.
     fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Records a newly submitted, `queued` job, unless its model is gone (checked in the same
+    /// transaction, serialised with [`Store::delete_model`] and [`Store::delete_dataset`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] (`model_not_found`).
+    fn submit_job(&self, job: &JobRecord) -> Result<(), StoreError>;
     /// Inserts or updates a job (not its epochs).
     fn save_job(&self, job: &JobRecord) -> Result<(), StoreError>;
     /// Removes a job that was never accepted (its queue was full).

@@ -19,6 +19,7 @@ use super::{
 };
 use crate::error::ErrorCode;
 use crate::nn::EpochReport;
+use crate::records::JobStatus;
 use crate::tabular::{Column, Table};
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::postgres::error::SqlState;
@@ -283,6 +284,13 @@ fn insert_epochs(
 /// collection across replicas (a count alone cannot see a racing insert not yet committed).
 const MODELS_LOCK: i64 = 0x6d6c_7064_0001;
 const DATASETS_LOCK: i64 = 0x6d6c_7064_0002;
+/// Serialises job submissions with deletes of models and datasets.
+const QUEUE_LOCK: i64 = 0x6d6c_7064_0003;
+
+/// The stored statuses of a job that holds its model and dataset.
+fn active() -> Result<Vec<String>, StoreError> {
+    Ok(vec![json(&JobStatus::Queued)?, json(&JobStatus::Running)?])
+}
 
 /// Takes the collection's lock for the rest of the transaction and counts its rows.
 fn locked_count(
@@ -362,8 +370,20 @@ impl Store for PostgresStore {
     }
 
     fn delete_model(&self, name: &str) -> Result<(), StoreError> {
-        self.conn()?
-            .execute("DELETE FROM models WHERE name = $1", &[&name])?;
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&QUEUE_LOCK])?;
+        let busy: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM jobs WHERE model = $1 AND status = ANY($2)",
+                &[&name, &active()?],
+            )?
+            .get(0);
+        if busy > 0 {
+            return Err(StoreError::model_busy(name));
+        }
+        tx.execute("DELETE FROM models WHERE name = $1", &[&name])?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -403,8 +423,37 @@ impl Store for PostgresStore {
     }
 
     fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError> {
-        self.conn()?
-            .execute("DELETE FROM datasets WHERE id = $1", &[&id])?;
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&QUEUE_LOCK])?;
+        let busy: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM jobs WHERE dataset_id = $1 AND status = ANY($2)",
+                &[&id, &active()?],
+            )?
+            .get(0);
+        if busy > 0 {
+            return Err(StoreError::dataset_in_use(id));
+        }
+        tx.execute("DELETE FROM datasets WHERE id = $1", &[&id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn submit_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        // One lock for submissions and deletes: a job cannot be queued for a model (or dataset)
+        // that a racing delete just checked as unused.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&QUEUE_LOCK])?;
+        if tx
+            .query_opt("SELECT 1 FROM models WHERE name = $1", &[&job.model])?
+            .is_none()
+        {
+            return Err(StoreError::model_gone(&job.model));
+        }
+        upsert_job(&mut tx, job)?;
+        tx.commit()?;
         Ok(())
     }
 

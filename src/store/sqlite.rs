@@ -13,6 +13,7 @@ use super::{
 };
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, Label};
+use crate::records::JobStatus;
 use crate::tabular::{Column, Table};
 use ndarray::Array2;
 use rusqlite::blob::ZeroBlob;
@@ -287,6 +288,20 @@ fn insert_epochs(tx: &Connection, job: Uuid, epochs: &[EpochReport]) -> Result<(
     Ok(())
 }
 
+/// Queued or running jobs whose record has `value` at the JSON `path`.
+fn active_jobs(tx: &Connection, path: &str, value: &str) -> Result<i64, StoreError> {
+    Ok(tx.query_row(
+        "SELECT COUNT(*) FROM jobs WHERE status IN (?1, ?2) AND json_extract(record, ?3) = ?4",
+        params![
+            json(&JobStatus::Queued)?,
+            json(&JobStatus::Running)?,
+            path,
+            value
+        ],
+        |r| r.get(0),
+    )?)
+}
+
 fn count(tx: &Connection, table: &str) -> Result<usize, StoreError> {
     let n: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
@@ -345,8 +360,13 @@ impl Store for SqliteStore {
     }
 
     fn delete_model(&self, name: &str) -> Result<(), StoreError> {
-        let conn = self.conn();
-        conn.execute("DELETE FROM models WHERE name = ?1", [name])?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if active_jobs(&tx, "$.model", name)? > 0 {
+            return Err(StoreError::model_busy(name));
+        }
+        tx.execute("DELETE FROM models WHERE name = ?1", [name])?;
+        tx.commit()?;
         compact(&conn);
         Ok(())
     }
@@ -402,9 +422,30 @@ impl Store for SqliteStore {
     }
 
     fn delete_dataset(&self, id: Uuid) -> Result<(), StoreError> {
-        let conn = self.conn();
-        conn.execute("DELETE FROM datasets WHERE id = ?1", [id.to_string()])?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if active_jobs(&tx, "$.dataset_id", &id.to_string())? > 0 {
+            return Err(StoreError::dataset_in_use(id));
+        }
+        tx.execute("DELETE FROM datasets WHERE id = ?1", [id.to_string()])?;
+        tx.commit()?;
         compact(&conn);
+        Ok(())
+    }
+
+    fn submit_job(&self, job: &JobRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let model: Option<i64> = tx
+            .query_row("SELECT 1 FROM models WHERE name = ?1", [&job.model], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if model.is_none() {
+            return Err(StoreError::model_gone(&job.model));
+        }
+        upsert_job(&tx, job)?;
+        tx.commit()?;
         Ok(())
     }
 

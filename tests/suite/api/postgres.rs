@@ -273,3 +273,60 @@ async fn postgres_model_and_dataset_limits_count_what_every_replica_stored() {
         .await;
     assert_eq!((rows[0].get::<_, i64>(0), rows[0].get::<_, i64>(1)), (3, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_model_or_dataset_in_use_on_one_replica_cannot_be_deleted_on_another() {
+    if postgres_server().is_none() {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let a = app_on(&db.url).await;
+    a.create_model(
+        "iris",
+        4,
+        json!([{"units": 8, "activation": "relu"}, {"units": 3, "activation": "softmax"}]),
+    )
+    .await;
+    let ds = a.upload("iris.csv", "species").await;
+    // B starts after: it loads the model and the dataset, but knows nothing of A's jobs.
+    let b = app_on(&db.url).await;
+    let job = a
+        .train("iris", json!({"dataset_id": ds, "epochs": 1_000_000}))
+        .await;
+    a.wait_job(&job, |j| j["status"] == "running").await;
+    super::helpers::expect_error(
+        b.delete("/v1/models/iris").await,
+        StatusCode::CONFLICT,
+        "model_busy",
+    )
+    .await;
+    super::helpers::expect_error(
+        b.delete(&format!("/v1/datasets/{ds}")).await,
+        StatusCode::CONFLICT,
+        "dataset_in_use",
+    )
+    .await;
+    assert_eq!(
+        a.post(&format!("/v1/jobs/{job}/cancel"), &json!({}))
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    a.wait_done(&job).await;
+    assert_eq!(
+        b.delete("/v1/models/iris").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    // A still caches the model; the database says it is gone, so nothing is queued for it.
+    let r = a
+        .post(
+            "/v1/models/iris/train",
+            &json!({"dataset_id": ds, "epochs": 1}),
+        )
+        .await;
+    super::helpers::expect_error(r, StatusCode::NOT_FOUND, "model_not_found").await;
+    let rows = db
+        .sql("SELECT count(*) FROM jobs WHERE status = '\"queued\"'")
+        .await;
+    assert_eq!(rows[0].get::<_, i64>(0), 0);
+}
