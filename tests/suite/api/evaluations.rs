@@ -350,5 +350,5 @@ async fn data_that_does_not_fit_the_version_is_refused_naming_it_and_nothing_is_
         "a new model's version 1 starts clean"
     );
     app.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    super::helpers::remove_store(&dir);
 }

@@ -329,12 +329,28 @@ fn create_database(name: &str) -> (String, String) {
 }
 
 /// Drops a test database (connections still open are ended). Safe on the runtime: it runs on
-/// its own thread.
+/// its own thread. The server may still be stopping, its pool reconnecting: new connections are
+/// refused first, and the drop is retried.
 pub fn drop_database(name: String) {
     let _ = std::thread::spawn(move || {
         let mut c = admin_client();
-        if let Err(e) = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")) {
-            eprintln!("could not drop test database {name}: {e}");
+        let _ = c.batch_execute(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false"
+        ));
+        let mut last = None;
+        for _ in 0..20 {
+            match c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")) {
+                Ok(()) => return,
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some(e) = last {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not drop test database {name}: {e}"
+            );
         }
     })
     .join();
