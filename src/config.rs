@@ -77,6 +77,18 @@ pub struct Config {
     /// are not cut).
     #[arg(long, env = "MLPD_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
     pub request_timeout_secs: u64,
+    /// Most connections open at once (0: from the open-file limit, which is raised to its hard
+    /// limit at startup: all of it but a quarter, at most 256, kept for files). Beyond it, new
+    /// connections wait in the kernel's queue until one closes.
+    #[arg(long, env = "MLPD_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers: from the accept on a new connection,
+    /// from the request's first byte on a kept-alive one. A connection that is late is closed.
+    #[arg(long, env = "MLPD_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "MLPD_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout_secs: u64,
     /// Seconds to wait for running work on shutdown before exiting anyway.
     #[arg(long, env = "MLPD_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

@@ -18,6 +18,7 @@ pub mod nn;
 pub mod records;
 pub mod registry;
 pub mod scoring;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -52,6 +52,10 @@ fn describe() {
         "Time to the response headers, by route, method and status"
     );
     describe_counter!(
+        "mlpd_http_panics_total",
+        "Requests whose handler panicked (answered 500 `internal`)"
+    );
+    describe_counter!(
         "mlpd_jobs_finished_total",
         "Jobs that ended, by status (succeeded, failed, canceled)"
     );
@@ -95,6 +99,11 @@ pub fn unmatched_request(method: &str, status: u16) {
         ("status", status.to_string()),
     ];
     counter!("mlpd_http_requests_total", &labels).increment(1);
+}
+
+/// A handler panicked; the request was answered 500 (and is counted as such by route too).
+pub fn handler_panicked() {
+    counter!("mlpd_http_panics_total").increment(1);
 }
 
 pub fn job_finished(status: &'static str) {

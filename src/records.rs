@@ -194,8 +194,10 @@ pub struct RowCounts {
 #[serde(deny_unknown_fields)]
 pub struct VersionMetrics {
     /// Epochs run.
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub epochs: u32,
     /// The epoch whose weights this version holds (early stopping may restore an earlier one).
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub best_epoch: u32,
     pub stop_reason: StopReason,
     /// The history entry of `best_epoch`.
@@ -206,6 +208,7 @@ pub struct VersionMetrics {
     pub accuracy: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_accuracy: Option<f64>,
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub training_ms: u64,
 }
 

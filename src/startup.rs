@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore, watch};
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -26,6 +27,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub struct App {
     listener: TcpListener,
+    limits: crate::server::Limits,
     router: Router,
     state: AppState,
     shutdown_tx: watch::Sender<bool>,
@@ -58,9 +60,28 @@ impl App {
             },
         )?;
         restore(store.clone(), &registry, &datasets, &jobs).await?;
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let listener =
+            listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
+        let files = crate::server::raise_open_file_limit();
+        let max_connections = match config.max_connections {
+            0 => crate::server::auto_max_connections(files),
+            n => {
+                if n as u64 >= files {
+                    tracing::warn!(
+                        max_connections = n,
+                        open_files = files,
+                        "--max-connections is not below the open-file limit; accepting may fail"
+                    );
+                }
+                n
+            }
+        };
+        tracing::info!(open_files = files, max_connections, "connection limits");
+        let limits = crate::server::Limits {
+            max_connections,
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        };
         let tokens = crate::auth::Tokens::load(
             &config.admin_tokens,
             &config.predict_tokens,
@@ -88,14 +109,19 @@ impl App {
         let router = api::router(state.clone())
             .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-            .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(|req: &axum::http::Request<_>| {
+                        let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    })
+                    .on_failure(log_failure),
+            )
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(cors(&state.config.cors_origins)?);
         Ok(App {
             listener,
+            limits,
             router,
             state,
             shutdown_tx,
@@ -121,6 +147,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let App {
             listener,
+            limits,
             router,
             state,
             shutdown_tx,
@@ -136,10 +163,40 @@ impl App {
             let _ = shutdown_tx.send(true);
         };
         tracing::info!(addr = %listener.local_addr()?, "listening");
-        let serve = axum::serve(listener, router).with_graceful_shutdown(stop);
-        serve.await?;
+        crate::server::serve(listener, router, limits, stop).await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The kernel's queue of connections not yet accepted: room for a burst (a few thousand clients
+/// at once) while the runtime is busy, and for the clients that wait while the server holds
+/// `--max-connections` (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// The trace layer's word on a 5xx response: WARN, with the status. The documented 5xx answers
+/// (503 overloaded, timed out or store unavailable; 507 storage full) are the server working as
+/// designed under load, and a 500's cause (an internal error, a panic) was logged at ERROR where
+/// it happened, once. Only an error of the connection or body itself is logged here at ERROR.
+fn log_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    let ms = latency.as_millis() as u64;
+    match class {
+        ServerErrorsFailureClass::StatusCode(s) => {
+            tracing::warn!(status = s.as_u16(), ms, "server error response");
+        }
+        ServerErrorsFailureClass::Error(e) => tracing::error!(error = %e, ms, "response failed"),
     }
 }
 

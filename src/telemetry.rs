@@ -1,5 +1,6 @@
 //! Structured logs through `tracing`: the filter comes from `RUST_LOG` (default `info`), the
-//! format from the configuration.
+//! format from the configuration. Panics are logged through it too, once each, inside the span
+//! of the request (or job) that panicked.
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
@@ -12,8 +13,25 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi);
-    let _ = match format {
+    let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+    if installed.is_ok() {
+        std::panic::set_hook(Box::new(log_panic));
+    }
+}
+
+/// The panic hook: one log line at ERROR with the message and where, in the current span (the
+/// request's, with its id), instead of the default hook's bare line on stderr. What happens
+/// next is the catcher's: a handler's panic becomes a 500, a job's panic a failed job.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    let location = info.location().map(ToString::to_string).unwrap_or_default();
+    tracing::error!(panic = message, %location, "panicked");
 }

@@ -102,6 +102,7 @@ pub async fn create(
                     ));
                 }
             };
+            // Parsed once, on a blocking thread, together with the table it becomes.
             tokio::task::spawn_blocking(move || {
                 let json: DatasetJson = match encoding {
                     BodyEncoding::Identity => parse_json(&bytes)?,

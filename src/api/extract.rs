@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 /// (a string where a number belongs, an unknown variant) → 422 naming the field; too large → 413.
 pub struct Json<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+impl<T: DeserializeOwned + Send + 'static, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
@@ -23,7 +23,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
-        parse_json(&bytes).map(Json)
+        parse_json_async(bytes).await.map(Json)
     }
 }
 
@@ -44,35 +44,71 @@ pub fn content_type(headers: &HeaderMap) -> Option<String> {
     )
 }
 
+/// Bodies up to this size are parsed on the runtime thread that received them (faster than a
+/// hand-over); larger ones on a blocking thread, so that no request waits behind them.
+pub const INLINE_PARSE_MAX: usize = 64 << 10;
+
+/// Up to this size a body that fails to parse is parsed a second time to name the field at
+/// fault; a larger one is parsed once, and its error gives the line and column instead.
+pub const PATH_REPARSE_MAX: usize = 1 << 20;
+
+/// [`parse_json`], off the async runtime when the body is large (datasets reach 256 MiB).
+///
+/// # Errors
+/// As [`parse_json`].
+pub async fn parse_json_async<T: DeserializeOwned + Send + 'static>(
+    bytes: Bytes,
+) -> Result<T, ApiError> {
+    if bytes.len() <= INLINE_PARSE_MAX {
+        return parse_json(&bytes);
+    }
+    tokio::task::spawn_blocking(move || parse_json(&bytes))
+        .await
+        .map_err(ApiError::internal)?
+}
+
 /// Deserializes JSON, naming the field at fault on error. The plain parser runs first (the
-/// common case pays nothing for path tracking); a failure is parsed again to find the field.
+/// common case pays nothing for path tracking); a failure of a body up to [`PATH_REPARSE_MAX`]
+/// is parsed again to find the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    if let Ok(v) = serde_json::from_slice(bytes) {
-        return Ok(v);
+    match serde_json::from_slice(bytes) {
+        Ok(v) => return Ok(v),
+        Err(e) if bytes.len() > PATH_REPARSE_MAX => return Err(json_error(e, None)),
+        Err(_) => {}
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.to_string().starts_with("number out of range") {
-            // Valid JSON, but the value does not fit (an f32 beyond ±3.4e38).
-            return ApiError::invalid(path, "is out of range for a 32-bit float");
-        }
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let field = if path == "." {
-                    "body".to_string()
-                } else {
-                    path
-                };
-                ApiError::invalid(field, strip_position(&inner.to_string()))
-            }
-            _ => ApiError::new(
-                ErrorCode::MalformedJson,
-                format!("the body is not valid JSON: {inner}"),
-            ),
-        }
+        json_error(e.into_inner(), Some(path))
     })
+}
+
+/// Our error for a body serde_json refused: a 422 naming the field (`path`, where known) for
+/// valid JSON of the wrong shape, else a 400.
+fn json_error(inner: serde_json::Error, path: Option<String>) -> ApiError {
+    let field = match path.as_deref() {
+        None | Some(".") => "body".to_string(),
+        Some(p) => p.to_string(),
+    };
+    if inner.to_string().starts_with("number out of range") {
+        // Valid JSON, but the value does not fit (an f32 beyond ±3.4e38).
+        return ApiError::invalid(field, "is out of range for a 32-bit float");
+    }
+    match inner.classify() {
+        serde_json::error::Category::Data => {
+            // Without the path, the position is all that says where.
+            let message = if path.is_some() {
+                strip_position(&inner.to_string())
+            } else {
+                inner.to_string()
+            };
+            ApiError::invalid(field, message)
+        }
+        _ => ApiError::new(
+            ErrorCode::MalformedJson,
+            format!("the body is not valid JSON: {inner}"),
+        ),
+    }
 }
 
 /// serde_json appends " at line 1 column 52" to data errors; the field path says more.
@@ -143,5 +179,139 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
             }
             Err(e) => Err(ApiError::invalid("query", e.body_text())),
         }
+    }
+}
+
+#[cfg(test)]
+mod integral_numbers {
+    use super::parse_json;
+    use crate::nn::integral::{integer, list, optional};
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Fields {
+        #[serde(deserialize_with = "integer")]
+        n: usize,
+        #[serde(default, deserialize_with = "optional")]
+        o: Option<u32>,
+        #[serde(default, deserialize_with = "list")]
+        v: Vec<i64>,
+    }
+
+    /// The request path: the message of the 422, with the field named.
+    fn parse(s: &str) -> Result<Fields, String> {
+        parse_json::<Fields>(s.as_bytes()).map_err(|e| {
+            assert_eq!(e.code, crate::error::ErrorCode::ValidationFailed, "{e:?}");
+            e.message
+        })
+    }
+
+    #[test]
+    fn integral_numbers_are_integers_in_any_spelling() {
+        let want = Fields {
+            n: 406,
+            o: Some(7),
+            v: vec![-3, 0, 5],
+        };
+        assert_eq!(parse(r#"{"n": 406, "o": 7, "v": [-3, 0, 5]}"#), Ok(want));
+        let want = Fields {
+            n: 406,
+            o: Some(7),
+            v: vec![-3, 0, 5],
+        };
+        assert_eq!(
+            parse(r#"{"n": 406.0, "o": 7e0, "v": [-3.0, -0.0, 0.5e1]}"#),
+            Ok(want)
+        );
+        assert_eq!(
+            parse(r#"{"n": 1, "o": null}"#),
+            Ok(Fields {
+                n: 1,
+                o: None,
+                v: vec![]
+            })
+        );
+    }
+
+    #[test]
+    fn fractions_and_out_of_range_values_are_refused_clearly() {
+        let e = parse(r#"{"n": 406.5}"#).unwrap_err();
+        assert!(
+            e.starts_with("n: ")
+                && e.contains("floating point `406.5`")
+                && e.contains("non-negative integer"),
+            "{e}"
+        );
+        let e = parse(r#"{"n": -1}"#).unwrap_err();
+        assert!(e.contains("integer `-1`"), "{e}");
+        let e = parse(r#"{"n": 1, "o": 4294967296.0}"#).unwrap_err();
+        assert!(e.contains("4294967296") && e.contains("u32"), "{e}");
+        let e = parse(r#"{"n": 1e300}"#).unwrap_err();
+        assert!(e.contains("expected a non-negative integer"), "{e}");
+        let e = parse(r#"{"n": "3"}"#).unwrap_err();
+        assert!(e.contains("invalid type: string"), "{e}");
+        let e = parse(r#"{"n": 1, "v": [1, 2.5]}"#).unwrap_err();
+        assert!(e.starts_with("v[1]: ") && e.contains("2.5"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod off_the_runtime {
+    use super::{INLINE_PARSE_MAX, PATH_REPARSE_MAX, parse_json_async};
+    use axum::body::Bytes;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A dataset body of `rows` rows of 8 numbers, then `tail`.
+    fn body(rows: usize, tail: &str) -> Bytes {
+        let row = "[0.125,1.5,2.25,3.0,4.5,5.75,6.0,7.25]";
+        let mut s = String::from(r#"{"inputs":["#);
+        for i in 0..rows {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(row);
+        }
+        s.push_str(tail);
+        Bytes::from(s)
+    }
+
+    /// On a runtime of one thread, a task that only counts can run while a large body is
+    /// parsed only if the parse is elsewhere: parsed inline, the body would be done before the
+    /// counter ever ran (the count would be 0, whatever the machine's speed).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_body_is_parsed_while_the_runtime_serves_others() {
+        let big = body(200_000, r#"],"labels":[]}"#);
+        assert!(big.len() > INLINE_PARSE_MAX);
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let t = ticks.clone();
+        let counter = tokio::spawn(async move {
+            loop {
+                t.fetch_add(1, Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        let parsed: crate::domain::dataset::DatasetJson = parse_json_async(big).await.unwrap();
+        counter.abort();
+        assert_eq!(parsed.inputs.map(|v| v.len()), Some(200_000));
+        assert!(ticks.load(Ordering::Relaxed) > 0);
+    }
+
+    /// A large body that fails is parsed once: its error names the position, not the field
+    /// (finding the field would take a second pass over up to 256 MiB).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_failing_body_names_the_position() {
+        let bad = body(40_000, r#",["x"]]}"#);
+        assert!(bad.len() > PATH_REPARSE_MAX);
+        let e = parse_json_async::<crate::domain::dataset::DatasetJson>(bad)
+            .await
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("body"));
+        assert!(e.message.contains("at line 1 column"), "{}", e.message);
+        let small = body(10, r#",["x"]]}"#);
+        let e = parse_json_async::<crate::domain::dataset::DatasetJson>(small)
+            .await
+            .unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("inputs[10][0]"), "{}", e.message);
     }
 }

@@ -72,13 +72,17 @@ pub async fn train(
         .ok_or_else(|| model_not_found(name.as_str()))?
         .spec;
     let (spec0, p) = (defined.clone(), params.clone());
-    let prepared =
-        tokio::task::spawn_blocking(move || crate::tabular::prepare(&table, &spec0, &p, &prep))
-            .await
-            .map_err(ApiError::internal)??;
-    let spec = spec_for(&defined, &prepared.signature)?;
-    super::models::check_size(&state, &spec)?;
-    crate::nn::check_data(&spec, &prepared.data, &params)?;
+    let max_parameters = state.config.max_model_parameters;
+    // The data check walks every row: on the blocking thread too, before the admin lock.
+    let (prepared, spec) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let prepared = crate::tabular::prepare(&table, &spec0, &p, &prep)?;
+        let spec = spec_for(&spec0, &prepared.signature)?;
+        super::models::check_parameters(max_parameters, &spec)?;
+        crate::nn::check_data(&spec, &prepared.data, &p)?;
+        Ok((prepared, spec))
+    })
+    .await
+    .map_err(ApiError::internal)??;
     let admin = state.admin_lock().await;
     let model = state
         .registry

@@ -1,5 +1,5 @@
-//! Middleware around the routes: bearer-token authentication, per-route HTTP metrics, and the
-//! request timeout with our JSON error body.
+//! Middleware around the routes: bearer-token authentication, per-route HTTP metrics, the
+//! request timeout with our JSON error body, and the answer to a handler that panicked.
 
 use crate::auth::Call;
 use crate::error::{ApiError, ErrorCode};
@@ -117,4 +117,13 @@ pub async fn timeout(limit: Duration, req: Request, next: Next) -> Response {
         .retry_after(1)
         .into_response(),
     }
+}
+
+/// The answer to a request whose handler panicked (tower-http's `CatchPanicLayer`): our opaque
+/// 500, so the client gets a response instead of a reset connection. The panic itself is logged
+/// once, by the process's panic hook ([`crate::telemetry::init`]), inside the request's span (so
+/// with its request id); here it is only counted.
+pub fn panicked(_payload: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    crate::metrics::handler_panicked();
+    ApiError::new(ErrorCode::Internal, "internal error; see the server log").into_response()
 }

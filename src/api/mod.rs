@@ -92,10 +92,14 @@ pub fn openapi_yaml() -> &'static str {
 /// Every route with its state.
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
+    let router = debug_routes(router);
     let limit = Duration::from_secs(state.config.request_timeout_secs);
-    // Innermost first: the timeout around the handler, then authentication, then metrics (which
+    // Innermost first: a panic becomes a 500, the timeout around the handler, then authentication, then metrics (which
     // so count refused and timed-out requests too, by route).
     router
+        .route_layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panicked,
+        ))
         .route_layer(axum::middleware::from_fn(move |req, next| {
             middleware::timeout(limit, req, next)
         }))
@@ -108,6 +112,22 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(v2::protocol_errors))
         .with_state(state)
+}
+
+/// In debug builds only, with `MLPD_DEBUG_PANIC_ROUTE` set: `GET /debug/panic` panics, so that
+/// the tests can show what a panicking handler does to the real binary (no real input panics).
+/// Release builds never have the route; debug builds have it only with the variable set.
+fn debug_routes(router: Router<AppState>) -> Router<AppState> {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("MLPD_DEBUG_PANIC_ROUTE").is_some() {
+        return router.route("/debug/panic", axum::routing::get(deliberate_panic));
+    }
+    router
+}
+
+#[cfg(debug_assertions)]
+async fn deliberate_panic() -> &'static str {
+    panic!("deliberate panic (MLPD_DEBUG_PANIC_ROUTE)")
 }
 
 /// This API's OpenAPI 3.1 document.

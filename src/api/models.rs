@@ -26,6 +26,7 @@ pub struct CreateModel {
     /// The network's input width. Omit it to follow the training data: numeric columns take one
     /// input each, categorical columns one per level (one-hot), so nobody counts them by hand.
     #[schema(minimum = 1, maximum = 1048576)]
+    #[serde(default, deserialize_with = "crate::nn::integral::optional")]
     pub inputs: Option<usize>,
     /// Dense layers in order; the last is the output layer.
     #[schema(min_items = 1, max_items = 64)]
@@ -68,11 +69,11 @@ pub fn lookup_error(name: &ModelName, e: Lookup) -> ApiError {
         Lookup::NoModel => model_not_found(name.as_str()),
         Lookup::NotTrained => ApiError::new(
             ErrorCode::ModelNotTrained,
-            format!("model {name:?} has no trained version yet"),
+            format!("model {:?} has no trained version yet", name.as_str()),
         ),
         Lookup::NoVersion => ApiError::new(
             ErrorCode::VersionNotFound,
-            format!("model {name:?} has no such version"),
+            format!("model {:?} has no such version", name.as_str()),
         ),
     }
 }
@@ -160,7 +161,11 @@ pub async fn create(
 }
 
 pub fn check_size(state: &AppState, spec: &NetworkSpec) -> Result<(), ApiError> {
-    let max = state.config.max_model_parameters;
+    check_parameters(state.config.max_model_parameters, spec)
+}
+
+/// 422 when `spec` has more than `max` parameters.
+pub fn check_parameters(max: usize, spec: &NetworkSpec) -> Result<(), ApiError> {
     if spec.parameter_count() > max {
         return Err(ApiError::invalid(
             "layers",
@@ -218,7 +223,10 @@ pub async fn delete(
     if state.jobs.active(|j| j.model == name) > 0 {
         return Err(ApiError::new(
             ErrorCode::ModelBusy,
-            format!("model {name:?} has a queued or running job; cancel it first"),
+            format!(
+                "model {:?} has a queued or running job; cancel it first",
+                name.as_str()
+            ),
         ));
     }
     if !state.registry.contains(&name) {
@@ -283,7 +291,7 @@ fn room_for_model(state: &AppState, name: &ModelName) -> Result<(), ApiError> {
     if state.registry.contains(name) {
         return Err(ApiError::new(
             ErrorCode::ModelExists,
-            format!("a model named {name:?} exists"),
+            format!("a model named {:?} exists", name.as_str()),
         ));
     }
     let max = state.config.max_models;
@@ -303,6 +311,7 @@ pub struct ModelExport {
     /// Always `mlpd.model`.
     pub format: String,
     /// The version of this document's layout (1).
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub format_version: u32,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -310,6 +319,7 @@ pub struct ModelExport {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub version: u32,
     pub params: TrainParams,
     pub metrics: VersionMetrics,

@@ -45,12 +45,14 @@ pub struct TrainRequest {
     pub dataset: Option<DatasetJson>,
     /// Passes over the training rows (default 20).
     #[schema(minimum = 1, maximum = 1000000)]
+    #[serde(default, deserialize_with = "crate::nn::integral::optional")]
     pub epochs: Option<u32>,
     /// Step size (default: 0.1 for sgd, 0.01 for momentum, 0.001 for adam).
     #[schema(exclusive_minimum = 0.0)]
     pub learning_rate: Option<f64>,
     /// Rows per mini-batch (default 32; 1 = per sample; ≥ rows = full batch).
     #[schema(minimum = 1, maximum = 1048576)]
+    #[serde(default, deserialize_with = "crate::nn::integral::optional")]
     pub batch_size: Option<usize>,
     /// `"sgd"`, `"momentum"`, `"adam"` (default), or an object with options.
     pub optimizer: Option<OptimizerInput>,
@@ -68,6 +70,7 @@ pub struct TrainRequest {
     pub normalize_targets: Option<bool>,
     /// Seed for initialisation, split and shuffling (default 0): same seed, same result.
     #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "crate::nn::integral::optional")]
     pub seed: Option<u64>,
     /// Stop after this many seconds; the model keeps the weights reached.
     #[schema(exclusive_minimum = 0.0)]

@@ -18,6 +18,7 @@ mod data;
 mod fitter;
 mod infer;
 mod init;
+pub mod integral;
 mod loss;
 mod matmul;
 mod model;

@@ -14,6 +14,7 @@ pub const FORMAT_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainedModel {
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub format_version: u32,
     pub spec: NetworkSpec,
     pub network: Network<f32>,

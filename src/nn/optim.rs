@@ -113,7 +113,11 @@ pub enum LrSchedule {
     /// `lr·gamma^epoch`.
     Exponential { gamma: f64 },
     /// `lr·gamma^⌊epoch / step_size⌋`.
-    Step { step_size: u32, gamma: f64 },
+    Step {
+        #[serde(deserialize_with = "crate::nn::integral::integer")]
+        step_size: u32,
+        gamma: f64,
+    },
 }
 
 impl LrSchedule {

@@ -30,6 +30,7 @@ impl FieldError {
 #[serde(deny_unknown_fields)]
 pub struct LayerSpec {
     /// Output width of the layer.
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub units: usize,
     pub activation: Activation,
 }
@@ -39,6 +40,7 @@ pub struct LayerSpec {
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// Number of input features.
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub inputs: usize,
     /// Dense layers in order; the last one is the output layer.
     pub layers: Vec<LayerSpec>,

@@ -46,9 +46,11 @@ pub struct Preprocessing {
     /// Add a 0/1 column beside each numeric column that had missing cells in training.
     pub missing_indicator: bool,
     /// Levels seen in fewer training rows than this share one "other" slot (default 1: none).
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub min_frequency: usize,
     /// The most one-hot slots one categorical column may take (default 100); more is a 422
     /// naming the column (ignore it at upload, or raise this, or fold rare levels).
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub max_levels: usize,
     /// A level never seen in training: `"ignore"` (all zeros, default) or `"error"` (422).
     pub unknown: Unknown,

@@ -46,6 +46,7 @@ pub struct RequestInput {
     pub name: String,
     /// `[rows, inputs]`.
     #[schema(value_type = Vec<u64>)]
+    #[serde(deserialize_with = "crate::nn::integral::list")]
     pub shape: Vec<u64>,
     #[schema(value_type = InputDatatype)]
     pub datatype: String,
@@ -251,7 +252,7 @@ fn input(req: &InferRequest, binary: &[u8], width: usize) -> Result<ndarray::Arr
         .and_then(|p| p.get("binary_data_size"))
     {
         None => None,
-        Some(v) => Some(v.as_u64().ok_or_else(|| {
+        Some(v) => Some(crate::nn::integral::integer::<_, u64>(v).map_err(|_| {
             V2Error::bad_request(format!(
                 "input {INPUT:?}: binary_data_size must be a byte count"
             ))

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct EarlyStopping {
     /// Epochs without improvement before stopping.
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub patience: u32,
     /// The least decrease of the cost that counts as an improvement.
     #[serde(default)]
@@ -27,8 +28,10 @@ fn yes() -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainParams {
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub epochs: u32,
     pub learning_rate: f64,
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub batch_size: usize,
     pub optimizer: Optimizer,
     pub lr_schedule: LrSchedule,
@@ -41,6 +44,7 @@ pub struct TrainParams {
     /// Standardize regression targets (inverted at prediction). `None`: when the output is
     /// linear (identity) with the quadratic cost.
     pub normalize_targets: Option<bool>,
+    #[serde(deserialize_with = "crate::nn::integral::integer")]
     pub seed: u64,
     /// Stop after this many seconds of training (the model keeps the weights reached).
     pub max_seconds: Option<f64>,

@@ -460,7 +460,37 @@ pub fn start_binary(dir: &Path) -> (Child, String) {
 
 /// [`start_binary`] with more flags.
 pub fn start_binary_with(dir: &Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mlpd"))
+    let (child, base, _) = start_binary_logged(dir, extra, &[], None);
+    (child, base)
+}
+
+/// [`start_binary_with`] with environment variables and, if given, an open-file limit (soft
+/// and hard: the server cannot raise it); also returns the log lines (JSON) as they come.
+pub fn start_binary_logged(
+    dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+    open_files: Option<u64>,
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mlpd"));
+    if let Some(n) = open_files {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only setrlimit runs, which is async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let mut child = command
         .args([
             "--bind",
             "127.0.0.1:0",
@@ -480,12 +510,15 @@ pub fn start_binary_with(dir: &Path, extra: &[&str]) -> (Child, String) {
         .arg(dir)
         .envs(super::helpers::store_env(dir))
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("the binary starts");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = logs.clone();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
             .lines()
@@ -496,10 +529,11 @@ pub fn start_binary_with(dir: &Path, extra: &[&str]) -> (Child, String) {
             {
                 let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_string());
             }
+            kept.lock().unwrap().push(line);
         }
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the server logs its address");
-    (child, format!("http://{addr}"))
+    (child, format!("http://{addr}"), logs)
 }
