@@ -7,7 +7,7 @@
 use crate::nn::{Activation, FieldError, Label, ModelError, Prediction};
 use crate::records::VersionRecord;
 use crate::scoring::{self as metrics, Scores};
-use crate::tabular::{Cell, Column, MISSING, Table, Values, number_text};
+use crate::tabular::{Column, Table, Values, number_text};
 use ndarray::Array2;
 
 /// Rows encoded and predicted at a time.
@@ -38,7 +38,6 @@ pub fn evaluate(version: &VersionRecord, table: &Table) -> Result<Evaluated, Fie
     if kept.is_empty() {
         return Err(invalid("no row has a value in every target column"));
     }
-    let columns = feature_columns(version, table)?;
     let classifier = model.labels.is_some();
     if classifier && targets.len() != 1 {
         return Err(invalid(format!(
@@ -56,7 +55,7 @@ pub fn evaluate(version: &VersionRecord, table: &Table) -> Result<Evaluated, Fie
     let mut outputs = Array2::<f32>::zeros((kept.len(), model.spec.outputs()));
     let mut predicted = Vec::with_capacity(kept.len());
     for (c, rows) in kept.chunks(CHUNK_ROWS).enumerate() {
-        let x = encode(version, &columns, rows)?;
+        let x = encode(version, table, rows)?;
         let Prediction {
             outputs: out,
             labels,
@@ -125,93 +124,45 @@ fn invalid(message: impl Into<String>) -> FieldError {
     FieldError::new("dataset", message)
 }
 
-/// The table's column of each of the version's features, by name; for a version trained
-/// before signatures, the table's features in order, all numeric.
-fn feature_columns<'t>(
-    version: &VersionRecord,
-    table: &'t Table,
-) -> Result<Vec<&'t Column>, FieldError> {
-    let features = table.features();
-    let Some(sig) = &version.signature else {
-        let want = version.trained.inputs();
-        if features.len() != want {
-            return Err(invalid(format!(
-                "has {} feature columns but the model takes {want} inputs",
-                features.len()
-            )));
-        }
-        return Ok(features.iter().collect());
-    };
-    sig.features
-        .iter()
-        .map(|f| {
-            features.iter().find(|c| c.name == f.name()).ok_or_else(|| {
-                invalid(format!(
-                    "has no column {:?}, a feature of the model (its features: {})",
-                    f.name(),
-                    sig.features
-                        .iter()
-                        .map(|f| f.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
-        })
-        .collect()
-}
-
-/// The network's input rows for the table rows `rows`.
+/// The network's input rows for the table rows `rows`: by name through the signature, or, for
+/// a version trained before signatures, the table's features in order, all numeric.
 fn encode(
     version: &VersionRecord,
-    columns: &[&Column],
+    table: &Table,
     rows: &[usize],
 ) -> Result<Array2<f32>, FieldError> {
-    let mut x = Array2::<f32>::zeros((rows.len(), version.trained.inputs()));
-    let Some(sig) = &version.signature else {
-        for (j, c) in columns.iter().enumerate() {
-            let Values::Numeric(v) = &c.values else {
+    if let Some(sig) = &version.signature {
+        return sig.encode_by_name(table.features(), rows);
+    }
+    let features = table.features();
+    let want = version.trained.inputs();
+    if features.len() != want {
+        return Err(invalid(format!(
+            "has {} feature columns but the model takes {want} inputs",
+            features.len()
+        )));
+    }
+    let mut x = Array2::<f32>::zeros((rows.len(), want));
+    for (j, c) in features.iter().enumerate() {
+        let Values::Numeric(v) = &c.values else {
+            return Err(invalid(format!(
+                "column {:?} holds text, but this version takes numbers",
+                c.name
+            )));
+        };
+        for (i, &r) in rows.iter().enumerate() {
+            if v[r].is_nan() {
                 return Err(invalid(format!(
-                    "column {:?} holds text, but this version takes numbers",
+                    "row {}, column {:?} is missing, and this version (trained before \
+                     models knew their features) cannot impute it",
+                    r + 1,
                     c.name
                 )));
-            };
-            for (i, &r) in rows.iter().enumerate() {
-                if v[r].is_nan() {
-                    return Err(invalid(format!(
-                        "row {}, column {:?} is missing, and this version (trained before \
-                         models knew their features) cannot impute it",
-                        r + 1,
-                        c.name
-                    )));
-                }
-                x[[i, j]] = v[r];
             }
+            x[[i, j]] = v[r];
         }
-        return Ok(x);
-    };
-    for (i, &r) in rows.iter().enumerate() {
-        let mut row = x.row_mut(i);
-        let out = row
-            .as_slice_mut()
-            .expect("rows of a fresh matrix are contiguous");
-        sig.encode_row(|k| cell(columns[k], r), out).map_err(|e| {
-            invalid(format!(
-                "row {}, column {:?}: {e}",
-                r + 1,
-                sig.features[e.feature()].name()
-            ))
-        })?;
     }
     Ok(x)
-}
-
-fn cell(column: &Column, row: usize) -> Cell<'_> {
-    match &column.values {
-        Values::Numeric(v) if v[row].is_nan() => Cell::Missing,
-        Values::Numeric(v) => Cell::Number(f64::from(v[row])),
-        Values::Categorical { codes, .. } if codes[row] == MISSING => Cell::Missing,
-        Values::Categorical { levels, codes } => Cell::Text(&levels[codes[row] as usize]),
-    }
 }
 
 /// The class label of each of `rows`: a text level, or an integer.

@@ -40,6 +40,9 @@ pub struct VersionRecord {
     /// trained before signatures existed: their inputs are the network's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<Signature>,
+    /// The version whose weights training started from (a warm start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_version: Option<u32>,
 }
 
 /// A dataset's description (its data is stored beside it and loaded on demand).
@@ -180,6 +183,9 @@ pub struct JobRecord {
     /// Rows trained on (all targets present) and rows left out (a target missing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<RowCounts>,
+    /// The version a warm start began from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from_version: Option<u32>,
 }
 
 /// How many of a dataset's rows a job could use.

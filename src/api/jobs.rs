@@ -45,7 +45,21 @@ pub async fn train(
     if state.registry.get(&name).is_none() {
         return Err(model_not_found(name.as_str()));
     }
+    let warm = req.warm_start()?;
     let (mut params, source, prep) = req.into_parts()?;
+    // A warm start's parent, held from now on (a prune after this does not take it away).
+    let parent = match warm {
+        Some((v, refit)) => {
+            let p = state.registry.serving(&name, Some(v)).map_err(|_| {
+                ApiError::invalid(
+                    "init_from_version",
+                    format!("model {name} has no version {v}"),
+                )
+            })?;
+            Some((p, refit))
+        }
+        None => None,
+    };
     let cap = state.config.max_train_seconds;
     if cap > 0.0 {
         params.max_seconds = Some(params.max_seconds.map_or(cap, |s| s.min(cap)));
@@ -73,12 +87,18 @@ pub async fn train(
         .spec;
     let (spec0, p) = (defined.clone(), params.clone());
     let max_parameters = state.config.max_model_parameters;
+    // A warm start encodes the features as its parent did (found in the data by name).
+    let fixed = parent.as_ref().map(|(v, _)| v.clone());
     // The data check walks every row: on the blocking thread too, before the admin lock.
     let (prepared, spec) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let prepared = crate::tabular::prepare(&table, &spec0, &p, &prep)?;
+        let sig = fixed.as_ref().and_then(|v| v.signature.as_ref());
+        let prepared = crate::tabular::prepare_with(&table, &spec0, &p, &prep, sig)?;
         let spec = spec_for(&spec0, &prepared.signature)?;
         super::models::check_parameters(max_parameters, &spec)?;
         crate::nn::check_data(&spec, &prepared.data, &p)?;
+        if let Some(v) = &fixed {
+            crate::nn::check_warm_start(&spec, &prepared.data, &v.trained)?;
+        }
         Ok((prepared, spec))
     })
     .await
@@ -100,14 +120,17 @@ pub async fn train(
         rows_used: prepared.rows_used,
         rows_skipped: prepared.rows_skipped,
     };
-    let job = Arc::new(Job::new(
+    let mut job = Job::new(
         name,
         dataset_id,
         spec,
         params,
         Arc::new(prepared.data),
         Some((prepared.signature, rows)),
-    ));
+    );
+    job.init_from_version = parent.as_ref().map(|(v, _)| v.version);
+    job.warm_start = parent;
+    let job = Arc::new(job);
     let record = job.record(None);
     let jobs = state.jobs.clone();
     let submitted = state

@@ -504,6 +504,7 @@ pub async fn import(
         metrics: doc.metrics,
         trained: doc.model,
         signature: doc.signature,
+        parent_version: None,
     };
     let admin = state.admin_lock().await;
     room_for_model(&state, &name)?;

@@ -32,6 +32,9 @@ pub struct VersionView {
     /// and the targets; absent for versions trained before signatures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureView>,
+    /// The version whose weights training started from (a warm start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_version: Option<u32>,
 }
 
 /// A version's signature as clients read it.
@@ -114,6 +117,7 @@ impl From<&ModelVersion> for VersionView {
                 .signature
                 .as_ref()
                 .map(|s| SignatureView::of(s, &v.trained.input_scaler)),
+            parent_version: v.parent_version,
         }
     }
 }
@@ -277,6 +281,9 @@ pub struct JobView {
     pub rows_used: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows_skipped: Option<usize>,
+    /// The version a warm start began from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from_version: Option<u32>,
 }
 
 /// Epochs a job view carries (its history has its own, paged route).
@@ -313,6 +320,7 @@ impl JobView {
             params: job.params.clone(),
             rows_used: job.rows.map(|r| r.rows_used),
             rows_skipped: job.rows.map(|r| r.rows_skipped),
+            init_from_version: job.init_from_version,
         }
     }
 }

@@ -78,6 +78,15 @@ pub struct TrainRequest {
     /// How columns become the network's inputs (imputation, one-hot levels), learned on the
     /// training rows and stored with the version.
     pub preprocessing: Option<Preprocessing>,
+    /// Start from this version's weights instead of a fresh initialisation (a warm start): the
+    /// same architecture and classes, the version's feature encoding and scaling reused, the
+    /// optimizer state fresh. The new version records it as its parent.
+    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "crate::nn::integral::optional")]
+    pub init_from_version: Option<u32>,
+    /// With `init_from_version`: fit the input (and target) scaling on the new training rows
+    /// instead of reusing the version's (default false).
+    pub refit_scaling: Option<bool>,
 }
 
 /// Where a job's data comes from.
@@ -87,6 +96,21 @@ pub enum DataSource {
 }
 
 impl TrainRequest {
+    /// The warm start asked for: (version, refit its scaling).
+    ///
+    /// # Errors
+    /// A 422 on `refit_scaling` given without `init_from_version`.
+    pub fn warm_start(&self) -> Result<Option<(u32, bool)>, ApiError> {
+        match (self.init_from_version, self.refit_scaling) {
+            (Some(v), refit) => Ok(Some((v, refit.unwrap_or(false)))),
+            (None, Some(_)) => Err(ApiError::invalid(
+                "refit_scaling",
+                "applies only to a warm start: give `init_from_version` too",
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The checked parameters and the data source.
     ///
     /// # Errors

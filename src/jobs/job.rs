@@ -11,8 +11,8 @@
 use crate::domain::ModelName;
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, NetworkSpec, StopReason, TrainParams};
-use crate::records::RowCounts;
 pub use crate::records::{JobError, JobRecord, JobStatus};
+use crate::records::{RowCounts, VersionRecord};
 use crate::tabular::Signature;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -107,6 +107,11 @@ pub struct Job {
     pub signature: Option<Signature>,
     /// Rows trained on and rows left out.
     pub rows: Option<RowCounts>,
+    /// The version whose weights the job starts from (a warm start).
+    pub init_from_version: Option<u32>,
+    /// That version's model and whether to refit its scaling, until the job runs (a restored
+    /// job holds none).
+    pub warm_start: Option<(Arc<VersionRecord>, bool)>,
     /// The training data until a worker takes it (finished jobs hold none).
     data: Mutex<Option<Arc<Dataset>>>,
     cancel: AtomicBool,
@@ -167,6 +172,10 @@ impl Job {
             (None, None, r.rows),
             state,
         ))
+        .map(|mut j| {
+            j.init_from_version = r.init_from_version;
+            j
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -183,6 +192,8 @@ impl Job {
         Job {
             signature,
             rows,
+            init_from_version: None,
+            warm_start: None,
             id,
             model,
             dataset_id,
@@ -230,6 +241,7 @@ impl Job {
             model_version: end.map_or(st.model_version, |e| e.model_version),
             stop_reason: end.map_or(st.stop_reason, |e| e.stop_reason),
             rows: self.rows,
+            init_from_version: self.init_from_version,
         }
     }
 

@@ -58,7 +58,7 @@ impl JobManager {
         store: Arc<dyn Store>,
         settings: WorkerSettings,
     ) -> std::io::Result<Self> {
-        Self::start_with(registry, store, settings, crate::nn::train)
+        Self::start_with(registry, store, settings, crate::nn::train_from)
     }
 
     /// [`JobManager::start`] with another training function (tests inject failures with it).
@@ -231,9 +231,10 @@ mod tests {
         params: &TrainParams,
         threads: usize,
         obs: &mut (dyn Observer + Send),
+        start: Option<crate::nn::WarmStart<'_>>,
     ) -> Result<TrainOutcome, TrainError> {
         assert!(params.epochs != 13, "injected failure");
-        crate::nn::train(spec, data, params, threads, obs)
+        crate::nn::train_from(spec, data, params, threads, obs, start)
     }
 
     #[test]

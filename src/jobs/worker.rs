@@ -27,6 +27,7 @@ pub type TrainFn = fn(
     &nn::TrainParams,
     usize,
     &mut (dyn Observer + Send),
+    Option<nn::WarmStart<'_>>,
 ) -> Result<nn::TrainOutcome, TrainError>;
 
 pub(super) struct Worker {
@@ -154,7 +155,21 @@ impl Worker {
             last_elapsed_ms: 0,
         };
         let result = catch_unwind(AssertUnwindSafe(|| {
-            (self.train_fn)(&job.spec, &data, &job.params, self.threads, &mut observer)
+            let start = job
+                .warm_start
+                .as_ref()
+                .map(|(parent, refit_scaling)| nn::WarmStart {
+                    model: &parent.trained,
+                    refit_scaling: *refit_scaling,
+                });
+            (self.train_fn)(
+                &job.spec,
+                &data,
+                &job.params,
+                self.threads,
+                &mut observer,
+                start,
+            )
         }));
         drop(data);
         let pending = std::mem::take(&mut observer.pending);
@@ -225,6 +240,7 @@ impl Worker {
             metrics,
             trained: outcome.model,
             signature: job.signature.clone(),
+            parent_version: job.init_from_version,
         };
         let mut end = JobEnd::succeeded(0, outcome.stop_reason);
         let mut record = job.record(Some(&end));

@@ -40,7 +40,8 @@ pub use scaling::{Normalization, Scaler};
 pub use spec::{FieldError, LayerSpec, NetworkSpec};
 pub use train::{
     EarlyStopping, EpochReport, MAX_EPOCHS, NoObserver, Observer, ParamError, StopReason,
-    TrainError, TrainOutcome, TrainParams, check_data, holdout, holdout_rows, train,
+    TrainError, TrainOutcome, TrainParams, WarmStart, check_data, check_warm_start, holdout,
+    holdout_rows, train, train_from,
 };
 
 /// The floating-point types the core computes in: `f32` to train and serve, `f64` to check.

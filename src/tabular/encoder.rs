@@ -10,6 +10,7 @@
 //! `other` if any level was folded, then `missing` if training saw missing cells.
 
 use super::column::{Cell, Column, MISSING, Values, canonical_number, number_text};
+use crate::nn::FieldError;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
@@ -436,6 +437,56 @@ impl Signature {
         Ok(())
     }
 
+    /// Encodes the rows `rows` of a table whose feature columns hold this signature's features
+    /// by name, in any order, of any inferred type (extra columns are ignored): cell by cell, as
+    /// a predict record is.
+    ///
+    /// # Errors
+    /// A [`FieldError`] on `dataset`: a feature column missing, or a cell that cannot be
+    /// encoded (naming the row, 1-based, and the column).
+    pub fn encode_by_name(
+        &self,
+        columns: &[Column],
+        rows: &[usize],
+    ) -> Result<Array2<f32>, FieldError> {
+        let found = self
+            .features
+            .iter()
+            .map(|f| {
+                columns.iter().find(|c| c.name == f.name()).ok_or_else(|| {
+                    let names: Vec<&str> = self.features.iter().map(Feature::name).collect();
+                    FieldError::new(
+                        "dataset",
+                        format!(
+                            "has no column {:?}, a feature of the model (its features: {})",
+                            f.name(),
+                            names.join(", ")
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<&Column>, _>>()?;
+        let mut x = Array2::<f32>::zeros((rows.len(), self.width()));
+        for (i, &r) in rows.iter().enumerate() {
+            let mut row = x.row_mut(i);
+            let out = row
+                .as_slice_mut()
+                .expect("rows of a fresh matrix are contiguous");
+            self.encode_row(|k| cell_of(found[k], r), out)
+                .map_err(|e| {
+                    FieldError::new(
+                        "dataset",
+                        format!(
+                            "row {}, column {:?}: {e}",
+                            r + 1,
+                            self.features[e.feature()].name()
+                        ),
+                    )
+                })?;
+        }
+        Ok(x)
+    }
+
     /// Encodes the rows `rows` of `columns` (the columns the signature was fitted on, in its
     /// order) into the network's input matrix.
     pub fn encode_columns(&self, columns: &[Column], rows: &[usize]) -> Array2<f32> {
@@ -507,6 +558,16 @@ impl Signature {
             at += w;
         }
         x
+    }
+}
+
+/// Row `row` of `column` as a cell.
+fn cell_of(column: &Column, row: usize) -> Cell<'_> {
+    match &column.values {
+        Values::Numeric(v) if v[row].is_nan() => Cell::Missing,
+        Values::Numeric(v) => Cell::Number(f64::from(v[row])),
+        Values::Categorical { codes, .. } if codes[row] == MISSING => Cell::Missing,
+        Values::Categorical { levels, codes } => Cell::Text(&levels[codes[row] as usize]),
     }
 }
 

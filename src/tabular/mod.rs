@@ -21,4 +21,4 @@ pub use column::{
 pub use encoder::{
     EncodeError, Feature, FitError, Imputation, MAX_LEVELS, Preprocessing, Signature, Unknown,
 };
-pub use prepare::{Prepared, classifies, prepare, table_of};
+pub use prepare::{Prepared, classifies, prepare, prepare_with, table_of};

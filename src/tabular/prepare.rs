@@ -50,6 +50,21 @@ pub fn prepare(
     params: &TrainParams,
     opts: &Preprocessing,
 ) -> Result<Prepared, FieldError> {
+    prepare_with(table, spec, params, opts, None)
+}
+
+/// [`prepare`], with the features encoded by `fixed` (a parent version's signature, found in
+/// the table by name) instead of a signature fitted on the training rows, when given.
+///
+/// # Errors
+/// As [`prepare`], and a feature of `fixed` missing from the table or a cell it cannot encode.
+pub fn prepare_with(
+    table: &Table,
+    spec: &NetworkSpec,
+    params: &TrainParams,
+    opts: &Preprocessing,
+    fixed: Option<&Signature>,
+) -> Result<Prepared, FieldError> {
     let targets = table.targets();
     let kept: Vec<usize> = (0..table.rows())
         .filter(|&r| targets.iter().all(|t| !t.values.is_missing(r)))
@@ -64,6 +79,11 @@ pub fn prepare(
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     let classify = classifies(table, spec);
     let fit = |train: &[usize]| {
+        if let Some(sig) = fixed {
+            let mut sig = sig.clone();
+            sig.targets.clone_from(&names);
+            return Ok(sig);
+        }
         let train: Vec<usize> = train.iter().map(|&i| kept[i]).collect();
         Signature::fit(table.features(), names.clone(), &train, opts)
             .map(|mut s| {
@@ -76,6 +96,10 @@ pub fn prepare(
                 }
                 FitError::NoValues(_) => FieldError::new("dataset", e.to_string()),
             })
+    };
+    let encode = |sig: &Signature| match fixed {
+        Some(_) => sig.encode_by_name(table.features(), &kept),
+        None => Ok(sig.encode_columns(table.features(), &kept)),
     };
     let (signature, data) = if classify {
         let [target] = targets else {
@@ -97,7 +121,7 @@ pub fn prepare(
             params.seed,
         );
         let signature = fit(&train)?;
-        let x = signature.encode_columns(table.features(), &kept);
+        let x = encode(&signature)?;
         let data = Dataset::classification(x, &labels).map_err(|e| {
             FieldError::new("dataset", format!("target column {:?}: {e}", target.name))
         })?;
@@ -123,7 +147,7 @@ pub fn prepare(
         let (train, _) =
             crate::nn::holdout_rows(None, kept.len(), params.validation_split, params.seed);
         let signature = fit(&train)?;
-        let x = signature.encode_columns(table.features(), &kept);
+        let x = encode(&signature)?;
         let data =
             Dataset::regression(x, y).map_err(|e| FieldError::new("dataset", e.to_string()))?;
         (signature, data)

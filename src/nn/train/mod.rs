@@ -42,6 +42,65 @@ const STREAM_INIT: u64 = 0;
 const STREAM_SPLIT: u64 = 1;
 const STREAM_SHUFFLE: u64 = 2;
 
+/// Where a run starts instead of a fresh initialisation: a trained model's weights, and its
+/// input and target scaling unless `refit_scaling` (then they are fitted on the training rows
+/// as usual). The optimizer state starts fresh.
+#[derive(Clone, Copy, Debug)]
+pub struct WarmStart<'a> {
+    pub model: &'a TrainedModel,
+    pub refit_scaling: bool,
+}
+
+/// Whether a run on `data` for `spec` can start from `model`: the same architecture, and for
+/// a classifier the same classes in the same order.
+///
+/// # Errors
+/// A [`FieldError`] on `init_from_version` saying what differs.
+pub fn check_warm_start(
+    spec: &NetworkSpec,
+    data: &Dataset,
+    model: &TrainedModel,
+) -> Result<(), FieldError> {
+    if model.spec != *spec {
+        return Err(FieldError::new(
+            "init_from_version",
+            format!(
+                "that version's network ({} inputs, layers {:?}) is not the one this job trains \
+                 ({} inputs, layers {:?}); a warm start keeps the architecture",
+                model.spec.inputs,
+                model
+                    .spec
+                    .layers
+                    .iter()
+                    .map(|l| l.units)
+                    .collect::<Vec<_>>(),
+                spec.inputs,
+                spec.layers.iter().map(|l| l.units).collect::<Vec<_>>(),
+            ),
+        ));
+    }
+    if data.labels() != model.labels.as_ref() {
+        let show = |l: Option<&super::LabelSet>| {
+            l.map_or("none (numbers)".to_string(), |s| {
+                s.to_vec()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+        };
+        return Err(FieldError::new(
+            "init_from_version",
+            format!(
+                "the data's classes ({}) are not that version's ({}); a warm start keeps the outputs' meaning",
+                show(data.labels()),
+                show(model.labels.as_ref())
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Trains a network for `spec` on `data`.
 ///
 /// # Errors
@@ -54,18 +113,36 @@ pub fn train(
     threads: usize,
     observer: &mut (dyn Observer + Send),
 ) -> Result<TrainOutcome, TrainError> {
+    train_from(spec, data, params, threads, observer, None)
+}
+
+/// [`train`], starting from `start` when given.
+///
+/// # Errors
+/// As [`train`], and a start that does not fit ([`check_warm_start`]).
+pub fn train_from(
+    spec: &NetworkSpec,
+    data: &Dataset,
+    params: &TrainParams,
+    threads: usize,
+    observer: &mut (dyn Observer + Send),
+    start: Option<WarmStart<'_>>,
+) -> Result<TrainOutcome, TrainError> {
     spec.validate()?;
     params.validate()?;
     let encoding = check_fit(spec, data, params)?;
+    if let Some(w) = start {
+        check_warm_start(spec, data, w.model)?;
+    }
     if threads > 1 {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("mlpd-gemm-{i}"))
             .build()
             .map_err(|e| TrainError::Threads(e.to_string()))?;
-        pool.install(|| run(spec, data, params, encoding, threads, observer))
+        pool.install(|| run(spec, data, params, encoding, threads, observer, start))
     } else {
-        run(spec, data, params, encoding, 1, observer)
+        run(spec, data, params, encoding, 1, observer, start)
     }
 }
 
@@ -76,6 +153,7 @@ fn run(
     encoding: Encoding,
     threads: usize,
     observer: &mut (dyn Observer + Send),
+    start_from: Option<WarmStart<'_>>,
 ) -> Result<TrainOutcome, TrainError> {
     let start = Instant::now();
     let deadline = params
@@ -86,8 +164,13 @@ fn run(
         return Err(FieldError::new("dataset", "has no rows left for training").into());
     }
     let head = spec.head();
-    let input = Scaler::fit(params.normalize, data.features().view(), &train_idx);
+    let kept = start_from.filter(|w| !w.refit_scaling).map(|w| w.model);
+    let input = match kept {
+        Some(m) => m.input_scaler.clone(),
+        None => Scaler::fit(params.normalize, data.features().view(), &train_idx),
+    };
     let target = match data.targets() {
+        Targets::Values(_) if kept.is_some() => kept.and_then(|m| m.target_scaler.clone()),
         Targets::Values(y) => {
             let auto = head == Head::Mse(super::Activation::Identity);
             params
@@ -106,7 +189,10 @@ fn run(
 
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     rng.set_stream(STREAM_INIT);
-    let net = Network::<f32>::init(spec, &mut rng);
+    let net = match start_from {
+        Some(w) => w.model.network.clone(),
+        None => Network::<f32>::init(spec, &mut rng),
+    };
     let batch = params.batch_size.min(train_idx.len());
     let mut fitter = Fitter::new(net, spec.loss, &params.optimizer, params.l2, batch, threads)?;
     // Report the quadratic cost in the targets' own units: d_orig = d_scaled / scale.

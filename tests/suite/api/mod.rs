@@ -18,3 +18,4 @@ mod predict;
 mod process;
 mod tables;
 mod training;
+mod warm_start;
