@@ -110,12 +110,14 @@ impl App {
             .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(|req: &axum::http::Request<_>| {
-                        let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-                    })
-                    .on_failure(log_failure),
+                TraceLayer::new(tower_http::classify::SharedClassifier::new(
+                    crate::telemetry::Classifier,
+                ))
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_failure(log_failure),
             )
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(cors(&state.config.cors_origins)?);

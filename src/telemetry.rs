@@ -35,3 +35,32 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
     let location = info.location().map(ToString::to_string).unwrap_or_default();
     tracing::error!(panic = message, %location, "panicked");
 }
+
+/// Marks a response whose 5xx status is the answer asked for, not a fault: a readiness probe
+/// saying "not ready" (503). The request log does not count it as a failed response.
+#[derive(Clone, Copy, Debug)]
+pub struct ExpectedStatus;
+
+/// The request log's classifier: 5xx responses and errors are failures (logged at ERROR), as
+/// `tower_http`'s default, unless the response carries [`ExpectedStatus`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Classifier;
+
+impl tower_http::classify::ClassifyResponse for Classifier {
+    type FailureClass = tower_http::classify::ServerErrorsFailureClass;
+    type ClassifyEos = tower_http::classify::NeverClassifyEos<Self::FailureClass>;
+
+    fn classify_response<B>(
+        self,
+        res: &axum::http::Response<B>,
+    ) -> tower_http::classify::ClassifiedResponse<Self::FailureClass, Self::ClassifyEos> {
+        if res.extensions().get::<ExpectedStatus>().is_some() {
+            return tower_http::classify::ClassifiedResponse::Ready(Ok(()));
+        }
+        tower_http::classify::ServerErrorsAsFailures::new().classify_response(res)
+    }
+
+    fn classify_error<E: std::fmt::Display + 'static>(self, error: &E) -> Self::FailureClass {
+        tower_http::classify::ServerErrorsAsFailures::new().classify_error(error)
+    }
+}

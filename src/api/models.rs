@@ -358,10 +358,10 @@ pub struct ExportQuery {
 #[utoipa::path(get, path = "/v1/models/{name}/versions/{version}/export", operation_id = "exportVersion", tag = "models",
     params(("name" = String, Path, description = "Model name"), ("version" = u32, Path, description = "Version number", minimum = 1), ExportQuery),
     responses(
-        (status = 200, description = "The version: the JSON document, ready to import elsewhere, or (`format=onnx`) an ONNX model with input `input` [N, inputs] and outputs `outputs` [N, units] and, for classifiers, `label` [N]",
+        (status = 200, description = "The version: the JSON document, ready to import elsewhere, or (`format=onnx`) an ONNX model with input `input` [N, inputs] (or, for a model with categorical features or missing indicators, one input per feature: float or string [N, 1]) and outputs `outputs` [N, units] and, for classifiers, `label` [N]",
             content((ModelExport = "application/json"), (Vec<u8> = "application/octet-stream"))),
         (status = 404, description = "No such model or version", body = ErrorBody),
-        (status = 422, description = "Unknown format, or `format=onnx` for a model with categorical features or missing-value indicators (not supported yet)", body = ErrorBody),
+        (status = 422, description = "Unknown format, or `format=onnx` for a model with a feature named like a value inside the graph", body = ErrorBody),
     ))]
 pub async fn export(
     State(state): State<AppState>,
@@ -375,20 +375,6 @@ pub async fn export(
         .serving(&name, Some(version))
         .map_err(|e| lookup_error(&name, e))?;
     if q.format.unwrap_or_default() == ExportFormat::Onnx {
-        // The graph starts at the network's (scaled) inputs: a signature that encodes raw
-        // records (one-hot levels, missing indicators) is not in it yet, so such a graph would
-        // not compute what predict computes from the same raw inputs. Refuse rather than mislead.
-        if let Some(sig) = v.signature.as_ref().filter(|s| !s.is_identity()) {
-            return Err(ApiError::invalid(
-                "format",
-                format!(
-                    "ONNX export of a model with categorical features or missing-value indicators \
-                     is not supported yet ({} features encode to {} inputs); use format=json",
-                    sig.features.len(),
-                    sig.width()
-                ),
-            ));
-        }
         let (model, description) = (name.to_string(), entry.description.clone());
         // Linear in the weights, but a large model is many megabytes: off the runtime.
         let bytes = tokio::task::spawn_blocking(move || {
@@ -396,11 +382,13 @@ pub async fn export(
                 name: &model,
                 version: v.version,
                 description: description.as_deref(),
+                signature: v.signature.as_ref(),
             };
             crate::export::onnx::to_onnx(&v.trained, &info)
         })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::invalid("format", e))?;
         let file = format!("attachment; filename=\"{name}-v{version}.onnx\"");
         return Ok((
             [

@@ -3,7 +3,12 @@
 //! pipeline:
 //!
 //! ```text
-//! input [N, F] float
+//! input [N, F] float                                          (or, with a signature that encodes
+//!                                                              raw values, one input per feature:
+//!   numeric  [N, 1] float  → ai.onnx.ml Imputer  (+ IsNaN → Cast float: missing indicator)
+//!   categorical [N, 1] string → ai.onnx.ml LabelEncoder (level → slot, else one past the last)
+//!                          → Equal [0..w) → Cast float         (one-hot; unseen: all zeros)
+//!   → Concat axis 1 = encoded [N, F])
 //!   → ai.onnx.ml Scaler (offset = shift, scale = scale)       when inputs were scaled
 //!   → per layer: Gemm (W stored out×in, transB = 1) → activation (Relu, Tanh, Sigmoid,
 //!     LeakyRelu α = 0.01, Softmax axis 1; none for identity)
@@ -16,12 +21,13 @@
 //! ```
 //!
 //! Operator sets: `ai.onnx` 17 and, for the Scaler, `ai.onnx.ml` 3; IR version 8. Probabilities
-//! come as a tensor (skl2onnx's `zipmap=False`). The model's name, version, description and
-//! input width are in the model's metadata. Pure and synchronous; call it off the runtime for
-//! large models.
+//! come as a tensor (skl2onnx's `zipmap=False`). The model's name, version, description, input
+//! width, feature names, encoded columns and targets are in the model's metadata. Pure and
+//! synchronous; call it off the runtime for large models.
 
 use super::proto::*;
 use crate::nn::{Activation, LEAKY_SLOPE, LabelSet, Scaler, TrainedModel};
+use crate::tabular::{Feature, Signature};
 use prost::Message;
 
 /// The `ai.onnx` operator set the graph is written for.
@@ -36,18 +42,126 @@ pub const OUTPUTS: &str = "outputs";
 pub const LABEL: &str = "label";
 const ML: &str = "ai.onnx.ml";
 
-/// What the graph's metadata says about the model.
+/// What the graph's metadata says about the model, and its signature (features by name).
 pub struct ExportInfo<'a> {
     pub name: &'a str,
     pub version: u32,
     pub description: Option<&'a str>,
+    /// The version's features: with categorical features or missing indicators, the graph
+    /// takes one input per feature and encodes them itself.
+    pub signature: Option<&'a Signature>,
+}
+
+/// Why a model cannot be exported.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(
+        "feature {0:?} has the name of a value inside the graph; rename the column to export it"
+    )]
+    NameClash(String),
+}
+
+/// One input per feature (numeric: float `[N, 1]`, NaN for missing; categorical: string
+/// `[N, 1]`, `""` for missing), encoded as [`Signature::encode_row`] encodes a record: numeric
+/// → `Imputer` (and `IsNaN` → `Cast` for an indicator); categorical → `LabelEncoder` (each
+/// level, infrequent level and the missing text to its slot, anything else to one past the
+/// last) → `Equal` against the slots → `Cast` (a one-hot row, all zeros for an unseen level);
+/// then one `Concat`. Returns the encoded matrix's name.
+fn encode_features(g: &mut Graph, sig: &Signature, inputs: &mut Vec<ValueInfoProto>) -> String {
+    let mut blocks = Vec::new();
+    for (k, f) in sig.features.iter().enumerate() {
+        let name = f.name();
+        match f {
+            Feature::Numeric {
+                impute, indicator, ..
+            } => {
+                inputs.push(value_info(name, data_type::FLOAT, vec![batch(), size(1)]));
+                blocks.push(g.node(
+                    "Imputer",
+                    ML,
+                    &[name],
+                    &format!("f{k}_imputed"),
+                    vec![
+                        floats("imputed_value_floats", &[*impute]),
+                        float("replaced_value_float", f32::NAN),
+                    ],
+                ));
+                if *indicator {
+                    let nan = g.node("IsNaN", "", &[name], &format!("f{k}_isnan"), vec![]);
+                    blocks.push(g.node(
+                        "Cast",
+                        "",
+                        &[&nan],
+                        &format!("f{k}_missing"),
+                        vec![int("to", i64::from(data_type::FLOAT))],
+                    ));
+                }
+            }
+            Feature::Categorical {
+                levels,
+                infrequent,
+                missing_level,
+                ..
+            } => {
+                inputs.push(value_info(name, data_type::STRING, vec![batch(), size(1)]));
+                let w = f.width();
+                let mut keys: Vec<String> = levels.clone();
+                let mut values: Vec<i64> = (0..levels.len() as i64).collect();
+                for l in infrequent {
+                    keys.push(l.clone());
+                    values.push(levels.len() as i64);
+                }
+                if *missing_level {
+                    keys.push(String::new());
+                    values.push(w as i64 - 1);
+                }
+                let slot = g.node(
+                    "LabelEncoder",
+                    ML,
+                    &[name],
+                    &format!("f{k}_slot"),
+                    vec![
+                        strings("keys_strings", &keys),
+                        ints("values_int64s", &values),
+                        int("default_int64", w as i64),
+                    ],
+                );
+                let range = g.int_init(&format!("f{k}_slots"), &[w], (0..w as i64).collect());
+                let hot = g.node("Equal", "", &[&slot, &range], &format!("f{k}_hot"), vec![]);
+                blocks.push(g.node(
+                    "Cast",
+                    "",
+                    &[&hot],
+                    &format!("f{k}_onehot"),
+                    vec![int("to", i64::from(data_type::FLOAT))],
+                ));
+            }
+        }
+    }
+    let refs: Vec<&str> = blocks.iter().map(String::as_str).collect();
+    g.node("Concat", "", &refs, "encoded", vec![int("axis", 1)])
 }
 
 /// The model as an ONNX `ModelProto`.
-pub fn model_proto(model: &TrainedModel, info: &ExportInfo<'_>) -> ModelProto {
+///
+/// # Errors
+/// A feature named like a value inside the graph.
+pub fn model_proto(model: &TrainedModel, info: &ExportInfo<'_>) -> Result<ModelProto, ExportError> {
     let mut g = Graph::default();
     let mut current = INPUT.to_owned();
     let mut uses_ml = false;
+    let mut graph_inputs = Vec::new();
+    match info.signature {
+        Some(sig) if !sig.is_identity() => {
+            uses_ml = true;
+            current = encode_features(&mut g, sig, &mut graph_inputs);
+        }
+        _ => graph_inputs.push(value_info(
+            INPUT,
+            data_type::FLOAT,
+            vec![batch(), size(model.spec.inputs)],
+        )),
+    }
     if !model.input_scaler.is_identity() {
         uses_ml = true;
         current = g.node(
@@ -157,6 +271,40 @@ pub fn model_proto(model: &TrainedModel, info: &ExportInfo<'_>) -> ModelProto {
     if let Some(d) = info.description {
         metadata.push(entry("description", d));
     }
+    if let Some(sig) = info.signature {
+        let names: Vec<&str> = sig.features.iter().map(Feature::name).collect();
+        metadata.push(entry(
+            "features",
+            &serde_json::to_string(&names).expect("strings serialize"),
+        ));
+        let columns: Vec<String> = sig
+            .features
+            .iter()
+            .flat_map(Feature::column_names)
+            .collect();
+        metadata.push(entry(
+            "encoded_columns",
+            &serde_json::to_string(&columns).expect("strings serialize"),
+        ));
+        if !sig.targets.is_empty() {
+            metadata.push(entry(
+                "targets",
+                &serde_json::to_string(&sig.targets).expect("strings serialize"),
+            ));
+        }
+    }
+    if let Some(sig) = info.signature.filter(|s| !s.is_identity()) {
+        let mut inside: std::collections::HashSet<&str> = g
+            .nodes
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str))
+            .collect();
+        inside.extend(g.initializers.iter().filter_map(|t| t.name.as_deref()));
+        inside.extend([OUTPUTS, LABEL]);
+        if let Some(f) = sig.features.iter().find(|f| inside.contains(f.name())) {
+            return Err(ExportError::NameClash(f.name().to_owned()));
+        }
+    }
     if let Some(l) = &model.labels {
         let names: Vec<String> = l.to_vec().iter().map(ToString::to_string).collect();
         metadata.push(entry(
@@ -164,7 +312,7 @@ pub fn model_proto(model: &TrainedModel, info: &ExportInfo<'_>) -> ModelProto {
             &serde_json::to_string(&names).expect("strings serialize"),
         ));
     }
-    ModelProto {
+    Ok(ModelProto {
         ir_version: Some(IR_VERSION),
         opset_import,
         producer_name: Some("mlpd".into()),
@@ -177,20 +325,19 @@ pub fn model_proto(model: &TrainedModel, info: &ExportInfo<'_>) -> ModelProto {
             name: Some(info.name.to_owned()),
             initializer: g.initializers,
             doc_string: info.description.map(str::to_owned),
-            input: vec![value_info(
-                INPUT,
-                data_type::FLOAT,
-                vec![batch(), size(model.spec.inputs)],
-            )],
+            input: graph_inputs,
             output: outputs,
         }),
         metadata_props: metadata,
-    }
+    })
 }
 
 /// The model as the bytes of an `.onnx` file.
-pub fn to_onnx(model: &TrainedModel, info: &ExportInfo<'_>) -> Vec<u8> {
-    model_proto(model, info).encode_to_vec()
+///
+/// # Errors
+/// See [`model_proto`].
+pub fn to_onnx(model: &TrainedModel, info: &ExportInfo<'_>) -> Result<Vec<u8>, ExportError> {
+    Ok(model_proto(model, info)?.encode_to_vec())
 }
 
 /// `y / scale + shift`, in that order, as [`Scaler::invert`] computes it.
@@ -276,6 +423,24 @@ fn float(name: &str, v: f32) -> AttributeProto {
         name: Some(name.to_owned()),
         r#type: Some(AttributeType::Float as i32),
         f: Some(v),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_owned()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn strings(name: &str, v: &[String]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_owned()),
+        r#type: Some(AttributeType::Strings as i32),
+        strings: v.iter().map(|s| s.as_bytes().to_vec()).collect(),
         ..Default::default()
     }
 }
@@ -426,9 +591,13 @@ mod tests {
 
     /// Runs the decoded graph on `x`: the operators an export uses, as ONNX defines them.
     fn run(m: &ModelProto, x: &Array2<f32>) -> HashMap<String, V> {
+        run_on(m, HashMap::from([(INPUT.to_string(), V::F(x.clone()))]))
+    }
+
+    /// Runs the decoded graph on the given inputs.
+    fn run_on(m: &ModelProto, inputs: HashMap<String, V>) -> HashMap<String, V> {
         let g = m.graph.as_ref().unwrap();
-        let mut env: HashMap<String, V> = HashMap::new();
-        env.insert(INPUT.into(), V::F(x.clone()));
+        let mut env = inputs;
         for t in &g.initializer {
             let v = match t.data_type.unwrap() {
                 data_type::FLOAT if t.dims.len() == 2 => V::F(
@@ -536,13 +705,60 @@ mod tests {
                     let (a, t) = (f(&env, &i[0]), flat(&env, &i[1]));
                     V::B(a.mapv(|v| v >= t[0]))
                 }
-                "Cast" => match &env[&i[0]] {
-                    V::B(b) => {
-                        assert_eq!(attr(n, "to").i, Some(i64::from(data_type::INT64)));
+                "Cast" => match (&env[&i[0]], attr(n, "to").i) {
+                    (V::B(b), Some(t)) if t == i64::from(data_type::INT64) => {
                         V::I(b.iter().map(|&v| i64::from(v)).collect())
+                    }
+                    (V::B(b), Some(t)) if t == i64::from(data_type::FLOAT) => {
+                        V::F(b.mapv(|v| f32::from(u8::from(v))))
                     }
                     other => panic!("cast of {other:?}"),
                 },
+                "Imputer" => {
+                    assert_eq!(n.domain.as_deref(), Some(ML));
+                    let fill = attr(n, "imputed_value_floats").floats[0];
+                    assert!(attr(n, "replaced_value_float").f.unwrap().is_nan());
+                    V::F(f(&env, &i[0]).mapv(|v| if v.is_nan() { fill } else { v }))
+                }
+                "IsNaN" => V::B(f(&env, &i[0]).mapv(f32::is_nan)),
+                "LabelEncoder" => {
+                    assert_eq!(n.domain.as_deref(), Some(ML));
+                    let keys: Vec<String> = attr(n, "keys_strings")
+                        .strings
+                        .iter()
+                        .map(|b| String::from_utf8(b.clone()).unwrap())
+                        .collect();
+                    let values = &attr(n, "values_int64s").ints;
+                    let default = attr(n, "default_int64").i.unwrap();
+                    let V::S(texts) = &env[&i[0]] else {
+                        panic!("LabelEncoder of a non-string")
+                    };
+                    V::I(
+                        texts
+                            .iter()
+                            .map(|t| {
+                                keys.iter()
+                                    .position(|k| k == t)
+                                    .map_or(default, |p| values[p])
+                            })
+                            .collect(),
+                    )
+                }
+                "Equal" => {
+                    // [N, 1] slots against [w] slot numbers: broadcast to [N, w].
+                    let (V::I(a), V::I(b)) = (&env[&i[0]], &env[&i[1]]) else {
+                        panic!("Equal of non-integers")
+                    };
+                    V::B(Array2::from_shape_fn((a.len(), b.len()), |(r, c)| {
+                        a[r] == b[c]
+                    }))
+                }
+                "Concat" => {
+                    assert_eq!(attr(n, "axis").i, Some(1));
+                    let parts: Vec<Array2<f32>> = i.iter().map(|k| f(&env, k)).collect();
+                    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+                    V::F(ndarray::concatenate(Axis(1), &views).unwrap())
+                }
                 "Reshape" => env[&i[0]].clone(),
                 "Gather" => {
                     let idx = match &env[&i[1]] {
@@ -605,12 +821,13 @@ mod tests {
                 name: "m",
                 version: 4,
                 description: Some("a test model"),
+                signature: None,
             };
-            let bytes = to_onnx(&m, &info);
+            let bytes = to_onnx(&m, &info).unwrap();
             let decoded = ModelProto::decode(bytes.as_slice()).unwrap();
             assert_eq!(
                 decoded,
-                model_proto(&m, &info),
+                model_proto(&m, &info).unwrap(),
                 "decodes to what was encoded"
             );
             assert_eq!(decoded.ir_version, Some(IR_VERSION));
@@ -644,5 +861,139 @@ mod tests {
                 assert_eq!(got, labels);
             }
         }
+    }
+
+    #[test]
+    fn categorical_and_missing_values_are_encoded_inside_the_graph() {
+        use crate::tabular::{Cell, Imputation, Unknown};
+        let sig = Signature {
+            features: vec![
+                Feature::Numeric {
+                    name: "area".into(),
+                    imputation: Imputation::Mean,
+                    impute: 2.0,
+                    indicator: true,
+                },
+                Feature::Categorical {
+                    name: "district".into(),
+                    levels: vec!["mapo".into(), "yongsan".into()],
+                    infrequent: vec!["jongno".into()],
+                    missing_level: true,
+                    unknown: Unknown::Ignore,
+                },
+                Feature::Numeric {
+                    name: "floor".into(),
+                    imputation: Imputation::Median,
+                    impute: 7.0,
+                    indicator: false,
+                },
+            ],
+            targets: vec!["price".into()],
+            ignored: vec![],
+        };
+        assert_eq!(sig.width(), 2 + 4 + 1);
+        let area = [1.5f32, f32::NAN, 0.5, 3.0, 2.5];
+        let district = ["mapo", "jongno", "", "gangnam", "yongsan"];
+        let floor = [3.0f32, 1.0, f32::NAN, 12.0, 4.0];
+        let mut x = Array2::<f32>::zeros((5, sig.width()));
+        for (r, mut out) in x.rows_mut().into_iter().enumerate() {
+            let cell = |k: usize| match k {
+                0 if area[r].is_nan() => Cell::Missing,
+                0 => Cell::Number(f64::from(area[r])),
+                1 if district[r].is_empty() => Cell::Missing,
+                1 => Cell::Text(district[r]),
+                _ if floor[r].is_nan() => Cell::Missing,
+                _ => Cell::Number(f64::from(floor[r])),
+            };
+            sig.encode_row(cell, out.as_slice_mut().unwrap()).unwrap();
+        }
+        for m in [
+            model(
+                &[(5, Activation::Tanh), (3, Activation::Softmax)],
+                7,
+                Some(LabelSet::Str(vec![
+                    "low".into(),
+                    "mid".into(),
+                    "high".into(),
+                ])),
+                false,
+            ),
+            model(
+                &[(4, Activation::Relu), (1, Activation::Identity)],
+                7,
+                None,
+                true,
+            ),
+        ] {
+            let info = ExportInfo {
+                name: "flats",
+                version: 1,
+                description: Some("flat prices"),
+                signature: Some(&sig),
+            };
+            let decoded = ModelProto::decode(to_onnx(&m, &info).unwrap().as_slice()).unwrap();
+            let g = decoded.graph.as_ref().unwrap();
+            let names: Vec<_> = g.input.iter().map(|i| i.name.clone().unwrap()).collect();
+            assert_eq!(names, ["area", "district", "floor"]);
+            assert!(
+                decoded
+                    .opset_import
+                    .iter()
+                    .any(|o| o.domain.as_deref() == Some(ML))
+            );
+            let meta: HashMap<_, _> = decoded
+                .metadata_props
+                .iter()
+                .map(|e| (e.key.clone().unwrap(), e.value.clone().unwrap()))
+                .collect();
+            assert_eq!(meta["features"], r#"["area","district","floor"]"#);
+            assert_eq!(meta["description"], "flat prices");
+            let column = |v: &[f32]| Array2::from_shape_vec((v.len(), 1), v.to_vec()).unwrap();
+            let env = run_on(
+                &decoded,
+                HashMap::from([
+                    ("area".to_string(), V::F(column(&area))),
+                    (
+                        "district".to_string(),
+                        V::S(district.iter().map(|s| s.to_string()).collect()),
+                    ),
+                    ("floor".to_string(), V::F(column(&floor))),
+                ]),
+            );
+            let V::F(encoded) = &env["encoded"] else {
+                panic!("encoded")
+            };
+            assert_eq!(encoded, &x, "the graph encodes rows as the signature does");
+            let want = m.predict(x.view()).unwrap();
+            let V::F(got) = &env[OUTPUTS] else {
+                panic!("outputs")
+            };
+            for (g, w) in got.iter().zip(want.outputs.iter()) {
+                assert!((g - w).abs() <= 1e-5 * w.abs().max(1e-2), "{g} vs {w}");
+            }
+            if let Some(labels) = want.labels {
+                let V::S(got) = &env[LABEL] else {
+                    panic!("labels")
+                };
+                let want: Vec<String> = labels.iter().map(ToString::to_string).collect();
+                assert_eq!(got, &want);
+            }
+        }
+        // A feature named like a value inside the graph cannot be an input.
+        let mut clash = sig.clone();
+        if let Feature::Numeric { name, .. } = &mut clash.features[2] {
+            *name = "encoded".into();
+        }
+        let m = model(&[(1, Activation::Identity)], 7, None, false);
+        let info = ExportInfo {
+            name: "m",
+            version: 1,
+            description: None,
+            signature: Some(&clash),
+        };
+        assert!(matches!(
+            to_onnx(&m, &info),
+            Err(ExportError::NameClash(n)) if n == "encoded"
+        ));
     }
 }

@@ -92,6 +92,7 @@ pub enum AttributeType {
     Tensor = 4,
     Floats = 6,
     Ints = 7,
+    Strings = 8,
 }
 
 /// `AttributeProto` (the kinds an exported model uses).
@@ -113,6 +114,8 @@ pub struct AttributeProto {
     pub floats: Vec<f32>,
     #[prost(int64, repeated, packed = "false", tag = "8")]
     pub ints: Vec<i64>,
+    #[prost(bytes = "vec", repeated, tag = "9")]
+    pub strings: Vec<Vec<u8>>,
 }
 
 /// `TensorProto.DataType` values used here.

@@ -15,6 +15,8 @@ unit), then:
 * ONNX: each model exported with ?format=onnx passes onnx.checker.check_model(full_check=True),
   and ONNX Runtime's outputs equal mlpd's predictions within 1e-5 relative (plus 1e-6 absolute
   for values near zero) on the whole dataset, labels identical.
+* A real table (titanic: text columns, missing ages): its ONNX export run by ONNX Runtime from
+  the raw columns, and tritonclient sending one tensor per feature, equal /v1 records.
 
 Exits non-zero on the first failure; prints one line per check.
 """
@@ -343,6 +345,90 @@ def check_onnx(srv, models):
             + ("no labels (regression)" if kind == "no" else f"{kind} labels identical"))
 
 
+def check_tables(srv):
+    """A model of a real table (titanic: text columns, empty ages, a name column ignored):
+    ONNX Runtime runs its export from the raw columns (strings, NaN for a missing age), and
+    tritonclient sends each feature as its own tensor (BYTES for text); both equal /v1
+    predictions by records."""
+    import onnx
+    import onnxruntime as ort
+    import tritonclient.http as th
+
+    with open(os.path.join(DATASETS, "titanic.csv")) as f:
+        rows = list(csv.DictReader(f))
+    st, body = srv.post("/v1/models", {"name": "titanic", "description": "titanic for the interop check",
+                                       "layers": [{"units": 16, "activation": "relu"},
+                                                  {"units": 2, "activation": "softmax"}]})
+    expect(st == 201, f"create titanic: {st} {body!r}")
+    with open(os.path.join(DATASETS, "titanic.csv"), "rb") as f:
+        st, body = srv.post("/v1/datasets?target=survived&ignore=name", f.read(), "text/csv")
+    expect(st == 201, f"upload titanic: {st} {body!r}")
+    ds = json.loads(body)["id"]
+    st, body = srv.post("/v1/models/titanic/train", {
+        "dataset_id": ds, "seed": 7, "epochs": 20, "learning_rate": 0.01, "batch_size": 32,
+        "preprocessing": {"impute": "median", "missing_indicator": True, "min_frequency": 1}})
+    expect(st == 202, f"train titanic: {st} {body!r}")
+    job = json.loads(body)["id"]
+    for _ in range(1200):
+        j = json.loads(srv.get(f"/v1/jobs/{job}")[1])
+        if j["status"] in ("succeeded", "failed", "canceled"):
+            break
+        time.sleep(0.05)
+    expect(j["status"] == "succeeded", f"training titanic: {j}")
+    records = [{"sex": r["sex"], "age": float(r["age"]) if r["age"] else None, "class": r["class"]}
+               for r in rows]
+    st, body = srv.post("/v1/models/titanic/predict", {"records": records})
+    expect(st == 200, f"predict titanic: {st} {body!r}")
+    p = json.loads(body)
+    want, want_labels = np.array(p["outputs"], dtype=np.float32), p["labels"]
+    n = len(rows)
+    sex = np.array([[r["sex"]] for r in rows], dtype=object)
+    cls = np.array([[r["class"]] for r in rows], dtype=object)
+    age = np.array([[float(r["age"]) if r["age"] else np.nan] for r in rows], dtype=np.float32)
+
+    st, body = srv.get("/v1/models/titanic/versions/1/export?format=onnx")
+    expect(st == 200, f"export titanic: {st} {body[:200]!r}")
+    m = onnx.load_from_string(body)
+    onnx.checker.check_model(m, full_check=True)
+    meta = {e.key: e.value for e in m.metadata_props}
+    expect(json.loads(meta["features"]) == ["sex", "age", "class"], f"onnx titanic metadata {meta}")
+    expect(meta.get("description") == "titanic for the interop check", f"onnx titanic metadata {meta}")
+    s = ort.InferenceSession(body, providers=["CPUExecutionProvider"])
+    expect([i.name for i in s.get_inputs()] == ["sex", "age", "class"], "onnx titanic inputs")
+    res = dict(zip([o.name for o in s.get_outputs()], s.run(None, {"sex": sex, "age": age, "class": cls})))
+    worst = float(np.max(np.abs(res["outputs"] - want) / (np.abs(want) + ATOL / RTOL)))
+    expect(np.allclose(res["outputs"], want, rtol=RTOL, atol=ATOL),
+           f"onnx titanic: outputs differ from mlpd (worst scaled error {worst})")
+    expect(same_labels(res["label"], want_labels), "onnx titanic: labels differ")
+    log(f"onnx titanic (categorical, missing ages, indicator): checker passes; onnxruntime from raw "
+        f"strings and NaN equals mlpd on {n} rows (max |Δ|/(|y|+0.1) = {worst:.1e}); labels identical")
+
+    c = th.InferenceServerClient(url=f"127.0.0.1:{srv.port}")
+    md = c.get_model_metadata("titanic")
+    expect([(i["name"], i["datatype"]) for i in md["inputs"]] ==
+           [("sex", "BYTES"), ("age", "FP32"), ("class", "BYTES")], f"triton titanic metadata {md}")
+    for binary in (True, False):
+        inputs = []
+        for name, arr, dt in (("sex", sex, "BYTES"), ("age", age, "FP32"), ("class", cls, "BYTES")):
+            if not binary and name == "age":
+                arr = np.nan_to_num(arr, nan=30.0)  # JSON has no NaN: a known age instead
+            t = th.InferInput(name, list(arr.shape), dt)
+            t.set_data_from_numpy(arr, binary_data=binary)
+            inputs.append(t)
+        r = c.infer("titanic", inputs, outputs=[th.InferRequestedOutput("outputs", binary_data=binary),
+                                                th.InferRequestedOutput("label", binary_data=binary)])
+        if binary:
+            expect(np.array_equal(r.as_numpy("outputs"), want), "triton titanic: outputs differ from /v1")
+            expect(same_labels(r.as_numpy("label"), want_labels), "triton titanic: labels")
+        else:
+            alt = [dict(rec, age=30.0 if rec["age"] is None else rec["age"]) for rec in records]
+            st, body = srv.post("/v1/models/titanic/predict", {"records": alt})
+            expect(np.array_equal(r.as_numpy("outputs"), np.array(json.loads(body)["outputs"], dtype=np.float32)),
+                   "triton titanic (JSON): outputs differ from /v1")
+    log(f"tritonclient titanic: metadata lists the features (BYTES for text); one tensor per feature, "
+        f"binary (NaN = missing) and JSON, {n} rows equal /v1 records")
+
+
 def main():
     srv = Server(sys.argv[1])
     try:
@@ -351,6 +437,7 @@ def main():
         asyncio.run(check_kserve(srv, models))
         check_open_inference(srv, models)
         check_onnx(srv, models)
+        check_tables(srv)
     except Exception:
         srv.stop()
         with open(os.path.join(srv.dir, "server.log")) as f:

@@ -184,7 +184,12 @@ async fn run(
     let (json, binary) = split(headers, &body)?;
     let req: InferRequest = serde_json::from_slice(json)
         .map_err(|e| V2Error::bad_request(format!("not a valid inference request: {e}")))?;
-    let x = input(&req, binary, served.trained.inputs())?;
+    let x = match served.signature.as_ref() {
+        Some(sig) if req.inputs.iter().any(|t| t.name != INPUT) => {
+            feature_inputs(&req, binary, sig)?
+        }
+        _ => input(&req, binary, served.trained.inputs())?,
+    };
     let wanted = wanted_outputs(&req, served.trained.labels.is_some())?;
     let id = req.id;
     let pred = crate::api::predict::compute(state, &served, x).await?;
@@ -292,13 +297,19 @@ fn input(req: &InferRequest, binary: &[u8], width: usize) -> Result<ndarray::Arr
                     binary.len()
                 )));
             }
-            tensor::binary_to_f32(INPUT, dt, binary).map_err(V2Error::bad_request)?
+            tensor::binary_to_f32(INPUT, dt, binary, false).map_err(V2Error::bad_request)?
         }
         (None, Some(data)) => {
             if !binary.is_empty() {
                 return Err(V2Error::bad_request(format!(
                     "the binary part of the body holds {} bytes that no input claims",
                     binary.len()
+                )));
+            }
+            if !data.texts.is_empty() {
+                return Err(V2Error::bad_request(format!(
+                    "input {INPUT:?}: strings in a {} tensor",
+                    t.datatype
                 )));
             }
             let flat = data.dims.len() == 1 && data.dims[0] == count;
@@ -313,6 +324,196 @@ fn input(req: &InferRequest, binary: &[u8], width: usize) -> Result<ndarray::Arr
         }
     };
     Ok(ndarray::Array2::from_shape_vec((rows, width), values).expect("rows × width values"))
+}
+
+/// One feature's column, as its input tensor gave it.
+enum Column {
+    /// NaN marks a missing value.
+    Numbers(Vec<f32>),
+    /// The empty string marks a missing value.
+    Texts(Vec<String>),
+}
+
+/// The request's inputs as one tensor per feature (named as the signature names them; BYTES
+/// for text), each `[rows]` or `[rows, 1]`, encoded through the signature as `/v1` records
+/// are. A feature without a tensor is missing in every row (imputed); NaN (binary FP32/FP64)
+/// and `""` (BYTES) are missing values.
+fn feature_inputs(
+    req: &InferRequest,
+    mut binary: &[u8],
+    sig: &crate::tabular::Signature,
+) -> Result<ndarray::Array2<f32>, V2Error> {
+    use crate::tabular::{Cell, Feature};
+    let names = || {
+        sig.features
+            .iter()
+            .map(|f| format!("{:?}", f.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut rows: Option<usize> = None;
+    let mut columns: Vec<Option<Column>> = (0..sig.features.len()).map(|_| None).collect();
+    for t in &req.inputs {
+        let name = &t.name;
+        let Some(f) = sig.position(name) else {
+            return Err(V2Error::bad_request(format!(
+                "unknown input {name:?}: the model takes {INPUT:?} or one tensor per feature ({})",
+                names()
+            )));
+        };
+        if columns[f].is_some() {
+            return Err(V2Error::bad_request(format!(
+                "input {name:?} is given twice"
+            )));
+        }
+        let n = match t.shape[..] {
+            [n] | [n, 1] if n > 0 => {
+                usize::try_from(n).map_err(|_| V2Error::bad_request("too many rows"))?
+            }
+            _ => {
+                return Err(V2Error::bad_request(format!(
+                    "input {name:?}: the shape must be [rows] or [rows, 1] with at least one row, not {:?}",
+                    t.shape
+                )));
+            }
+        };
+        if rows.is_some_and(|r| r != n) {
+            return Err(V2Error::bad_request(format!(
+                "input {name:?} has {n} rows but another input has {}",
+                rows.unwrap_or(0)
+            )));
+        }
+        rows = Some(n);
+        let dt = DataType::parse(&t.datatype).ok_or_else(|| {
+            V2Error::bad_request(format!(
+                "input {name:?}: {:?} is not a datatype of the protocol",
+                t.datatype
+            ))
+        })?;
+        let text = dt == DataType::Bytes;
+        let numeric_ok = DataType::NUMERIC_INPUTS.contains(&tensor::type_name(dt));
+        match &sig.features[f] {
+            Feature::Numeric { .. } if !numeric_ok => {
+                return Err(V2Error::bad_request(format!(
+                    "input {name:?}: the feature is numeric; send one of {}",
+                    DataType::NUMERIC_INPUTS.join(", ")
+                )));
+            }
+            Feature::Categorical { .. } if !text && !numeric_ok => {
+                return Err(V2Error::bad_request(format!(
+                    "input {name:?}: the feature is categorical; send BYTES"
+                )));
+            }
+            _ => {}
+        }
+        let binary_size = match t
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"))
+        {
+            None => None,
+            Some(v) => Some(v.as_u64().ok_or_else(|| {
+                V2Error::bad_request(format!(
+                    "input {name:?}: binary_data_size must be a byte count"
+                ))
+            })?),
+        };
+        let column = match (binary_size, &t.data) {
+            (Some(_), Some(_)) => {
+                return Err(V2Error::bad_request(format!(
+                    "input {name:?} has both data and binary_data_size"
+                )));
+            }
+            (None, None) => {
+                return Err(V2Error::bad_request(format!(
+                    "input {name:?} has neither data nor binary_data_size"
+                )));
+            }
+            (Some(size), None) => {
+                let size = usize::try_from(size)
+                    .ok()
+                    .filter(|&s| s <= binary.len())
+                    .ok_or_else(|| {
+                        V2Error::bad_request(format!(
+                            "input {name:?}: binary_data_size {size} is more than the {} bytes left in the body",
+                            binary.len()
+                        ))
+                    })?;
+                let (bytes, rest) = binary.split_at(size);
+                binary = rest;
+                if text {
+                    Column::Texts(
+                        tensor::binary_to_strings(name, bytes, n).map_err(V2Error::bad_request)?,
+                    )
+                } else {
+                    let elem = dt.size().expect("numeric types have a size");
+                    if size != n * elem {
+                        return Err(V2Error::bad_request(format!(
+                            "input {name:?}: binary_data_size is {size} but {n} rows of {} take {} bytes",
+                            t.datatype,
+                            n * elem
+                        )));
+                    }
+                    Column::Numbers(
+                        tensor::binary_to_f32(name, dt, bytes, true)
+                            .map_err(V2Error::bad_request)?,
+                    )
+                }
+            }
+            (None, Some(data)) => {
+                let count = if text {
+                    data.texts.len()
+                } else {
+                    data.values.len()
+                };
+                let shaped = data.dims == [n] || data.dims == [n, 1];
+                if !shaped || count != n {
+                    return Err(V2Error::bad_request(format!(
+                        "input {name:?}: data of dims {:?} does not match shape {:?} (or is not {})",
+                        data.dims,
+                        t.shape,
+                        if text { "strings" } else { "numbers" }
+                    )));
+                }
+                if text {
+                    Column::Texts(data.texts.clone())
+                } else {
+                    Column::Numbers(
+                        tensor::json_to_f32(name, dt, &data.values)
+                            .map_err(V2Error::bad_request)?,
+                    )
+                }
+            }
+        };
+        columns[f] = Some(column);
+    }
+    if !binary.is_empty() {
+        return Err(V2Error::bad_request(format!(
+            "the binary part of the body holds {} bytes that no input claims",
+            binary.len()
+        )));
+    }
+    let rows = rows.ok_or_else(|| V2Error::bad_request("the request has no input tensor"))?;
+    let mut x = ndarray::Array2::<f32>::zeros((rows, sig.width()));
+    for (i, mut out) in x.rows_mut().into_iter().enumerate() {
+        sig.encode_row(
+            |k| match &columns[k] {
+                None => Cell::Missing,
+                Some(Column::Numbers(v)) if v[i].is_nan() => Cell::Missing,
+                Some(Column::Numbers(v)) => Cell::Number(f64::from(v[i])),
+                Some(Column::Texts(v)) if v[i].is_empty() => Cell::Missing,
+                Some(Column::Texts(v)) => Cell::Text(&v[i]),
+            },
+            out.as_slice_mut().expect("rows are contiguous"),
+        )
+        .map_err(|e| {
+            V2Error::bad_request(format!(
+                "input {:?}, row {i}: {e}",
+                sig.features[e.feature()].name()
+            ))
+        })?;
+    }
+    Ok(x)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

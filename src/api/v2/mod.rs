@@ -8,9 +8,12 @@
 //! [`protocol_errors`] restates the errors that middleware (authentication, timeout) and
 //! extractors answer in our `/v1` shape.
 //!
-//! Tensors: one input `input`, FP32 `[-1, inputs]` (FP64 and the integer types are converted);
-//! outputs `outputs`, FP32 `[-1, units]` (regressions in their target units), and for
-//! classifiers `label`, `[-1]`, INT64 or BYTES as the classes were named when trained.
+//! Tensors: one input `input`, FP32 `[-1, inputs]` (FP64 and the integer types are converted),
+//! or one tensor per feature of the version's signature (`[-1, 1]` or `[-1]`; BYTES for a
+//! categorical feature; NaN or `""` for a missing value) — what metadata lists for a model with
+//! categorical features or missing indicators; outputs `outputs`, FP32 `[-1, units]`
+//! (regressions in their target units), and for classifiers `label`, `[-1]`, INT64 or BYTES as
+//! the classes were named when trained.
 
 pub mod infer;
 mod tensor;
@@ -200,14 +203,19 @@ pub async fn live() -> axum::Json<Liveness> {
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready", body = Readiness),
     ))]
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
+pub async fn ready(State(state): State<AppState>) -> Response {
     let ready = super::health::is_ready(&state).await;
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(Readiness { ready }))
+    (
+        status,
+        axum::Extension(crate::telemetry::ExpectedStatus),
+        axum::Json(Readiness { ready }),
+    )
+        .into_response()
 }
 
 /// The version `version` of model `name` (or the latest), mapped to protocol errors.
@@ -272,13 +280,36 @@ fn metadata(state: &AppState, name: &str, version: Option<u32>) -> Result<ModelM
             .map(|v| v.version.to_string())
             .collect(),
         platform: PLATFORM.into(),
-        inputs: vec![TensorMetadata {
-            name: INPUT.into(),
-            datatype: "FP32".into(),
-            shape: vec![rows, spec.inputs as i64],
-        }],
+        inputs: input_tensors(served.as_deref(), spec.inputs),
         outputs,
     })
+}
+
+/// A version whose signature encodes raw values (categorical features, missing indicators)
+/// takes one tensor per feature: FP32 for a numeric one, BYTES for a categorical one, each
+/// `[-1, 1]`. Any other takes the network's input matrix `input` (and accepts per-feature
+/// tensors too, which metadata does not list, so that clients reading it send one tensor).
+fn input_tensors(served: Option<&ModelVersion>, width: usize) -> Vec<TensorMetadata> {
+    match served.and_then(|v| v.signature.as_ref()) {
+        Some(sig) if !sig.is_identity() => sig
+            .features
+            .iter()
+            .map(|f| TensorMetadata {
+                name: f.name().to_owned(),
+                datatype: match f {
+                    crate::tabular::Feature::Numeric { .. } => "FP32",
+                    crate::tabular::Feature::Categorical { .. } => "BYTES",
+                }
+                .into(),
+                shape: vec![-1, 1],
+            })
+            .collect(),
+        _ => vec![TensorMetadata {
+            name: INPUT.into(),
+            datatype: "FP32".into(),
+            shape: vec![-1, width as i64],
+        }],
+    }
 }
 
 pub(crate) fn label_type(labels: &LabelSet) -> &'static str {
@@ -316,29 +347,28 @@ pub async fn model_version_metadata(
     metadata(&state, &name, Some(version)).map(axum::Json)
 }
 
-fn readiness(
-    state: &AppState,
-    name: &str,
-    version: Option<u32>,
-) -> Result<(StatusCode, axum::Json<ModelReadiness>), V2Error> {
+fn readiness(state: &AppState, name: &str, version: Option<u32>) -> Result<Response, V2Error> {
     let ready = match lookup(state, name, version) {
         Ok(_) => true,
         Err(e) if e.status == StatusCode::CONFLICT => false,
         Err(e) => return Err(e),
     };
-    // Not ready is a 4xx, as the protocol says (a 5xx would be a server fault).
+    // Not ready is a 503, as the protocol says (a known model without a trained version
+    // cannot serve yet; the body says `"ready": false`).
     let status = if ready {
         StatusCode::OK
     } else {
-        StatusCode::CONFLICT
+        StatusCode::SERVICE_UNAVAILABLE
     };
     Ok((
         status,
+        axum::Extension(crate::telemetry::ExpectedStatus),
         axum::Json(ModelReadiness {
             name: name.to_owned(),
             ready,
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// Whether the model can answer inferences (it has a trained version).
@@ -347,12 +377,12 @@ fn readiness(
     responses(
         (status = 200, description = "Ready", body = ModelReadiness),
         (status = 404, description = "No such model", body = InferenceError),
-        (status = 409, description = "Not trained yet", body = ModelReadiness),
+        (status = 503, description = "Not ready: no trained version yet", body = ModelReadiness),
     ))]
 pub async fn model_ready(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<(StatusCode, axum::Json<ModelReadiness>), V2Error> {
+) -> Result<Response, V2Error> {
     readiness(&state, &name, None)
 }
 
@@ -362,11 +392,11 @@ pub async fn model_ready(
     responses(
         (status = 200, description = "Ready", body = ModelReadiness),
         (status = 404, description = "No such model or version", body = InferenceError),
-        (status = 409, description = "Not trained yet", body = ModelReadiness),
+        (status = 503, description = "Not ready: no trained version yet", body = ModelReadiness),
     ))]
 pub async fn model_version_ready(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, u32)>,
-) -> Result<(StatusCode, axum::Json<ModelReadiness>), V2Error> {
+) -> Result<Response, V2Error> {
     readiness(&state, &name, Some(version))
 }

@@ -87,12 +87,14 @@ impl DataType {
     }
 }
 
-/// Tensor data as JSON gives it: every number in row-major order, and the lengths of the
-/// nesting levels (one level for flat data). Nested arrays must be regular (every array at a
-/// level has the same length) and hold numbers at one depth only.
+/// Tensor data as JSON gives it: every number (or, for BYTES, every string) in row-major
+/// order, and the lengths of the nesting levels (one level for flat data). Nested arrays must
+/// be regular (every array at a level has the same length) and hold numbers or strings (not
+/// both) at one depth only.
 #[derive(Debug, Default, PartialEq)]
 pub struct JsonData {
     pub values: Vec<f64>,
+    pub texts: Vec<String>,
     pub dims: Vec<usize>,
 }
 
@@ -109,8 +111,14 @@ impl<'de> Deserialize<'de> for JsonData {
             return Err(serde::de::Error::custom("tensor data must be an array"));
         }
         c.dims.truncate(depth);
+        if !c.values.is_empty() && !c.texts.is_empty() {
+            return Err(serde::de::Error::custom(
+                "tensor data mixes numbers and strings",
+            ));
+        }
         Ok(JsonData {
             values: c.values,
+            texts: c.texts,
             dims: c.dims.into_iter().map(|d| d.unwrap_or(0)).collect(),
         })
     }
@@ -119,6 +127,7 @@ impl<'de> Deserialize<'de> for JsonData {
 #[derive(Default)]
 struct Collector {
     values: Vec<f64>,
+    texts: Vec<String>,
     /// The length of the arrays at each depth (0 is the outermost), once one is seen.
     dims: Vec<Option<usize>>,
     /// The depth numbers are found at.
@@ -126,6 +135,13 @@ struct Collector {
 }
 
 impl Collector {
+    fn leaf_text<E: serde::de::Error>(&mut self, depth: usize, v: &str) -> Result<(), E> {
+        self.leaf(depth, f64::NAN)?;
+        self.values.pop();
+        self.texts.push(v.to_owned());
+        Ok(())
+    }
+
     fn leaf<E: serde::de::Error>(&mut self, depth: usize, v: f64) -> Result<(), E> {
         match self.leaf_depth {
             None => self.leaf_depth = Some(depth),
@@ -218,8 +234,11 @@ impl<'de> Visitor<'de> for Level<'_> {
         Err(E::custom("tensor elements must be numbers, not booleans"))
     }
 
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
-        Err(E::custom("tensor elements must be numbers, not strings"))
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        if self.depth == 0 {
+            return Err(E::custom("tensor data must be an array"));
+        }
+        self.c.leaf_text(self.depth, v)
     }
 }
 
@@ -253,11 +272,16 @@ pub fn json_to_f32(name: &str, dt: DataType, values: &[f64]) -> Result<Vec<f32>,
     Ok(out)
 }
 
-/// Decodes `bytes` (little-endian elements of `dt`) to f32.
+/// Decodes `bytes` (little-endian elements of `dt`) to f32; NaN only where `nan_is_missing`.
 ///
 /// # Errors
 /// A type that is not numeric, or a value that is not finite as f32.
-pub fn binary_to_f32(name: &str, dt: DataType, bytes: &[u8]) -> Result<Vec<f32>, TensorError> {
+pub fn binary_to_f32(
+    name: &str,
+    dt: DataType,
+    bytes: &[u8],
+    nan_is_missing: bool,
+) -> Result<Vec<f32>, TensorError> {
     use DataType::*;
     let size = dt
         .size()
@@ -284,7 +308,8 @@ pub fn binary_to_f32(name: &str, dt: DataType, bytes: &[u8]) -> Result<Vec<f32>,
             I64 => i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32,
             Bool | F16 | Bytes => unreachable!("refused above"),
         };
-        if !v.is_finite() {
+        let missing = nan_is_missing && v.is_nan();
+        if !(v.is_finite() || missing) {
             return Err(format!(
                 "input {name:?}: element {i} is not a finite 32-bit float"
             ));
@@ -313,6 +338,40 @@ pub fn type_name(dt: DataType) -> &'static str {
     }
 }
 
+/// Reads BYTES elements in binary form (each a 4-byte little-endian length, then the bytes)
+/// as UTF-8 strings; exactly `count` of them must fill `bytes`.
+///
+/// # Errors
+/// A length past the end, text that is not UTF-8, or another count.
+pub fn binary_to_strings(
+    name: &str,
+    mut bytes: &[u8],
+    count: usize,
+) -> Result<Vec<String>, TensorError> {
+    let mut out = Vec::with_capacity(count.min(bytes.len() / 4));
+    while !bytes.is_empty() {
+        let (len, rest) = bytes
+            .split_first_chunk::<4>()
+            .ok_or_else(|| format!("input {name:?}: a BYTES element is cut short"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(format!("input {name:?}: a BYTES element is cut short"));
+        }
+        let (text, rest) = rest.split_at(len);
+        let text = std::str::from_utf8(text)
+            .map_err(|_| format!("input {name:?}: element {} is not UTF-8 text", out.len()))?;
+        out.push(text.to_owned());
+        bytes = rest;
+    }
+    if out.len() != count {
+        return Err(format!(
+            "input {name:?}: {} BYTES elements where the shape says {count}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
 /// Appends BYTES elements in binary form: each a 4-byte little-endian length, then the bytes.
 pub fn push_bytes_elements<'a>(out: &mut Vec<u8>, elements: impl Iterator<Item = &'a [u8]>) {
     for e in elements {
@@ -335,6 +394,7 @@ mod tests {
             parse("[1, 2.5, 3, 4]").unwrap(),
             JsonData {
                 values: vec![1.0, 2.5, 3.0, 4.0],
+                texts: vec![],
                 dims: vec![4]
             }
         );
@@ -342,11 +402,17 @@ mod tests {
             parse("[[1, 2], [3, 4], [5, 6]]").unwrap(),
             JsonData {
                 values: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                texts: vec![],
                 dims: vec![3, 2]
             }
         );
         assert_eq!(parse("[]").unwrap().dims, vec![0]);
         assert_eq!(parse("[[], []]").unwrap().dims, vec![2, 0]);
+        let t = parse(r#"[["a"], ["b c"]]"#).unwrap();
+        assert_eq!(
+            (t.texts, t.dims),
+            (vec!["a".into(), "b c".into()], vec![2, 1])
+        );
     }
 
     #[test]
@@ -355,7 +421,8 @@ mod tests {
             "[[1, 2], [3]]",
             "[[1, 2], 3]",
             "[1, [2, 3]]",
-            "[\"a\"]",
+            "[\"a\", 1]",
+            "[[\"a\"], \"b\"]",
             "[true]",
             "[null]",
             "3",
@@ -388,21 +455,27 @@ mod tests {
         b.extend_from_slice(&1.5f32.to_le_bytes());
         b.extend_from_slice(&(-2.0f32).to_le_bytes());
         assert_eq!(
-            binary_to_f32("x", DataType::F32, &b).unwrap(),
+            binary_to_f32("x", DataType::F32, &b, false).unwrap(),
             vec![1.5, -2.0]
         );
         assert_eq!(
-            binary_to_f32("x", DataType::I16, &[0xff, 0xff, 0x02, 0x00]).unwrap(),
+            binary_to_f32("x", DataType::I16, &[0xff, 0xff, 0x02, 0x00], false).unwrap(),
             vec![-1.0, 2.0]
         );
         assert_eq!(
-            binary_to_f32("x", DataType::F64, &0.25f64.to_le_bytes()).unwrap(),
+            binary_to_f32("x", DataType::F64, &0.25f64.to_le_bytes(), false).unwrap(),
             vec![0.25]
         );
-        assert!(binary_to_f32("x", DataType::F32, &f32::NAN.to_le_bytes()).is_err());
-        assert!(binary_to_f32("x", DataType::Bool, &[1]).is_err());
+        assert!(binary_to_f32("x", DataType::F32, &f32::NAN.to_le_bytes(), false).is_err());
+        assert!(
+            binary_to_f32("x", DataType::F32, &f32::NAN.to_le_bytes(), true).unwrap()[0].is_nan()
+        );
+        assert!(binary_to_f32("x", DataType::Bool, &[1], false).is_err());
         let mut out = Vec::new();
         push_bytes_elements(&mut out, ["ab", ""].iter().map(|s| s.as_bytes()));
         assert_eq!(out, vec![2, 0, 0, 0, b'a', b'b', 0, 0, 0, 0]);
+        assert_eq!(binary_to_strings("x", &out, 2).unwrap(), ["ab", ""]);
+        assert!(binary_to_strings("x", &out, 3).is_err());
+        assert!(binary_to_strings("x", &out[..5], 1).is_err());
     }
 }

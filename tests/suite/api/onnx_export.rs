@@ -47,10 +47,10 @@ async fn onnx_is_an_export_format_and_json_stays_the_default() {
 }
 
 #[tokio::test]
-async fn onnx_export_of_a_model_with_categorical_features_is_refused_and_json_still_works() {
+async fn a_model_with_categorical_features_exports_one_input_per_feature() {
+    use mlpd::export::proto::data_type;
     let app = spawn_app().await;
-    let csv =
-        "size,district,price\n850,gangnam,420\n900,mapo,600\n700,gangnam,430\n1000,mapo,610\n";
+    let csv = "size,district,price\n850,gangnam,420\n,mapo,600\n700,gangnam,430\n1000,mapo,610\n";
     let d = expect(
         app.post_csv("/v1/datasets", csv.to_owned()).await,
         StatusCode::CREATED,
@@ -59,7 +59,8 @@ async fn onnx_export_of_a_model_with_categorical_features_is_refused_and_json_st
     expect(
         app.post(
             "/v1/models",
-            &serde_json::json!({"name": "flats", "layers": [{"units": 1, "activation": "identity"}]}),
+            &serde_json::json!({"name": "flats", "description": "flat prices",
+                "layers": [{"units": 1, "activation": "identity"}]}),
         )
         .await,
         StatusCode::CREATED,
@@ -68,23 +69,52 @@ async fn onnx_export_of_a_model_with_categorical_features_is_refused_and_json_st
     let job = app
         .train(
             "flats",
-            serde_json::json!({"dataset_id": d["id"], "epochs": 2}),
+            serde_json::json!({"dataset_id": d["id"], "epochs": 2,
+                "preprocessing": {"missing_indicator": true}}),
         )
         .await;
     let done = app.wait_done(&job).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    let e = expect_error(
-        app.get("/v1/models/flats/versions/1/export?format=onnx")
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(e["field"], "format", "{e}");
-    assert!(
-        e["message"].as_str().unwrap().contains("categorical"),
-        "{e}"
+    let r = app
+        .get("/v1/models/flats/versions/1/export?format=onnx")
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let m = ModelProto::decode(r.bytes().await.unwrap()).unwrap();
+    let g = m.graph.unwrap();
+    let inputs: Vec<(String, i32)> = g
+        .input
+        .iter()
+        .map(|i| {
+            let t = i.r#type.as_ref().unwrap().tensor_type.as_ref().unwrap();
+            (i.name.clone().unwrap(), t.elem_type.unwrap())
+        })
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            ("size".to_string(), data_type::FLOAT),
+            ("district".to_string(), data_type::STRING)
+        ]
     );
+    let ops: Vec<&str> = g.node.iter().filter_map(|n| n.op_type.as_deref()).collect();
+    for op in [
+        "Imputer",
+        "IsNaN",
+        "LabelEncoder",
+        "Equal",
+        "Concat",
+        "Gemm",
+    ] {
+        assert!(ops.contains(&op), "{op} in {ops:?}");
+    }
+    let meta: std::collections::HashMap<_, _> = m
+        .metadata_props
+        .iter()
+        .map(|e| (e.key.clone().unwrap(), e.value.clone().unwrap()))
+        .collect();
+    assert_eq!(meta["features"], r#"["size","district"]"#);
+    assert_eq!(meta["description"], "flat prices");
+    assert_eq!(meta["targets"], r#"["price"]"#);
     let doc = expect(
         app.get("/v1/models/flats/versions/1/export").await,
         StatusCode::OK,

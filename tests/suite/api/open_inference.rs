@@ -66,7 +66,11 @@ async fn server_and_model_metadata_and_readiness() {
     .await;
     // Defined but not trained: known, not ready, tensors from the architecture.
     assert_eq!(
-        expect(app.get("/v2/models/iris/ready").await, StatusCode::CONFLICT).await,
+        expect(
+            app.get("/v2/models/iris/ready").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        )
+        .await,
         json!({"name": "iris", "ready": false})
     );
     let m = expect(app.get("/v2/models/iris").await, StatusCode::OK).await;
@@ -521,4 +525,199 @@ async fn auth_limits_and_metrics_apply_as_on_v1() {
         text.contains(r#"route="/v2/models/{name}/infer""#),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_hot_swap_is_seen_on_v2_as_on_v1() {
+    let app = spawn_app().await;
+    let ds = app.trained_iris("iris").await;
+    let row = [6.7f32, 3.0, 5.2, 2.3];
+    let infer = |path: &'static str| {
+        let app = &app;
+        async move { expect(app.post(path, &one_row(&row)).await, StatusCode::OK).await }
+    };
+    let before = infer("/v2/models/iris/infer").await;
+    assert_eq!(before["model_version"], "1");
+    // A second training run with other settings: version 2 swaps in on both APIs at once.
+    let job = app
+        .train(
+            "iris",
+            json!({"dataset_id": ds, "epochs": 5, "learning_rate": 0.5, "seed": 9}),
+        )
+        .await;
+    assert_eq!(app.wait_done(&job).await["status"], "succeeded");
+    let after = infer("/v2/models/iris/infer").await;
+    assert_eq!(after["model_version"], "2", "the latest version serves /v2");
+    let v1 = v1_predict(&app, "iris", json!([row])).await;
+    assert_eq!(v1["version"], 2);
+    assert_eq!(
+        after["outputs"][0]["data"],
+        json!(v1["outputs"][0]),
+        "/v2 and /v1 answer from the same version"
+    );
+    assert_ne!(after["outputs"][0]["data"], before["outputs"][0]["data"]);
+    // The old version stays reachable by number, unchanged.
+    let pinned = infer("/v2/models/iris/versions/1/infer").await;
+    assert_eq!(pinned["model_version"], "1");
+    assert_eq!(pinned["outputs"][0]["data"], before["outputs"][0]["data"]);
+    let m = expect(app.get("/v2/models/iris").await, StatusCode::OK).await;
+    assert_eq!(m["versions"], json!(["1", "2"]));
+}
+
+#[tokio::test]
+async fn each_feature_may_be_its_own_named_tensor_bytes_for_text() {
+    let app = spawn_app().await;
+    // A table with a text column and empty cells: price from size and district.
+    let mut csv = String::from("size,district,price\n");
+    for i in 0..60 {
+        let district = ["gangnam", "mapo", "jongno"][i % 3];
+        let size = if i % 7 == 0 {
+            String::new()
+        } else {
+            (500 + 13 * i).to_string()
+        };
+        let price = 1000 + 3 * (i % 11) * 10 + [400, 100, 250][i % 3];
+        csv.push_str(&format!("{size},{district},{price}\n"));
+    }
+    let d = expect(
+        app.post_csv("/v1/datasets?target=price", csv).await,
+        StatusCode::CREATED,
+    )
+    .await;
+    expect(
+        app.post(
+            "/v1/models",
+            &json!({"name": "flats", "layers": [{"units": 8, "activation": "relu"}, {"units": 1, "activation": "identity"}]}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let job = app
+        .train(
+            "flats",
+            json!({"dataset_id": d["id"], "epochs": 20, "preprocessing": {"missing_indicator": true}}),
+        )
+        .await;
+    assert_eq!(app.wait_done(&job).await["status"], "succeeded");
+
+    // Metadata lists the features, BYTES for the categorical one.
+    let m = expect(app.get("/v2/models/flats").await, StatusCode::OK).await;
+    assert_eq!(
+        m["inputs"],
+        json!([
+            {"name": "size", "datatype": "FP32", "shape": [-1, 1]},
+            {"name": "district", "datatype": "BYTES", "shape": [-1, 1]},
+        ])
+    );
+    // JSON tensors equal /v1 records, missing values included (a missing size tensor row is
+    // NaN in binary; an empty string is a missing level).
+    let records = json!({"records": [
+        {"size": 650, "district": "mapo"},
+        {"size": 900, "district": "gangnam"},
+        {"size": 700, "district": "nowhere"},
+        {"size": 800, "district": null},
+    ]});
+    let v1 = expect(
+        app.post("/v1/models/flats/predict", &records).await,
+        StatusCode::OK,
+    )
+    .await;
+    let req = json!({"inputs": [
+        {"name": "size", "datatype": "FP32", "shape": [4, 1], "data": [[650], [900], [700], [800]]},
+        {"name": "district", "datatype": "BYTES", "shape": [4], "data": ["mapo", "gangnam", "nowhere", ""]},
+    ]});
+    let r = expect(
+        app.post("/v2/models/flats/infer", &req).await,
+        StatusCode::OK,
+    )
+    .await;
+    let flat: Vec<Value> = v1["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row[0].clone())
+        .collect();
+    assert_eq!(r["outputs"][0]["data"], json!(flat), "same as /v1 records");
+    // Binary: FP32 with NaN for a missing size, BYTES length-prefixed; in the JSON's order.
+    let sizes = [f32::NAN, 650.0];
+    let districts = ["mapo", "mapo"];
+    let mut bin = Vec::new();
+    for s in sizes {
+        bin.extend_from_slice(&s.to_le_bytes());
+    }
+    let size_bytes = bin.len();
+    for t in districts {
+        bin.extend_from_slice(&(t.len() as u32).to_le_bytes());
+        bin.extend_from_slice(t.as_bytes());
+    }
+    let header = json!({"inputs": [
+        {"name": "size", "datatype": "FP32", "shape": [2, 1], "parameters": {"binary_data_size": size_bytes}},
+        {"name": "district", "datatype": "BYTES", "shape": [2, 1], "parameters": {"binary_data_size": bin.len() - size_bytes}},
+    ]})
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend_from_slice(&bin);
+    let r = app
+        .client
+        .post(app.url("/v2/models/flats/infer"))
+        .header("inference-header-content-length", header.len())
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let r = expect(r, StatusCode::OK).await;
+    let v1 = expect(
+        app.post(
+            "/v1/models/flats/predict",
+            &json!({"records": [{"size": null, "district": "mapo"}, {"size": 650, "district": "mapo"}]}),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(
+        r["outputs"][0]["data"],
+        json!([v1["outputs"][0][0], v1["outputs"][1][0]]),
+        "NaN is a missing size, imputed as /v1 imputes null"
+    );
+    // The encoded matrix as `input` still works; bad feature tensors are 400s.
+    let width = expect(app.get("/v1/models/flats/versions/1").await, StatusCode::OK).await
+        ["signature"]["inputs"]
+        .as_u64()
+        .unwrap() as usize;
+    let zeros = vec![0.0f32; width];
+    expect(
+        app.post("/v2/models/flats/infer", &one_row(&zeros)).await,
+        StatusCode::OK,
+    )
+    .await;
+    for (bad, says) in [
+        (
+            json!({"inputs": [{"name": "rooms", "datatype": "FP32", "shape": [1], "data": [1]}]}),
+            "unknown input",
+        ),
+        (
+            json!({"inputs": [{"name": "size", "datatype": "BYTES", "shape": [1], "data": ["big"]}]}),
+            "numeric",
+        ),
+        (
+            json!({"inputs": [
+                {"name": "size", "datatype": "FP32", "shape": [2], "data": [1, 2]},
+                {"name": "district", "datatype": "BYTES", "shape": [1], "data": ["mapo"]}]}),
+            "rows",
+        ),
+        (
+            json!({"inputs": [{"name": "district", "datatype": "BYTES", "shape": [2], "data": ["mapo"]}]}),
+            "does not match",
+        ),
+    ] {
+        let msg = expect_v2_error(
+            app.post("/v2/models/flats/infer", &bad).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(msg.contains(says), "{bad}: {msg}");
+    }
 }
