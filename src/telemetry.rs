@@ -41,8 +41,9 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
 #[derive(Clone, Copy, Debug)]
 pub struct ExpectedStatus;
 
-/// The request log's classifier: 5xx responses and errors are failures (logged at ERROR), as
-/// `tower_http`'s default, unless the response carries [`ExpectedStatus`].
+/// The request log's classifier: 5xx responses and errors are failures (logged by the trace
+/// layer's `on_failure`), as `tower_http`'s default, unless the response carries
+/// [`ExpectedStatus`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Classifier;
 
