@@ -140,6 +140,15 @@ pub struct Config {
     /// Most datasets stored at once (0: no limit); uploading more gets 409.
     #[arg(long, env = "MLPD_MAX_DATASETS", default_value_t = 100)]
     pub max_datasets: usize,
+    /// Seconds an `Idempotency-Key` is remembered after it was first used (its answer replayed
+    /// to retries of the same request); later, the key is free again. Expired keys are purged.
+    #[arg(long, env = "MLPD_IDEMPOTENCY_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub idempotency_ttl_secs: u64,
+    /// Seconds a request holding an `Idempotency-Key` may go without renewing its reservation
+    /// (it renews every third of this) before a retry takes the key over: how long the work of
+    /// a process that died (or lost its store) blocks its retries.
+    #[arg(long, env = "MLPD_IDEMPOTENCY_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idempotency_lease_secs: u64,
     /// Log line format.
     #[arg(long, env = "MLPD_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,

@@ -36,6 +36,10 @@ pub enum ErrorCode {
     Forbidden,
     LimitReached,
     Timeout,
+    /// An `Idempotency-Key` sent again with a different request.
+    IdempotencyKeyReused,
+    /// An `Idempotency-Key` whose first request is still being worked on.
+    IdempotencyKeyInFlight,
     Internal,
     /// The job stopped because its server shut down or died.
     Interrupted,
@@ -48,7 +52,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = {
+    pub const ALL: [ErrorCode; 30] = {
         use ErrorCode::*;
         [
             MalformedJson,
@@ -74,6 +78,8 @@ impl ErrorCode {
             Forbidden,
             LimitReached,
             Timeout,
+            IdempotencyKeyReused,
+            IdempotencyKeyInFlight,
             Internal,
             Interrupted,
             Diverged,
@@ -88,15 +94,22 @@ impl ErrorCode {
         match self {
             MalformedJson => StatusCode::BAD_REQUEST,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ValidationFailed | Diverged | InvalidData => StatusCode::UNPROCESSABLE_ENTITY,
+            ValidationFailed | Diverged | InvalidData | IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RouteNotFound | ModelNotFound | VersionNotFound | DatasetNotFound | JobNotFound => {
                 StatusCode::NOT_FOUND
             }
             ModelDeleted => StatusCode::GONE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ModelExists | ModelBusy | ModelNotTrained | DatasetInUse | JobFinished
-            | LimitReached => StatusCode::CONFLICT,
+            ModelExists
+            | ModelBusy
+            | ModelNotTrained
+            | DatasetInUse
+            | JobFinished
+            | LimitReached
+            | IdempotencyKeyInFlight => StatusCode::CONFLICT,
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
             Overloaded | StoreUnavailable | Timeout | Interrupted => {
                 StatusCode::SERVICE_UNAVAILABLE

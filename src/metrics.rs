@@ -76,6 +76,10 @@ fn describe() {
         "Rows per batched forward pass (requests merged by the dynamic batcher)"
     );
     describe_counter!(
+        "mlpd_idempotency_keys_total",
+        "Requests with an Idempotency-Key, by outcome (reserved, replayed, in_flight, mismatch; taken_over: an answer not recorded, its lapsed reservation taken over)"
+    );
+    describe_counter!(
         "mlpd_store_errors_total",
         "Store operations that failed, by kind (full, failed)"
     );
@@ -127,6 +131,11 @@ pub fn predicted(rows: usize, elapsed: Duration) {
 /// One forward pass of the dynamic batcher over `rows` rows.
 pub fn predict_batch(rows: usize) {
     histogram!("mlpd_prediction_batch_rows").record(rows as f64);
+}
+
+/// A request with an `Idempotency-Key`: what became of it.
+pub fn idempotency_key(outcome: &'static str) {
+    counter!("mlpd_idempotency_keys_total", "outcome" => outcome).increment(1);
 }
 
 pub fn store_error(kind: &'static str) {

@@ -282,3 +282,43 @@ pub struct EvaluationRecord {
     pub rows_skipped: usize,
     pub scores: Scores,
 }
+
+/// A client's claim on an `Idempotency-Key` ([`crate::store::Store::claim_idempotency_key`]).
+/// Times are Unix nanoseconds of the claiming process's clock.
+#[derive(Clone, Debug)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    /// SHA-256 of the request (method, path and query, content type and encoding, body), hex.
+    pub fingerprint: String,
+    /// Who holds the reservation if it is granted: renewals and the answer name it.
+    pub owner: Uuid,
+    pub now: i64,
+    /// Keys first claimed before this are expired: absent for the claim, and purged.
+    pub expired_before: i64,
+    /// A reservation last renewed before this belongs to a process that died or lost the
+    /// store: it is taken over.
+    pub stale_before: i64,
+}
+
+/// The answer recorded under an idempotency key, replayed to a retry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAnswer {
+    pub status: u16,
+    /// The headers worth replaying (`content-type`, `location`), lower-case names.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// What the store decided about an [`IdempotencyClaim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// The key is the claimant's (new, expired, or taken over from a dead reservation): do the
+    /// work, then record or release it.
+    Reserved,
+    /// The same request was answered already: replay this.
+    Answered(StoredAnswer),
+    /// The key was used for a different request.
+    Mismatch,
+    /// The same request is being worked on (by this or another replica).
+    InFlight,
+}

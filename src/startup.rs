@@ -60,6 +60,13 @@ impl App {
             },
         )?;
         restore(store.clone(), &registry, &datasets, &jobs).await?;
+        let (s, c) = (store.clone(), config.clone());
+        let purged = tokio::task::spawn_blocking(move || api::idempotency::purge(&*s, &c))
+            .await?
+            .context("cannot purge expired idempotency keys")?;
+        if purged > 0 {
+            tracing::info!(purged, "expired idempotency keys purged");
+        }
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
         let files = crate::server::raise_open_file_limit();

@@ -20,15 +20,17 @@ use uuid::Uuid;
 
 /// Start training a model (asynchronously).
 #[utoipa::path(post, path = "/v1/models/{name}/train", operation_id = "trainModel", tag = "jobs", request_body = TrainRequest,
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name"), ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same request (method, path and query, content type and encoding, body) sent again with the same key gets the first 2xx answer again, marked `Idempotent-Replayed: true`, without the work being done twice; keys are kept `--idempotency-ttl-secs` (default 24 h). Only 2xx answers are kept. 1 to 255 visible ASCII characters", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
     responses(
         (status = 202, description = "The job, queued", body = JobView,
-            headers(("Location" = String, description = "The job's URL"))),
+            headers(("Location" = String, description = "The job's URL"), ("Idempotent-Replayed" = String, description = "`true` on the recorded answer to an earlier request with the same `Idempotency-Key`"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
         (status = 404, description = "No such model", body = ErrorBody),
+        (status = 409, description = "The first request with this `Idempotency-Key` is still at work (`idempotency_key_in_flight`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Invalid parameter, no such `dataset_id`, or data that does not fit the model", body = ErrorBody),
+        (status = 422, description = "Invalid parameter, no such `dataset_id`, data that does not fit the model, or an `Idempotency-Key` used for another request (`idempotency_key_reused`)", body = ErrorBody),
         (status = 429, description = "The job queue is full; retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, description = "Storage unavailable; retry", body = ErrorBody,

@@ -7,6 +7,7 @@ mod evaluations;
 mod events;
 pub mod extract;
 mod health;
+pub mod idempotency;
 mod jobs;
 mod metrics;
 pub mod middleware;
@@ -94,11 +95,16 @@ pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
     let router = debug_routes(router);
     let limit = Duration::from_secs(state.config.request_timeout_secs);
-    // Innermost first: a panic becomes a 500, the timeout around the handler, then authentication, then metrics (which
-    // so count refused and timed-out requests too, by route).
+    // Innermost first: a panic becomes a 500, idempotency keys (whose work the timeout must not
+    // cut from the record of its answer), the timeout around the handler, then authentication,
+    // then metrics (which so count refused and timed-out requests too, by route).
     router
         .route_layer(tower_http::catch_panic::CatchPanicLayer::custom(
             middleware::panicked,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotent,
         ))
         .route_layer(axum::middleware::from_fn(move |req, next| {
             middleware::timeout(limit, req, next)

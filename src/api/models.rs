@@ -80,14 +80,15 @@ pub fn lookup_error(name: &ModelName, e: Lookup) -> ApiError {
 
 /// Define a model.
 #[utoipa::path(post, path = "/v1/models", operation_id = "createModel", tag = "models", request_body = CreateModel,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same request (method, path and query, content type and encoding, body) sent again with the same key gets the first 2xx answer again, marked `Idempotent-Replayed: true`, without the work being done twice; keys are kept `--idempotency-ttl-secs` (default 24 h). Only 2xx answers are kept. 1 to 255 visible ASCII characters", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
     responses(
         (status = 201, description = "The model, not yet trained", body = ModelView,
-            headers(("Location" = String, description = "The model's URL"))),
+            headers(("Location" = String, description = "The model's URL"), ("Idempotent-Replayed" = String, description = "`true` on the recorded answer to an earlier request with the same `Idempotency-Key`"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 409, description = "The name is taken (`model_exists`), or the server holds `--max-models` models (`limit_reached`)", body = ErrorBody),
+        (status = 409, description = "The name is taken (`model_exists`), the server holds `--max-models` models (`limit_reached`), or the first request with this `Idempotency-Key` is still at work (`idempotency_key_in_flight`, with `Retry-After`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Invalid field", body = ErrorBody),
+        (status = 422, description = "Invalid field, or an `Idempotency-Key` used for another request (`idempotency_key_reused`)", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 507, description = "Storage full; nothing was changed", body = ErrorBody),
@@ -424,15 +425,16 @@ pub struct ImportQuery {
 }
 
 /// Import an exported version as a new model (its version 1).
-#[utoipa::path(post, path = "/v1/models/import", operation_id = "importModel", tag = "models", request_body = ModelExport, params(ImportQuery),
+#[utoipa::path(post, path = "/v1/models/import", operation_id = "importModel", tag = "models", request_body = ModelExport,
+    params(ImportQuery, ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same request (method, path and query, content type and encoding, body) sent again with the same key gets the first 2xx answer again, marked `Idempotent-Replayed: true`, without the work being done twice; keys are kept `--idempotency-ttl-secs` (default 24 h). Only 2xx answers are kept. 1 to 255 visible ASCII characters", min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$")),
     responses(
         (status = 201, description = "The new model", body = ModelView,
-            headers(("Location" = String, description = "The model's URL"))),
+            headers(("Location" = String, description = "The model's URL"), ("Idempotent-Replayed" = String, description = "`true` on the recorded answer to an earlier request with the same `Idempotency-Key`"))),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 409, description = "The name is taken (`model_exists`), or the server holds `--max-models` models (`limit_reached`)", body = ErrorBody),
+        (status = 409, description = "The name is taken (`model_exists`), the server holds `--max-models` models (`limit_reached`), or the first request with this `Idempotency-Key` is still at work (`idempotency_key_in_flight`, with `Retry-After`)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Not a valid export", body = ErrorBody),
+        (status = 422, description = "Not a valid export, or an `Idempotency-Key` used for another request (`idempotency_key_reused`)", body = ErrorBody),
         (status = 503, description = "Storage unavailable; retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 507, description = "Storage full; nothing was changed", body = ErrorBody),

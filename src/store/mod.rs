@@ -16,7 +16,10 @@ mod sqlite;
 pub use postgres::{DatabaseUrl, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
 
-pub use crate::records::{DatasetRecord, EvaluationRecord, JobRecord, ModelRecord, VersionRecord};
+pub use crate::records::{
+    Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord,
+    StoredAnswer, VersionRecord,
+};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::nn::EpochReport;
@@ -213,6 +216,33 @@ pub trait Store: Send + Sync + 'static {
     fn insert_evaluation(&self, e: &EvaluationRecord, keep: usize) -> Result<bool, StoreError>;
     /// A version's evaluations, newest first.
     fn evaluations(&self, model: &str, version: u32) -> Result<Vec<EvaluationRecord>, StoreError>;
+    /// Claims an idempotency key, in one transaction that first purges expired keys (as
+    /// [`Store::purge_idempotency_keys`]): a key nobody holds (or held past expiry) is inserted
+    /// as reserved by `claim.owner`; a reservation not renewed since `claim.stale_before` is
+    /// taken over; a key of another fingerprint is a mismatch; else the recorded answer, or
+    /// "in flight". Concurrent claims of one key (any replica) get one `Reserved`.
+    fn claim_idempotency_key(&self, claim: &IdempotencyClaim) -> Result<Claimed, StoreError>;
+    /// Renews `owner`'s reservation of `key` (so it is not taken over while the work runs);
+    /// `false` when the key is no longer `owner`'s.
+    fn renew_idempotency_key(&self, key: &str, owner: Uuid, now: i64) -> Result<bool, StoreError>;
+    /// Records the answer under `owner`'s reservation of `key`, ending it; `false` (nothing
+    /// written) when the reservation was taken over meanwhile.
+    fn record_idempotent_answer(
+        &self,
+        key: &str,
+        owner: Uuid,
+        answer: &StoredAnswer,
+    ) -> Result<bool, StoreError>;
+    /// Deletes `owner`'s reservation of `key` (the work failed or changed nothing): a retry
+    /// starts afresh.
+    fn release_idempotency_key(&self, key: &str, owner: Uuid) -> Result<(), StoreError>;
+    /// Deletes keys claimed before `expired_before`, unless still reserved and renewed since
+    /// `stale_before`; returns how many.
+    fn purge_idempotency_keys(
+        &self,
+        expired_before: i64,
+        stale_before: i64,
+    ) -> Result<usize, StoreError>;
     /// Whether the store answers.
     fn ping(&self) -> Result<(), StoreError>;
 }

@@ -14,8 +14,8 @@
 
 use super::cells::{column_words, table_from_words, words};
 use super::{
-    DatasetRecord, EvaluationRecord, JobRecord, ModelRecord, Published, Snapshot, Store,
-    StoreError, VersionRecord, retention,
+    Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord, Published,
+    Snapshot, Store, StoreError, StoredAnswer, VersionRecord, retention,
 };
 use crate::error::ErrorCode;
 use crate::nn::EpochReport;
@@ -30,12 +30,16 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// The newest schema this binary knows (the last migration's number).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: [(i64, &str); 2] = [
+const MIGRATIONS: [(i64, &str); 3] = [
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_evaluations.sql")),
+    (
+        3,
+        include_str!("migrations/postgres/0003_idempotency_keys.sql"),
+    ),
 ];
 
 /// The advisory lock key held while migrating ("mlpd" in ASCII).
@@ -333,6 +337,31 @@ fn insert_version(
     Ok(())
 }
 
+/// Serialises purges of expired idempotency keys: one replica purges, the others skip (two
+/// deletes of the same rows in different orders could deadlock).
+const PURGE_LOCK: i64 = 0x6d6c_7064_0004;
+
+/// Deletes expired keys in a transaction of its own, unless another purge is running.
+fn purge_keys(
+    c: &mut postgres::Client,
+    expired_before: i64,
+    stale_before: i64,
+) -> Result<usize, StoreError> {
+    let mut tx = c.transaction()?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PURGE_LOCK])?
+        .get(0);
+    if !locked {
+        return Ok(0);
+    }
+    let n = tx.execute(
+        "DELETE FROM idempotency_keys WHERE claimed_at < $1 AND (owner IS NULL OR renewed_at < $2)",
+        &[&expired_before, &stale_before],
+    )?;
+    tx.commit()?;
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 impl Store for PostgresStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let mut c = self.conn()?;
@@ -603,6 +632,119 @@ impl Store for PostgresStore {
             &[&model, &i64::from(version)],
         )?;
         rows.iter().map(|r| parse(r.get::<_, &str>(0))).collect()
+    }
+
+    fn claim_idempotency_key(&self, c: &IdempotencyClaim) -> Result<Claimed, StoreError> {
+        let mut conn = self.conn()?;
+        purge_keys(&mut conn, c.expired_before, c.stale_before)?;
+        let mut tx = conn.transaction()?;
+        // Insert-if-absent: a racing insert of the same key (another replica) makes this wait
+        // for its transaction, then do nothing.
+        let inserted = tx.execute(
+            "INSERT INTO idempotency_keys (key, fingerprint, owner, claimed_at, renewed_at)
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (key) DO NOTHING",
+            &[&c.key, &c.fingerprint, &c.owner, &c.now],
+        )?;
+        let claimed = if inserted == 1 {
+            Claimed::Reserved
+        } else {
+            // The row lock serialises racing takeovers: the second sees the first's renewal.
+            let Some(row) = tx.query_opt(
+                "SELECT fingerprint, owner, renewed_at, status, headers, body, claimed_at
+                 FROM idempotency_keys WHERE key = $1 FOR UPDATE",
+                &[&c.key],
+            )?
+            else {
+                // Deleted (released or purged) between the insert and the select: try again.
+                drop(tx);
+                drop(conn);
+                return self.claim_idempotency_key(c);
+            };
+            let fingerprint: &str = row.get(0);
+            let owner: Option<Uuid> = row.get(1);
+            let renewed: i64 = row.get(2);
+            let status: Option<i32> = row.get(3);
+            let claimed_at: i64 = row.get(6);
+            let dead = owner.is_some() && renewed < c.stale_before;
+            if claimed_at < c.expired_before && (owner.is_none() || dead) {
+                // Expired, and not purged yet (another replica's purge is running).
+                tx.execute(
+                    "UPDATE idempotency_keys SET fingerprint = $2, owner = $3, claimed_at = $4,
+                       renewed_at = $4, status = NULL, headers = NULL, body = NULL
+                     WHERE key = $1",
+                    &[&c.key, &c.fingerprint, &c.owner, &c.now],
+                )?;
+                Claimed::Reserved
+            } else if fingerprint != c.fingerprint {
+                Claimed::Mismatch
+            } else if dead {
+                tx.execute(
+                    "UPDATE idempotency_keys SET owner = $2, claimed_at = $3, renewed_at = $3
+                     WHERE key = $1",
+                    &[&c.key, &c.owner, &c.now],
+                )?;
+                Claimed::Reserved
+            } else if owner.is_some() {
+                Claimed::InFlight
+            } else {
+                let status = status
+                    .and_then(|s| u16::try_from(s).ok())
+                    .ok_or_else(|| fail("an idempotency key has neither owner nor answer"))?;
+                let headers: Option<&str> = row.get(4);
+                let body: Option<Vec<u8>> = row.get(5);
+                Claimed::Answered(StoredAnswer {
+                    status,
+                    headers: parse(headers.unwrap_or("[]"))?,
+                    body: body.unwrap_or_default(),
+                })
+            }
+        };
+        tx.commit()?;
+        Ok(claimed)
+    }
+
+    fn renew_idempotency_key(&self, key: &str, owner: Uuid, now: i64) -> Result<bool, StoreError> {
+        let n = self.conn()?.execute(
+            "UPDATE idempotency_keys SET renewed_at = $3 WHERE key = $1 AND owner = $2",
+            &[&key, &owner, &now],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn record_idempotent_answer(
+        &self,
+        key: &str,
+        owner: Uuid,
+        answer: &StoredAnswer,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn()?.execute(
+            "UPDATE idempotency_keys SET owner = NULL, status = $3, headers = $4, body = $5
+             WHERE key = $1 AND owner = $2",
+            &[
+                &key,
+                &owner,
+                &i32::from(answer.status),
+                &json(&answer.headers)?,
+                &answer.body,
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn release_idempotency_key(&self, key: &str, owner: Uuid) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "DELETE FROM idempotency_keys WHERE key = $1 AND owner = $2",
+            &[&key, &owner],
+        )?;
+        Ok(())
+    }
+
+    fn purge_idempotency_keys(
+        &self,
+        expired_before: i64,
+        stale_before: i64,
+    ) -> Result<usize, StoreError> {
+        purge_keys(&mut *self.conn()?, expired_before, stale_before)
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -8,8 +8,8 @@
 
 use super::cells::{column_words, table_from_words};
 use super::{
-    DatasetRecord, EvaluationRecord, JobRecord, ModelRecord, Published, Snapshot, Store,
-    StoreError, VersionRecord, retention,
+    Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord, Published,
+    Snapshot, Store, StoreError, StoredAnswer, VersionRecord, retention,
 };
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, Label};
@@ -51,6 +51,16 @@ CREATE TABLE IF NOT EXISTS evaluations (
   record TEXT NOT NULL,
   FOREIGN KEY (model, version) REFERENCES versions(model, version) ON DELETE CASCADE);
 CREATE INDEX IF NOT EXISTS evaluations_of_version ON evaluations (model, version);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+  key TEXT PRIMARY KEY,
+  fingerprint TEXT NOT NULL,
+  owner TEXT,
+  claimed_at INTEGER NOT NULL,
+  renewed_at INTEGER NOT NULL,
+  status INTEGER,
+  headers TEXT,
+  body BLOB);
+CREATE INDEX IF NOT EXISTS idempotency_keys_claimed ON idempotency_keys (claimed_at);
 ";
 
 pub struct SqliteStore {
@@ -319,6 +329,27 @@ fn insert_model(tx: &Connection, m: &ModelRecord, max: usize) -> Result<(), Stor
     .map_err(|e| name_taken(e, &m.name))?;
     Ok(())
 }
+
+fn purge_keys(
+    tx: &Connection,
+    expired_before: i64,
+    stale_before: i64,
+) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        "DELETE FROM idempotency_keys WHERE claimed_at < ?1 AND (owner IS NULL OR renewed_at < ?2)",
+        params![expired_before, stale_before],
+    )?)
+}
+
+/// A stored key: (fingerprint, owner, renewed_at, status, headers, body).
+type KeyRow = (
+    String,
+    Option<String>,
+    i64,
+    Option<u16>,
+    Option<String>,
+    Option<Vec<u8>>,
+);
 
 impl Store for SqliteStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
@@ -612,6 +643,106 @@ impl Store for SqliteStore {
             out.push(parse(&r?)?);
         }
         Ok(out)
+    }
+
+    fn claim_idempotency_key(&self, c: &IdempotencyClaim) -> Result<Claimed, StoreError> {
+        let mut conn = self.conn();
+        // IMMEDIATE: the write lock from the start, so two connections to one file (two
+        // processes) cannot both read "absent".
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        purge_keys(&tx, c.expired_before, c.stale_before)?;
+        let row: Option<KeyRow> = tx
+            .query_row(
+                "SELECT fingerprint, owner, renewed_at, status, headers, body
+                 FROM idempotency_keys WHERE key = ?1",
+                [&c.key],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let owner = c.owner.to_string();
+        let claimed = match row {
+            None => {
+                tx.execute(
+                    "INSERT INTO idempotency_keys (key, fingerprint, owner, claimed_at, renewed_at)
+                     VALUES (?1, ?2, ?3, ?4, ?4)",
+                    params![c.key, c.fingerprint, owner, c.now],
+                )?;
+                Claimed::Reserved
+            }
+            Some((fingerprint, _, _, _, _, _)) if fingerprint != c.fingerprint => Claimed::Mismatch,
+            Some((_, Some(_), renewed, _, _, _)) if renewed < c.stale_before => {
+                tx.execute(
+                    "UPDATE idempotency_keys SET owner = ?2, claimed_at = ?3, renewed_at = ?3
+                     WHERE key = ?1",
+                    params![c.key, owner, c.now],
+                )?;
+                Claimed::Reserved
+            }
+            Some((_, Some(_), _, _, _, _)) => Claimed::InFlight,
+            Some((_, None, _, Some(status), headers, body)) => Claimed::Answered(StoredAnswer {
+                status,
+                headers: parse(headers.as_deref().unwrap_or("[]"))?,
+                body: body.unwrap_or_default(),
+            }),
+            Some((_, None, _, None, _, _)) => {
+                return Err(fail("an idempotency key has neither owner nor answer"));
+            }
+        };
+        tx.commit()?;
+        Ok(claimed)
+    }
+
+    fn renew_idempotency_key(&self, key: &str, owner: Uuid, now: i64) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE idempotency_keys SET renewed_at = ?3 WHERE key = ?1 AND owner = ?2",
+            params![key, owner.to_string(), now],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn record_idempotent_answer(
+        &self,
+        key: &str,
+        owner: Uuid,
+        answer: &StoredAnswer,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE idempotency_keys SET owner = NULL, status = ?3, headers = ?4, body = ?5
+             WHERE key = ?1 AND owner = ?2",
+            params![
+                key,
+                owner.to_string(),
+                answer.status,
+                json(&answer.headers)?,
+                answer.body
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn release_idempotency_key(&self, key: &str, owner: Uuid) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM idempotency_keys WHERE key = ?1 AND owner = ?2",
+            params![key, owner.to_string()],
+        )?;
+        Ok(())
+    }
+
+    fn purge_idempotency_keys(
+        &self,
+        expired_before: i64,
+        stale_before: i64,
+    ) -> Result<usize, StoreError> {
+        purge_keys(&self.conn(), expired_before, stale_before)
     }
 
     fn ping(&self) -> Result<(), StoreError> {

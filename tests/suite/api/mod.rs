@@ -7,6 +7,7 @@ mod evaluations;
 mod events;
 mod hardening;
 mod helpers;
+mod idempotency;
 mod models;
 mod onnx_export;
 mod open_inference;
