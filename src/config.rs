@@ -30,6 +30,18 @@ pub struct Config {
     /// Most connections to PostgreSQL this process opens at once (with `--database-url`).
     #[arg(long, env = "MLPD_DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_pool_size: u32,
+    /// This replica's id in a cluster on one database (with `--database-url`): the owner of the
+    /// job leases it holds. A replica that restarts under the same id ends the jobs it ran
+    /// before at once; others end them when their lease expires. Default: derived from the
+    /// host name, the data directory and the bind address, so a restart keeps it (give
+    /// replicas on one host different data directories or ports, or ids).
+    #[arg(long, env = "MLPD_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// How long a running job's lease lasts, in milliseconds (with `--database-url`). Its
+    /// replica renews it every fifth of that; when a replica dies, the others end its jobs
+    /// `failed`/`interrupted` within 1.2 leases (12 s by default).
+    #[arg(long, env = "MLPD_JOB_LEASE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(500..=600_000))]
+    pub job_lease_ms: u64,
     /// Training jobs that run at once, each on its own thread (0: one per core).
     #[arg(long, env = "MLPD_TRAIN_WORKERS", default_value_t = 0)]
     pub train_workers: usize,
@@ -202,6 +214,28 @@ impl Config {
             delay: Duration::from_micros(self.predict_batch_delay_us),
             wait: self.predict_wait(),
         }
+    }
+
+    /// The replica id: `--replica-id`, or one derived from what stays the same when this
+    /// replica restarts (host name, data directory, bind address).
+    pub fn replica_id(&self) -> String {
+        if let Some(id) = self.replica_id.as_ref().filter(|s| !s.is_empty()) {
+            return id.clone();
+        }
+        use std::hash::{Hash, Hasher};
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default();
+        let host = host.trim().to_string();
+        let dir = std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&host, &dir, self.bind).hash(&mut h);
+        format!("{host}-{:012x}", h.finish() & 0xffff_ffff_ffff)
+    }
+
+    /// A job lease's length.
+    pub fn job_lease(&self) -> Duration {
+        Duration::from_millis(self.job_lease_ms)
     }
 
     pub fn predict_wait(&self) -> Duration {

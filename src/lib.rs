@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod batcher;
+pub mod cluster;
 pub mod config;
 pub mod datasets;
 pub mod domain;

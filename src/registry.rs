@@ -158,8 +158,57 @@ impl Registry {
             return false;
         };
         e.next_version = e.next_version.max(v.version + 1);
-        e.versions.push(v);
+        // The change feed may have brought it first.
+        if !e.versions.iter().any(|x| x.version == v.version) {
+            e.versions.push(v);
+            e.versions.sort_by_key(|x| x.version);
+        }
         e.versions.retain(|x| !pruned.contains(&x.version));
         true
+    }
+
+    /// A model's creation time and cached version numbers.
+    pub fn version_numbers(&self, name: &ModelName) -> Option<(OffsetDateTime, Vec<u32>)> {
+        let m = self.models.read().expect("registry lock");
+        let e = m.get(name)?;
+        Some((e.created_at, e.versions.iter().map(|v| v.version).collect()))
+    }
+
+    /// Makes the cached model what the store holds: `record` with the versions `numbers`, of
+    /// which `fetched` are the ones the cache lacked. A model recreated under the same name
+    /// (another creation time) replaces the cached one. Versions only come and go by number,
+    /// so the one served never goes back to an older one.
+    pub fn reconcile(&self, record: ModelRecord, numbers: &[u32], fetched: Vec<ModelVersion>) {
+        let Ok(name) = ModelName::parse(&record.name) else {
+            return;
+        };
+        let mut m = self.models.write().expect("registry lock");
+        let fresh = || ModelEntry {
+            name: name.clone(),
+            spec: record.spec.clone(),
+            description: record.description.clone(),
+            created_at: record.created_at,
+            versions: Vec::new(),
+            next_version: record.next_version,
+        };
+        let e = m.entry(name.clone()).or_insert_with(fresh);
+        if e.created_at != record.created_at {
+            *e = fresh();
+        }
+        e.next_version = e.next_version.max(record.next_version);
+        // A version newer than any the store listed was published after this read began:
+        // kept (dropping it would serve an older version after a newer one).
+        let newest = numbers.iter().copied().max().unwrap_or(0);
+        e.versions
+            .retain(|v| numbers.contains(&v.version) || v.version > newest);
+        for v in fetched {
+            if numbers.contains(&v.version) && !e.versions.iter().any(|x| x.version == v.version) {
+                e.versions.push(Arc::new(v));
+            }
+        }
+        e.versions.sort_by_key(|v| v.version);
+        if let Some(v) = e.versions.last() {
+            e.next_version = e.next_version.max(v.version + 1);
+        }
     }
 }

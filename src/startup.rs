@@ -57,6 +57,7 @@ impl App {
                 nice: config.train_nice,
                 capacity: config.queue_capacity,
                 retention: config.retention(),
+                lease: config.job_lease(),
             },
         )?;
         restore(store.clone(), &registry, &datasets, &jobs).await?;
@@ -66,6 +67,21 @@ impl App {
             .context("cannot purge expired idempotency keys")?;
         if purged > 0 {
             tracing::info!(purged, "expired idempotency keys purged");
+        }
+        let jobs = Arc::new(jobs);
+        let cluster = crate::cluster::Cluster::new(
+            store.clone(),
+            registry.clone(),
+            datasets.clone(),
+            jobs.clone(),
+        );
+        if let Some(c) = &cluster {
+            c.start().context("cannot start the change feed's thread")?;
+            tracing::info!(
+                replica = %store.shared().map_or("", |s| s.replica()),
+                lease_ms = config.job_lease_ms,
+                "cluster mode: jobs queue in the database"
+            );
         }
         let listener =
             listen(config.bind).with_context(|| format!("cannot listen on {}", config.bind))?;
@@ -108,8 +124,9 @@ impl App {
             config: Arc::new(config),
             registry,
             datasets,
-            jobs: Arc::new(jobs),
+            jobs,
             store,
+            cluster,
             admin: Arc::new(Mutex::new(())),
             shutdown,
         };
@@ -163,12 +180,16 @@ impl App {
         } = self;
         let grace = Duration::from_secs(state.config.shutdown_grace_secs);
         let jobs = state.jobs.clone();
+        let cluster = state.cluster.clone();
         let stop = async move {
             signal.await;
             tracing::info!("shutting down");
             // Jobs first: each stopped job sends its end event to its streams; then any stream
             // still open is told to end.
             let _ = tokio::task::spawn_blocking(move || jobs.shutdown(grace)).await;
+            if let Some(c) = cluster {
+                c.stop();
+            }
             let _ = shutdown_tx.send(true);
         };
         tracing::info!(addr = %listener.local_addr()?, "listening");
@@ -239,7 +260,9 @@ fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
 }
 
 /// Loads what the store holds. Jobs that were queued or running when the process stopped are
-/// recorded as `failed`/`interrupted`: nothing re-runs by surprise after a crash.
+/// recorded as `failed`/`interrupted`: nothing re-runs by surprise after a crash. With a shared
+/// store other replicas' jobs are left alone: only the running jobs this replica id held before
+/// it restarted, and those whose lease expired, are ended; queued jobs stay queued.
 async fn restore(
     store: Arc<dyn Store>,
     registry: &Registry,
@@ -249,14 +272,20 @@ async fn restore(
     let t = Instant::now();
     let (snap, restored, interrupted) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut interrupted = match store.shared() {
+                Some(shared) => shared
+                    .reap(true)
+                    .context("cannot end the jobs of this replica's previous run")?
+                    .len(),
+                None => 0,
+            };
             let mut snap = store.load().context("cannot read the store")?;
             let mut restored = Vec::new();
-            let mut interrupted = 0;
             for (record, history) in std::mem::take(&mut snap.jobs) {
                 let Some(job) = Job::restore(record, history) else {
                     continue;
                 };
-                if !job.status().is_finished() {
+                if store.shared().is_none() && !job.status().is_finished() {
                     let end = JobEnd::failed(
                         ErrorCode::Interrupted,
                         "the server stopped while the job was queued or running",

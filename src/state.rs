@@ -24,6 +24,8 @@ pub struct AppState {
     /// Evaluations scoring at once (one per training worker).
     pub evaluations: Arc<Semaphore>,
     pub store: Arc<dyn Store>,
+    /// The caches' link to the other replicas, when the store is shared.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Serialises the few operations that check one collection and change another (delete a
     /// model only if no job uses it; submit a job only if its model and dataset exist), store
     /// write included. An async lock: it is held across the store call.
@@ -33,6 +35,50 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A job from the cache, or (with a shared store) read through from the store.
+    ///
+    /// # Errors
+    /// 503 when the store cannot be read.
+    pub async fn job(&self, id: uuid::Uuid) -> Result<Option<Arc<crate::jobs::Job>>, ApiError> {
+        if let Some(j) = self.jobs.get(id) {
+            return Ok(Some(j));
+        }
+        let Some(c) = self.cluster.clone() else {
+            return Ok(None);
+        };
+        self.store(move |_| c.refresh_job(id)).await
+    }
+
+    /// With a shared store, reads a model the cache lacks from the store (a model another
+    /// replica created); afterwards the registry has it if it exists.
+    ///
+    /// # Errors
+    /// 503 when the store cannot be read.
+    pub async fn find_model(&self, name: &crate::domain::ModelName) -> Result<(), ApiError> {
+        if self.registry.contains(name) {
+            return Ok(());
+        }
+        let Some(c) = self.cluster.clone() else {
+            return Ok(());
+        };
+        let name = name.to_string();
+        self.store(move |_| c.refresh_model(&name)).await.map(drop)
+    }
+
+    /// The same for a dataset.
+    ///
+    /// # Errors
+    /// 503 when the store cannot be read.
+    pub async fn find_dataset(&self, id: uuid::Uuid) -> Result<(), ApiError> {
+        if self.datasets.get(id).is_some() {
+            return Ok(());
+        }
+        let Some(c) = self.cluster.clone() else {
+            return Ok(());
+        };
+        self.store(move |_| c.refresh_dataset(id)).await.map(drop)
+    }
+
     /// The admin lock, owned, so that it can move into [`AppState::commit`].
     pub async fn admin_lock(&self) -> OwnedMutexGuard<()> {
         self.admin.clone().lock_owned().await

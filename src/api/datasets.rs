@@ -273,6 +273,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<DatasetView>, ApiError> {
+    state.find_dataset(id).await?;
     let d = state
         .datasets
         .get(id)
@@ -295,6 +296,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
+    state.find_dataset(id).await?;
     let admin = state.admin_lock().await;
     if state.jobs.active(|j| j.dataset_id == Some(id)) > 0 {
         return Err(ApiError::new(

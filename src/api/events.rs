@@ -52,7 +52,7 @@ pub async fn events(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
+    let job = state.job(id).await?.ok_or_else(|| job_not_found(id))?;
     let after = match headers.get("last-event-id") {
         None => 0,
         Some(v) => v

@@ -9,6 +9,7 @@ use crate::jobs::{Job, JobStatus};
 use crate::nn::{EpochReport, MAX_EPOCHS, NetworkSpec};
 use crate::records::RowCounts;
 use crate::state::AppState;
+use crate::store::Canceled;
 use crate::tabular::Signature;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -43,6 +44,7 @@ pub async fn train(
     Json(req): Json<TrainRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = parse_name(&name)?;
+    state.find_model(&name).await?;
     // An unknown model is a 404, whatever values the (well-formed) body holds.
     if state.registry.get(&name).is_none() {
         return Err(model_not_found(name.as_str()));
@@ -69,6 +71,7 @@ pub async fn train(
     // Load (or parse) the data before taking the lock: it may take seconds.
     let (dataset_id, table) = match source {
         DataSource::Stored(id) => {
+            state.find_dataset(id).await?;
             let d = state.datasets.get(id).ok_or_else(|| unknown_dataset(id))?;
             (Some(id), state.store(move |s| d.data(s)).await?)
         }
@@ -135,8 +138,22 @@ pub async fn train(
     let job = Arc::new(job);
     let record = job.record(None);
     let jobs = state.jobs.clone();
+    let capacity = state.config.queue_capacity;
     let submitted = state
         .commit(Some(admin), move |s| {
+            if let Some(shared) = s.shared() {
+                // The database's queue, counted cluster-wide with the insert; the input is
+                // stored so that any replica can run the job.
+                let input = crate::store::JobInput {
+                    data: job.data().ok_or_else(|| {
+                        crate::store::StoreError::Failed("a new job has no data".into())
+                    })?,
+                    signature: job.signature.clone(),
+                    refit_scaling: job.warm_start.as_ref().is_some_and(|(_, r)| *r),
+                };
+                shared.enqueue(&record, &input, capacity)?;
+                return Ok(jobs.submit(job).ok());
+            }
             s.submit_job(&record)?;
             match jobs.submit(job) {
                 Ok(job) => Ok(Some(job)),
@@ -282,7 +299,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<axum::Json<JobView>, ApiError> {
-    let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
+    let job = state.job(id).await?.ok_or_else(|| job_not_found(id))?;
     Ok(axum::Json(JobView::of(&job, true)))
 }
 
@@ -341,7 +358,7 @@ pub async fn history(
             format!("must be between 0 and {MAX_EPOCHS}"),
         ));
     }
-    let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
+    let job = state.job(id).await?.ok_or_else(|| job_not_found(id))?;
     let offset = offset as usize;
     let page = job.history_page(offset, limit);
     let next_offset = (offset.saturating_add(limit) < page.total).then(|| offset + limit);
@@ -369,10 +386,28 @@ pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
-    let job = state.jobs.get(id).ok_or_else(|| job_not_found(id))?;
+    let job = state.job(id).await?.ok_or_else(|| job_not_found(id))?;
     let j = job.clone();
+    let jobs = state.jobs.clone();
     let requested = state
         .commit(None, move |s| {
+            if let Some(shared) = s.shared() {
+                // The store decides (the job may run on another replica, which its
+                // notification stops); the cached copy follows.
+                return Ok(match shared.cancel(id)? {
+                    Canceled::Queued(record) => {
+                        j.apply_record(&record, &[]);
+                        Some(true)
+                    }
+                    Canceled::Requested => {
+                        if jobs.runs_here(id) {
+                            j.flag_cancel();
+                        }
+                        Some(false)
+                    }
+                    Canceled::Finished(_) | Canceled::NotFound => None,
+                });
+            }
             let requested = j.request_cancel();
             // A queued job ended here and now: record it. A running one is recorded by its
             // worker.

@@ -200,6 +200,7 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> Result<axum::Json<ModelView>, ApiError> {
     let name = parse_name(&name)?;
+    state.find_model(&name).await?;
     let entry = find(&state, &name)?;
     Ok(axum::Json(ModelView::from(&entry)))
 }
@@ -220,6 +221,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name = parse_name(&name)?;
+    state.find_model(&name).await?;
     let admin = state.admin_lock().await;
     if state.jobs.active(|j| j.model == name) > 0 {
         return Err(ApiError::new(
@@ -257,6 +259,7 @@ pub async fn versions(
     Path(name): Path<String>,
 ) -> Result<axum::Json<VersionList>, ApiError> {
     let name = parse_name(&name)?;
+    state.find_model(&name).await?;
     let entry = find(&state, &name)?;
     Ok(axum::Json(VersionList {
         versions: entry
@@ -370,6 +373,7 @@ pub async fn export(
     Query(q): Query<ExportQuery>,
 ) -> Result<axum::response::Response, ApiError> {
     let name = parse_name(&name)?;
+    state.find_model(&name).await?;
     let entry = find(&state, &name)?;
     let v = state
         .registry

@@ -115,6 +115,9 @@ pub struct Job {
     /// The training data until a worker takes it (finished jobs hold none).
     data: Mutex<Option<Arc<Dataset>>>,
     cancel: AtomicBool,
+    /// This replica's lease on the job expired and another replica ended it: stop, publish
+    /// nothing.
+    lease_lost: AtomicBool,
     state: Mutex<JobState>,
     /// Changed after every recorded epoch and at the end (after `state`, never under it).
     progress: watch::Sender<Progress>,
@@ -202,6 +205,7 @@ impl Job {
             created_at,
             data: Mutex::new(data),
             cancel: AtomicBool::new(false),
+            lease_lost: AtomicBool::new(false),
             progress: watch::Sender::new(Progress {
                 epoch: state.history.last().map_or(0, |r| r.epoch),
                 finished: state.status.is_finished(),
@@ -217,6 +221,11 @@ impl Job {
 
     pub fn status(&self) -> JobStatus {
         self.state().status
+    }
+
+    /// The training data, while no worker has taken it.
+    pub fn data(&self) -> Option<Arc<Dataset>> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Hands the training data to the worker (once).
@@ -247,6 +256,69 @@ impl Job {
 
     pub fn cancel_requested(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Tells a running job to stop (a cancel recorded in the shared store).
+    pub fn flag_cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Tells a running job that its lease is gone.
+    pub fn lose_lease(&self) {
+        self.lease_lost.store(true, Ordering::Relaxed);
+    }
+
+    pub fn lease_lost(&self) -> bool {
+        self.lease_lost.load(Ordering::Relaxed)
+    }
+
+    /// The last recorded epoch (0: none).
+    pub fn last_epoch(&self) -> u32 {
+        self.state().history.last().map_or(0, |r| r.epoch)
+    }
+
+    /// Records the epochs after the last one recorded (another replica's, read from the store).
+    pub fn push_new_epochs(&self, epochs: &[EpochReport]) {
+        let last = self.last_epoch();
+        for e in epochs.iter().filter(|e| e.epoch > last) {
+            self.push_epoch(e);
+        }
+    }
+
+    /// Claimed from the shared queue by this replica: running (unless it has ended meanwhile).
+    pub fn claimed(&self, started_at: Option<OffsetDateTime>) -> bool {
+        let mut st = self.state();
+        if st.status.is_finished() {
+            return false;
+        }
+        st.status = JobStatus::Running;
+        st.started_at = started_at.or(st.started_at);
+        true
+    }
+
+    /// Brings a cached copy up to the stored record of a job another replica runs (or ended):
+    /// epochs first, then the state, so streams see the epochs before the end.
+    pub fn apply_record(&self, r: &JobRecord, epochs: &[EpochReport]) {
+        self.push_new_epochs(epochs);
+        if r.status.is_finished() {
+            self.data.lock().unwrap_or_else(|p| p.into_inner()).take();
+            self.finish(JobEnd {
+                status: r.status,
+                error: r.error.clone(),
+                model_version: r.model_version,
+                stop_reason: r.stop_reason,
+                finished_at: r.finished_at.unwrap_or_else(OffsetDateTime::now_utc),
+            });
+        } else if r.status == JobStatus::Running {
+            let mut st = self.state();
+            if st.status == JobStatus::Queued {
+                st.status = JobStatus::Running;
+                st.started_at = r.started_at;
+                drop(st);
+                // Another replica trains it: this copy's data is not needed.
+                self.data.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
+        }
     }
 
     /// Asks the job to stop. A queued job ends `canceled` at once (returns `Some(true)`); a

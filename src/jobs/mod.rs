@@ -1,8 +1,16 @@
 //! The job system: submit → `queued` → a worker thread trains → `succeeded` (a new model
 //! version is published) | `failed` | `canceled`. The queue is bounded: a full one refuses new
 //! work instead of growing without limit.
+//!
+//! With the embedded store the queue is this process's ([`queue`]). With a shared store
+//! (PostgreSQL) it is the database's: any replica enqueues, every replica's workers claim, a
+//! running job holds a lease that [`lease`] renews, and the job table here is a cache of every
+//! replica's jobs, kept current from the store's change feed ([`JobManager::apply_remote`]):
+//! an entry is replaced by what the store says whenever the feed names its job, except for the
+//! jobs this replica runs, whose state this replica writes.
 
 mod job;
+mod lease;
 mod queue;
 mod worker;
 
@@ -10,11 +18,12 @@ pub use job::{HistoryPage, Job, JobEnd, JobError, JobState, JobStatus, Progress}
 pub use worker::TrainFn;
 
 use crate::error::ErrorCode;
+use crate::nn::EpochReport;
 use crate::registry::Registry;
-use crate::store::{Retention, Store};
-use std::collections::HashMap;
+use crate::store::{Retention, Store, StoreError};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -34,11 +43,50 @@ pub struct WorkerSettings {
     /// Jobs that may wait queued.
     pub capacity: usize,
     pub retention: Retention,
+    /// A running job's lease on a shared store.
+    pub lease: Duration,
+}
+
+/// A counter that idle workers of the shared queue wait on: bumped when a job may be waiting.
+#[derive(Default)]
+pub(crate) struct Wake {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Wake {
+    fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn notify(&self) {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
+    }
+
+    /// Waits until the generation differs from `seen`, at most `timeout`.
+    fn wait(&self, seen: u64, timeout: Duration) {
+        let g = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+/// What the workers of a shared store's queue share.
+#[derive(Clone)]
+pub(crate) struct SharedQueue {
+    wake: Arc<Wake>,
+    /// The jobs this replica's workers run now.
+    running: Arc<Mutex<HashSet<Uuid>>>,
+    lease: Duration,
 }
 
 pub struct JobManager {
     jobs: JobTable,
     queue: Arc<queue::Queue>,
+    shared: Option<SharedQueue>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     shutting_down: Arc<AtomicBool>,
     store: Arc<dyn Store>,
@@ -74,10 +122,27 @@ impl JobManager {
         let queue = Arc::new(queue::Queue::new(settings.capacity));
         let shutting_down = Arc::new(AtomicBool::new(false));
         let table: JobTable = Arc::new(RwLock::new(HashMap::new()));
+        let shared = store.shared().is_some().then(|| SharedQueue {
+            wake: Arc::new(Wake::default()),
+            running: Arc::new(Mutex::new(HashSet::new())),
+            lease: settings.lease,
+        });
         let mut handles = Vec::new();
+        if let Some(q) = &shared {
+            let keeper = lease::Keeper {
+                store: store.clone(),
+                table: table.clone(),
+                queue: q.clone(),
+                shutting_down: shutting_down.clone(),
+            };
+            std::thread::Builder::new()
+                .name("mlpd-lease".into())
+                .spawn(move || keeper.run())?;
+        }
         for i in 0..settings.workers.max(1) {
             let w = worker::Worker {
                 queue: queue.clone(),
+                shared: shared.clone(),
                 train_fn,
                 registry: registry.clone(),
                 store: store.clone(),
@@ -96,25 +161,117 @@ impl JobManager {
         Ok(JobManager {
             jobs: table,
             queue,
+            shared,
             workers: Mutex::new(handles),
             shutting_down,
             store,
         })
     }
 
-    /// Adds jobs loaded from the store (all finished).
+    /// Adds jobs loaded from the store (all finished, unless the store is shared: then other
+    /// replicas' jobs may be queued or running).
     pub fn restore(&self, jobs: Vec<Job>) {
         let mut t = self.jobs.write().expect("jobs lock");
         for j in jobs {
             t.insert(j.id, Arc::new(j));
         }
+        drop(t);
+        self.wake();
     }
 
-    /// Queues a job (already saved as `queued`).
+    /// Whether jobs queue in a shared store (else in this process).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Wakes idle workers of the shared queue: a job may be waiting.
+    pub fn wake(&self) {
+        if let Some(q) = &self.shared {
+            q.wake.notify();
+        }
+    }
+
+    /// Whether this replica's workers run the job.
+    pub fn runs_here(&self, id: Uuid) -> bool {
+        self.shared.as_ref().is_some_and(|q| {
+            q.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&id)
+        })
+    }
+
+    /// Brings the cached copy of a job to what the store says (`None`: the store no longer has
+    /// it), reading with `epochs_after` the epochs the copy lacks. The jobs this replica runs
+    /// are left alone: their state is written here. Returns the cached job.
+    ///
+    /// # Errors
+    /// `epochs_after` failed.
+    pub fn apply_remote(
+        &self,
+        id: Uuid,
+        record: Option<crate::records::JobRecord>,
+        epochs_after: impl FnOnce(u32) -> Result<Vec<EpochReport>, StoreError>,
+    ) -> Result<Option<Arc<Job>>, StoreError> {
+        if self.runs_here(id) {
+            return Ok(self.get(id));
+        }
+        let Some(record) = record else {
+            self.jobs.write().expect("jobs lock").remove(&id);
+            return Ok(None);
+        };
+        let queued = record.status == JobStatus::Queued;
+        let job = match self.get(id) {
+            Some(job) => {
+                if !job.status().is_finished() {
+                    let epochs = epochs_after(job.last_epoch())?;
+                    job.apply_record(&record, &epochs);
+                }
+                job
+            }
+            None => {
+                let history = epochs_after(0)?;
+                let Some(job) = Job::restore(record, history) else {
+                    return Ok(None);
+                };
+                let job = Arc::new(job);
+                // A racing refresh may have inserted it: keep the first copy.
+                let mut t = self.jobs.write().expect("jobs lock");
+                t.entry(id).or_insert(job).clone()
+            }
+        };
+        if queued {
+            self.wake();
+        }
+        Ok(Some(job))
+    }
+
+    /// Every cached job's id and status.
+    pub fn statuses(&self) -> Vec<(Uuid, JobStatus)> {
+        self.jobs
+            .read()
+            .expect("jobs lock")
+            .values()
+            .map(|j| (j.id, j.status()))
+            .collect()
+    }
+
+    /// Queues a job (already saved as `queued`; with a shared store, already enqueued there).
     ///
     /// # Errors
     /// `QueueFull` when no more jobs may wait (nothing is recorded then).
     pub fn submit(&self, job: Arc<Job>) -> Result<Arc<Job>, QueueFull> {
+        if self.shared.is_some() {
+            let job = self
+                .jobs
+                .write()
+                .expect("jobs lock")
+                .entry(job.id)
+                .or_insert(job)
+                .clone();
+            self.wake();
+            return Ok(job);
+        }
         // In the table first: a worker may take the job the moment it is queued.
         self.jobs
             .write()
@@ -180,15 +337,17 @@ impl JobManager {
 
     /// Stops taking jobs, stops running ones (they end `failed`/`interrupted`, recorded), and
     /// waits up to `grace` for the workers to finish. Blocking: call off the async runtime.
+    /// With a shared store, queued jobs stay queued for the other replicas.
     pub fn shutdown(&self, grace: Duration) {
         self.shutting_down.store(true, Ordering::Relaxed);
         self.queue.close();
+        self.wake();
         let queued: Vec<_> = self
             .jobs
             .read()
             .expect("jobs lock")
             .values()
-            .filter(|j| j.status() == JobStatus::Queued)
+            .filter(|j| self.shared.is_none() && j.status() == JobStatus::Queued)
             .cloned()
             .collect();
         for job in queued {
@@ -277,6 +436,7 @@ mod tests {
                 versions_per_model: 10,
                 finished_jobs: 10,
             },
+            lease: Duration::from_secs(10),
         };
         let jobs =
             JobManager::start_with(registry.clone(), store.clone(), settings, flaky).unwrap();

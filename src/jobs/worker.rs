@@ -1,15 +1,22 @@
-//! Training worker threads. Each takes jobs from the shared bounded queue and trains one at a
-//! time on its own OS thread (never on the async runtime), at a lower CPU priority than request
-//! handling. Every state change is committed to the store before it is shown in memory; epoch
-//! history is written in batches (at most a second behind) and completely at the end. A panic
-//! inside training is caught and recorded as `failed`; the worker carries on.
+//! Training worker threads. Each takes jobs from the queue and trains one at a time on its own
+//! OS thread (never on the async runtime), at a lower CPU priority than request handling. The
+//! queue is this process's bounded in-memory queue with the embedded store, or the database's
+//! shared queue ([`crate::store::Shared`]): then a worker claims the oldest queued job of the
+//! whole cluster under a lease (renewed by [`super::lease`]), woken by a new job's
+//! notification or, failing that, every [`CLAIM_POLL`].
+//!
+//! Every state change is committed to the store before it is shown in memory; epoch history is
+//! written in batches (at most [`FLUSH_EVERY`] behind, [`SHARED_FLUSH_EVERY`] when other
+//! replicas stream it) and completely at the end. A panic inside training is caught and
+//! recorded as `failed`; the worker carries on.
 
-use super::JobTable;
 use super::job::{Job, JobEnd};
+use super::{JobTable, SharedQueue};
 use crate::error::ErrorCode;
 use crate::nn::{self, EpochReport, Observer, TrainError};
 use crate::registry::{ModelVersion, Registry, VersionMetrics};
-use crate::store::{Retention, Store, StoreError};
+use crate::store::{Claim, Retention, Store, StoreError};
+use crate::tabular::Signature;
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -19,6 +26,10 @@ use time::OffsetDateTime;
 
 /// How far the stored epoch history may lag behind a running job.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The same with a shared store, whose other replicas stream the job live from it.
+const SHARED_FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How often an idle worker looks for a queued job when no notification woke it.
+pub(super) const CLAIM_POLL: Duration = Duration::from_secs(2);
 
 /// The training function a worker calls: [`nn::train`], or a stand-in in tests.
 pub type TrainFn = fn(
@@ -32,6 +43,8 @@ pub type TrainFn = fn(
 
 pub(super) struct Worker {
     pub queue: Arc<super::queue::Queue>,
+    /// The database's queue, when the store is shared (then `queue` is unused).
+    pub shared: Option<SharedQueue>,
     pub train_fn: TrainFn,
     pub registry: Arc<Registry>,
     pub store: Arc<dyn Store>,
@@ -50,6 +63,7 @@ struct JobObserver<'a> {
     shutting_down: &'a AtomicBool,
     pending: Vec<EpochReport>,
     flushed_at: Instant,
+    flush_every: Duration,
     /// Rows trained on per epoch (the validation split held out), for throughput metrics.
     train_rows: usize,
     last_elapsed_ms: u64,
@@ -62,7 +76,7 @@ impl Observer for JobObserver<'_> {
         crate::metrics::epoch_trained(self.train_rows, Duration::from_millis(took));
         self.job.push_epoch(report);
         self.pending.push(report.clone());
-        if self.flushed_at.elapsed() >= FLUSH_EVERY {
+        if self.flushed_at.elapsed() >= self.flush_every {
             match self.store.append_epochs(self.job.id, &self.pending) {
                 Ok(()) => self.pending.clear(),
                 Err(e) => tracing::warn!(error = %e, "could not save epoch history yet"),
@@ -73,7 +87,9 @@ impl Observer for JobObserver<'_> {
     }
 
     fn should_stop(&self) -> bool {
-        self.job.cancel_requested() || self.shutting_down.load(Ordering::Relaxed)
+        self.job.cancel_requested()
+            || self.job.lease_lost()
+            || self.shutting_down.load(Ordering::Relaxed)
     }
 }
 
@@ -92,9 +108,19 @@ pub(super) fn lower_priority(nice: i32) {
     let _ = nice;
 }
 
+/// What a run trains on, beside the job's definition.
+pub(super) struct Input {
+    pub data: Arc<nn::Dataset>,
+    pub signature: Option<Signature>,
+    pub warm_start: Option<(Arc<ModelVersion>, bool)>,
+}
+
 impl Worker {
     pub fn run(self) {
         lower_priority(self.nice);
+        if self.shared.is_some() {
+            return self.run_shared();
+        }
         loop {
             let Some(job) = self.queue.pop() else { return };
             if self.shutting_down.load(Ordering::Relaxed) {
@@ -117,9 +143,159 @@ impl Worker {
             let span = tracing::info_span!("job", job_id = %job.id, model = %job.model);
             let _enter = span.enter();
             tracing::info!(epochs = job.params.epochs, "training started");
-            self.train(&job);
+            let Some(data) = job.take_data() else {
+                self.end(
+                    &job,
+                    JobEnd::failed(ErrorCode::Internal, "the job has no data"),
+                    &[],
+                );
+                continue;
+            };
+            let input = Input {
+                data,
+                signature: job.signature.clone(),
+                warm_start: job.warm_start.clone(),
+            };
+            self.train(&job, input);
             tracing::info!(status = ?job.status(), "training ended");
         }
+    }
+
+    /// The loop of a worker on the shared queue: claim, train, repeat; wait for a wake-up (or
+    /// the poll interval) when nothing is queued.
+    fn run_shared(self) {
+        let Some(q) = self.shared.clone() else { return };
+        let Some(shared) = self.store.shared() else {
+            return;
+        };
+        let mut failing = false;
+        loop {
+            if self.shutting_down.load(Ordering::Relaxed) {
+                return;
+            }
+            let seen = q.wake.generation();
+            match shared.claim(q.lease) {
+                Ok(Some(claim)) => {
+                    failing = false;
+                    self.run_claimed(&q, claim);
+                }
+                Ok(None) => {
+                    failing = false;
+                    q.wake.wait(seen, CLAIM_POLL);
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot claim queued jobs");
+                    }
+                    failing = true;
+                    q.wake.wait(seen, Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Runs a job this replica claimed: on the cached copy (which event streams here follow),
+    /// with the data the submitting handler prepared if it was this replica's, else the stored
+    /// input.
+    fn run_claimed(&self, q: &SharedQueue, claim: Claim) {
+        let id = claim.job.id;
+        let started_at = claim.job.started_at;
+        q.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        let cached = self
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        let job = match cached {
+            Some(j) => j,
+            None => {
+                let Some(j) = Job::restore(claim.job.clone(), Vec::new()) else {
+                    tracing::error!(job_id = %id, "a claimed job names an invalid model");
+                    q.running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                    return;
+                };
+                let j = Arc::new(j);
+                self.table
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id, j.clone());
+                j
+            }
+        };
+        let span = tracing::info_span!("job", job_id = %job.id, model = %job.model);
+        let _enter = span.enter();
+        job.claimed(started_at);
+        if self.shutting_down.load(Ordering::Relaxed) {
+            self.end(
+                &job,
+                JobEnd::failed(
+                    ErrorCode::Interrupted,
+                    "the server shut down before the job ran",
+                ),
+                &[],
+            );
+        } else {
+            match self.input_of(&job, claim) {
+                Ok(input) => {
+                    tracing::info!(epochs = job.params.epochs, "training started");
+                    self.train(&job, input);
+                    tracing::info!(status = ?job.status(), "training ended");
+                }
+                Err(end) => self.end(&job, end, &[]),
+            }
+        }
+        q.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    fn input_of(&self, job: &Job, claim: Claim) -> Result<Input, JobEnd> {
+        if let Some(data) = job.take_data() {
+            return Ok(Input {
+                data,
+                signature: job.signature.clone(),
+                warm_start: job.warm_start.clone(),
+            });
+        }
+        let Some(input) = claim.input else {
+            return Err(JobEnd::failed(
+                ErrorCode::Internal,
+                "the job's input was not stored; submit it again",
+            ));
+        };
+        let warm_start = match job.init_from_version {
+            None => None,
+            Some(v) => {
+                let parent = match self.registry.serving(&job.model, Some(v)) {
+                    Ok(p) => Some(p),
+                    Err(_) => self
+                        .store
+                        .shared()
+                        .and_then(|s| s.version(job.model.as_str(), v).ok().flatten())
+                        .map(Arc::new),
+                };
+                let Some(parent) = parent else {
+                    return Err(JobEnd::failed(
+                        ErrorCode::ModelDeleted,
+                        format!("version {v}, the job's starting point, no longer exists"),
+                    ));
+                };
+                Some((parent, input.refit_scaling))
+            }
+        };
+        Ok(Input {
+            data: input.data,
+            signature: input.signature,
+            warm_start,
+        })
     }
 
     /// Records the end in the store, then in memory (which tells subscribers).
@@ -135,28 +311,30 @@ impl Worker {
         job.finish(end);
     }
 
-    fn train(&self, job: &Job) {
-        let Some(data) = job.take_data() else {
-            return self.end(
-                job,
-                JobEnd::failed(ErrorCode::Internal, "the job has no data"),
-                &[],
-            );
-        };
+    fn train(&self, job: &Job, input: Input) {
+        let Input {
+            data,
+            signature,
+            warm_start,
+        } = input;
         let mut observer = JobObserver {
             job,
             store: &*self.store,
             shutting_down: &self.shutting_down,
             pending: Vec::new(),
             flushed_at: Instant::now(),
+            flush_every: if self.shared.is_some() {
+                SHARED_FLUSH_EVERY
+            } else {
+                FLUSH_EVERY
+            },
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             train_rows: data.rows()
                 - (data.rows() as f64 * job.params.validation_split).round() as usize,
             last_elapsed_ms: 0,
         };
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let start = job
-                .warm_start
+            let start = warm_start
                 .as_ref()
                 .map(|(parent, refit_scaling)| nn::WarmStart {
                     model: &parent.trained,
@@ -175,7 +353,11 @@ impl Worker {
         let pending = std::mem::take(&mut observer.pending);
         let shutting_down = self.shutting_down.load(Ordering::Relaxed);
         let end = match result {
-            Ok(Ok(outcome)) => return self.publish(job, outcome, &pending),
+            _ if job.lease_lost() => JobEnd::failed(
+                ErrorCode::Interrupted,
+                "the replica that ran the job stopped renewing its lease",
+            ),
+            Ok(Ok(outcome)) => return self.publish(job, outcome, signature, &pending),
             Ok(Err(TrainError::Canceled { .. })) if shutting_down && !job.cancel_requested() => {
                 JobEnd::failed(
                     ErrorCode::Interrupted,
@@ -213,14 +395,22 @@ impl Worker {
     }
 
     /// Commits the new version together with the job's success, then serves it.
-    fn publish(&self, job: &Job, outcome: nn::TrainOutcome, pending: &[EpochReport]) {
+    fn publish(
+        &self,
+        job: &Job,
+        outcome: nn::TrainOutcome,
+        signature: Option<Signature>,
+        pending: &[EpochReport],
+    ) {
         let gone = || {
             JobEnd::failed(
                 ErrorCode::ModelDeleted,
                 "the model was deleted while the job ran",
             )
         };
-        if !self.registry.contains(&job.model) {
+        // With a shared store this replica's registry may not have heard of the model yet: the
+        // store's publish decides.
+        if self.shared.is_none() && !self.registry.contains(&job.model) {
             return self.end(job, gone(), pending);
         }
         // Read in place: a long history is never copied.
@@ -239,7 +429,7 @@ impl Worker {
             params: job.params.clone(),
             metrics,
             trained: outcome.model,
-            signature: job.signature.clone(),
+            signature,
             parent_version: job.init_from_version,
         };
         let mut end = JobEnd::succeeded(0, outcome.stop_reason);

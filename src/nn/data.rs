@@ -213,6 +213,43 @@ impl Dataset {
         })
     }
 
+    /// A dataset rebuilt from its parts (as [`Dataset::features`] and [`Dataset::targets`] gave
+    /// them), under the same checks.
+    ///
+    /// # Errors
+    /// See [`DatasetError`]; a class index outside the label set is [`DatasetError::RowCount`].
+    pub fn from_parts(features: Array2<f32>, targets: Targets) -> Result<Self, DatasetError> {
+        check_features(&features)?;
+        let rows = match &targets {
+            Targets::Values(y) => {
+                if y.ncols() == 0 {
+                    return Err(DatasetError::NoTargets);
+                }
+                check_finite(y)?;
+                y.nrows()
+            }
+            Targets::Classes { labels, indices } => {
+                if labels.len() < 2 {
+                    return Err(DatasetError::OneClass);
+                }
+                if indices.iter().any(|&i| i as usize >= labels.len()) {
+                    return Err(DatasetError::RowCount {
+                        features: features.nrows(),
+                        targets: 0,
+                    });
+                }
+                indices.len()
+            }
+        };
+        if rows != features.nrows() {
+            return Err(DatasetError::RowCount {
+                features: features.nrows(),
+                targets: rows,
+            });
+        }
+        Ok(Dataset { features, targets })
+    }
+
     pub fn features(&self) -> &Array2<f32> {
         &self.features
     }

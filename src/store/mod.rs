@@ -9,10 +9,12 @@
 //! are synchronous: call them from worker threads or `spawn_blocking`, never on the runtime.
 
 mod cells;
+mod inputs;
 mod postgres;
 pub mod retention;
 mod sqlite;
 
+pub use inputs::JobInput;
 pub use postgres::{DatabaseUrl, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
 
@@ -23,7 +25,9 @@ pub use crate::records::{
 
 use crate::error::{ApiError, ErrorCode};
 use crate::nn::EpochReport;
+use crate::records::JobStatus;
 use crate::tabular::Table;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Why a store call failed.
@@ -93,6 +97,9 @@ impl From<StoreError> for ApiError {
                     ErrorCode::StorageFull,
                     "the server's storage is full; nothing was changed",
                 )
+            }
+            StoreError::Conflict(ErrorCode::QueueFull, message) => {
+                ApiError::new(ErrorCode::QueueFull, message).retry_after(5)
             }
             StoreError::Conflict(code, message) => ApiError::new(code, message),
             StoreError::Gone => ApiError::new(
@@ -245,6 +252,98 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<usize, StoreError>;
     /// Whether the store answers.
     fn ping(&self) -> Result<(), StoreError>;
+    /// The queue, leases and change feed of a store that several replicas share (PostgreSQL);
+    /// `None` for the embedded store, whose process keeps its queue in memory.
+    fn shared(&self) -> Option<&dyn Shared> {
+        None
+    }
+}
+
+/// What a worker claimed from the shared queue.
+#[derive(Debug)]
+pub struct Claim {
+    /// The job, now `running` under this replica's lease.
+    pub job: JobRecord,
+    /// Its input; `None` for a job queued before inputs were stored (it cannot run).
+    pub input: Option<JobInput>,
+}
+
+/// What [`Shared::cancel`] did.
+#[derive(Debug)]
+pub enum Canceled {
+    /// The job was queued: it is `canceled` now (the record as stored).
+    Queued(Box<JobRecord>),
+    /// The job runs: its cancel flag is set, and the replica that runs it has been told.
+    Requested,
+    /// The job had already ended so.
+    Finished(JobStatus),
+    NotFound,
+}
+
+/// A change another replica (or this one) committed, as the change feed announces it: ids
+/// only; the listener re-reads what changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A job's row changed (queued, claimed, ended, pruned).
+    Job(Uuid),
+    /// A job recorded epochs.
+    Epochs(Uuid),
+    /// A running job was asked to stop.
+    Cancel(Uuid),
+    /// A model, or its versions, changed (created, trained, deleted).
+    Model(String),
+    Dataset(Uuid),
+    /// The feed (re)connected: notifications may have been missed, re-read everything.
+    Resync,
+}
+
+/// A blocking feed of [`Change`]s, on a connection of its own.
+pub trait Changes: Send {
+    /// The next change, waiting at most `timeout` (`Ok(None)`: none came). After an error the
+    /// next call reconnects, and a successful reconnect yields [`Change::Resync`] first.
+    ///
+    /// # Errors
+    /// The connection failed.
+    fn next(&mut self, timeout: Duration) -> Result<Option<Change>, StoreError>;
+}
+
+/// The part of a store that replicas share: the job queue with leases and cancel flags, reads
+/// of single records (to refresh a cache), and the change feed. Leases use the database's
+/// clock, so replicas' clocks need not agree.
+pub trait Shared: Send + Sync {
+    /// This replica's id (the owner of the leases it holds).
+    fn replica(&self) -> &str;
+    /// Records a `queued` job and its input unless `capacity` jobs are queued cluster-wide
+    /// (the count and the insert are one transaction), or its model is gone.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`]: `queue_full`, `model_not_found`.
+    fn enqueue(&self, job: &JobRecord, input: &JobInput, capacity: usize)
+    -> Result<(), StoreError>;
+    /// Claims the oldest queued job (skipping rows other claimers hold): it becomes `running`,
+    /// owned by this replica with a lease of `lease`.
+    fn claim(&self, lease: Duration) -> Result<Option<Claim>, StoreError>;
+    /// Extends the leases of every job this replica runs; returns them with their cancel flags.
+    fn renew(&self, lease: Duration) -> Result<Vec<(Uuid, bool)>, StoreError>;
+    /// Ends `failed`/`interrupted` the running jobs whose lease expired, and with `mine` those
+    /// this replica id held in a previous life; returns their ids.
+    fn reap(&self, mine: bool) -> Result<Vec<Uuid>, StoreError>;
+    /// Cancels a queued job, or flags a running one.
+    fn cancel(&self, id: Uuid) -> Result<Canceled, StoreError>;
+    fn job(&self, id: Uuid) -> Result<Option<JobRecord>, StoreError>;
+    /// A job's epochs after `after`, oldest first.
+    fn epochs_after(&self, id: Uuid, after: u32) -> Result<Vec<EpochReport>, StoreError>;
+    /// Every job's id and status.
+    fn job_statuses(&self) -> Result<Vec<(Uuid, JobStatus)>, StoreError>;
+    /// A model and its version numbers.
+    fn model(&self, name: &str) -> Result<Option<(ModelRecord, Vec<u32>)>, StoreError>;
+    fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, StoreError>;
+    /// Every model's name, creation time and version numbers.
+    fn model_versions(&self) -> Result<Vec<(String, time::OffsetDateTime, Vec<u32>)>, StoreError>;
+    fn dataset(&self, id: Uuid) -> Result<Option<DatasetRecord>, StoreError>;
+    fn dataset_ids(&self) -> Result<Vec<Uuid>, StoreError>;
+    /// Opens the change feed.
+    fn listen(&self) -> Box<dyn Changes>;
 }
 
 /// Opens the configured backend: PostgreSQL when a database URL is given (migrating its schema),
@@ -257,7 +356,7 @@ pub fn open(config: &crate::config::Config) -> anyhow::Result<std::sync::Arc<dyn
     use anyhow::Context;
     Ok(match &config.database_url {
         Some(url) => std::sync::Arc::new(
-            PostgresStore::connect(url, config.database_pool_size)
+            PostgresStore::connect(url, config.database_pool_size, &config.replica_id())
                 .with_context(|| format!("cannot use the database {url}"))?,
         ),
         None => std::sync::Arc::new(

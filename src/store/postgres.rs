@@ -14,12 +14,13 @@
 
 use super::cells::{column_words, table_from_words, words};
 use super::{
-    Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord, Published,
-    Snapshot, Store, StoreError, StoredAnswer, VersionRecord, retention,
+    Canceled, Change, Changes, Claim, Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim,
+    JobInput, JobRecord, ModelRecord, Published, Shared, Snapshot, Store, StoreError,
+    StoredAnswer, VersionRecord, retention,
 };
 use crate::error::ErrorCode;
 use crate::nn::EpochReport;
-use crate::records::JobStatus;
+use crate::records::{JobError, JobStatus};
 use crate::tabular::{Column, Table};
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::postgres::error::SqlState;
@@ -27,20 +28,26 @@ use r2d2_postgres::postgres::{self, NoTls};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The newest schema this binary knows (the last migration's number).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: [(i64, &str); 3] = [
+const MIGRATIONS: [(i64, &str); 4] = [
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_evaluations.sql")),
     (
         3,
         include_str!("migrations/postgres/0003_idempotency_keys.sql"),
     ),
+    (4, include_str!("migrations/postgres/0004_queue.sql")),
 ];
+
+/// The channel of the change feed. Payloads are small: a letter and an id (`j <job>`,
+/// `e <job>`, `c <job>`, `m <model>`, `d <dataset>`), never records.
+const CHANNEL: &str = "mlpd";
 
 /// The advisory lock key held while migrating ("mlpd" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6d6c_7064;
@@ -106,6 +113,10 @@ type Conn = r2d2_postgres::r2d2::PooledConnection<PostgresConnectionManager<NoTl
 pub struct PostgresStore {
     /// Always `Some` until dropped.
     pool: Option<Pool>,
+    /// For the change feed's own connection.
+    config: postgres::Config,
+    /// The owner of the leases this process holds.
+    replica: String,
 }
 
 impl Drop for PostgresStore {
@@ -170,7 +181,7 @@ impl PostgresStore {
     /// # Errors
     /// The URL is invalid, the database cannot be reached, a migration fails, or the schema is
     /// newer than this binary knows.
-    pub fn connect(url: &DatabaseUrl, pool_size: u32) -> Result<Self, StoreError> {
+    pub fn connect(url: &DatabaseUrl, pool_size: u32, replica: &str) -> Result<Self, StoreError> {
         let mut config = url.config()?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CHECKOUT_TIMEOUT);
@@ -182,8 +193,12 @@ impl PostgresStore {
             .connection_timeout(CHECKOUT_TIMEOUT)
             // A broken connection is noticed when used (and replaced); no round trip per checkout.
             .test_on_check_out(false)
-            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
-        let store = PostgresStore { pool: Some(pool) };
+            .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls));
+        let store = PostgresStore {
+            pool: Some(pool),
+            config,
+            replica: replica.to_string(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -247,12 +262,16 @@ fn apply_migrations(c: &mut postgres::Client) -> Result<i64, StoreError> {
     Ok(current)
 }
 
+/// Inserts or updates a job, and announces it. A job that has ended is never changed again:
+/// a worker whose lease expired (the job was ended `interrupted` by another replica) cannot
+/// overwrite that end. An ended job's input is deleted.
 fn upsert_job(c: &mut impl postgres::GenericClient, job: &JobRecord) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO jobs (id, model, dataset_id, status, created_at, finished_at, record)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
-           finished_at = EXCLUDED.finished_at, record = EXCLUDED.record",
+           finished_at = EXCLUDED.finished_at, record = EXCLUDED.record
+         WHERE jobs.status = ANY($8)",
         &[
             &job.id,
             &job.model,
@@ -261,9 +280,24 @@ fn upsert_job(c: &mut impl postgres::GenericClient, job: &JobRecord) -> Result<(
             &nanos(job.created_at),
             &job.finished_at.map(nanos),
             &json(job)?,
+            &active()?,
         ],
     )?;
+    if job.status.is_finished() {
+        c.execute("DELETE FROM job_inputs WHERE job = $1", &[&job.id])?;
+    }
+    notify(c, &format!("j {}", job.id))
+}
+
+/// Announces a change on the feed (delivered when the transaction commits).
+fn notify(c: &mut impl postgres::GenericClient, payload: &str) -> Result<(), StoreError> {
+    c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
     Ok(())
+}
+
+/// The stored form of a status.
+fn status(s: JobStatus) -> Result<String, StoreError> {
+    json(&s)
 }
 
 fn insert_epochs(
@@ -281,7 +315,7 @@ fn insert_epochs(
     for e in epochs {
         c.execute(&stmt, &[&job, &i64::from(e.epoch), &json(e)?])?;
     }
-    Ok(())
+    notify(c, &format!("e {job}"))
 }
 
 /// Keys of the transaction-scoped advisory locks that serialise "count, then insert" per
@@ -323,7 +357,7 @@ fn insert_model(
         &[&m.name, &i64::from(m.next_version), &json(m)?],
     )
     .map_err(|e| name_taken(e, &m.name))?;
-    Ok(())
+    notify(tx, &format!("m {}", m.name))
 }
 
 fn insert_version(
@@ -412,6 +446,7 @@ impl Store for PostgresStore {
             return Err(StoreError::model_busy(name));
         }
         tx.execute("DELETE FROM models WHERE name = $1", &[&name])?;
+        notify(&mut tx, &format!("m {name}"))?;
         tx.commit()?;
         Ok(())
     }
@@ -433,6 +468,7 @@ impl Store for PostgresStore {
             "INSERT INTO datasets (id, record, features, targets) VALUES ($1, $2, $3, $4)",
             &[&meta.id, &json(meta)?, &features, &targets],
         )?;
+        notify(&mut tx, &format!("d {}", meta.id))?;
         tx.commit()?;
         Ok(())
     }
@@ -465,6 +501,7 @@ impl Store for PostgresStore {
             return Err(StoreError::dataset_in_use(id));
         }
         tx.execute("DELETE FROM datasets WHERE id = $1", &[&id])?;
+        notify(&mut tx, &format!("d {id}"))?;
         tx.commit()?;
         Ok(())
     }
@@ -487,12 +524,19 @@ impl Store for PostgresStore {
     }
 
     fn save_job(&self, job: &JobRecord) -> Result<(), StoreError> {
-        upsert_job(&mut *self.conn()?, job)
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        upsert_job(&mut tx, job)?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn delete_job(&self, id: Uuid) -> Result<(), StoreError> {
-        self.conn()?
-            .execute("DELETE FROM jobs WHERE id = $1", &[&id])?;
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        tx.execute("DELETE FROM jobs WHERE id = $1", &[&id])?;
+        notify(&mut tx, &format!("j {id}"))?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -527,6 +571,20 @@ impl Store for PostgresStore {
     ) -> Result<Published, StoreError> {
         let mut c = self.conn()?;
         let mut tx = c.transaction()?;
+        // Only the lease holder publishes: a job another replica ended (its lease expired)
+        // publishes nothing.
+        if let Some(row) = tx.query_opt(
+            "SELECT status, owner FROM jobs WHERE id = $1 FOR UPDATE",
+            &[&job.id],
+        )? {
+            let (st, owner): (String, Option<String>) = (row.get(0), row.get(1));
+            if st != status(JobStatus::Running)? || owner.is_some_and(|o| o != self.replica) {
+                return Err(StoreError::Conflict(
+                    ErrorCode::Interrupted,
+                    "the job's lease expired and another replica ended it".into(),
+                ));
+            }
+        }
         // The row lock serialises publishers of one model: each sees the number the one before
         // it took.
         let Some(row) = tx.query_opt(
@@ -566,6 +624,7 @@ impl Store for PostgresStore {
             "DELETE FROM versions WHERE model = $1 AND version = ANY($2)",
             &[&v.model, &gone],
         )?;
+        notify(&mut tx, &format!("m {}", v.model))?;
         tx.commit()?;
         Ok(Published {
             version: v.version,
@@ -587,6 +646,9 @@ impl Store for PostgresStore {
         let ids = retention::excess_jobs(finished, keep);
         if !ids.is_empty() {
             tx.execute("DELETE FROM jobs WHERE id = ANY($1)", &[&ids])?;
+            for id in &ids {
+                notify(&mut tx, &format!("j {id}"))?;
+            }
         }
         tx.commit()?;
         Ok(ids)
@@ -751,4 +813,332 @@ impl Store for PostgresStore {
         self.conn()?.simple_query("SELECT 1")?;
         Ok(())
     }
+
+    fn shared(&self) -> Option<&dyn Shared> {
+        Some(self)
+    }
+}
+
+/// A lease of `d` as SQL milliseconds.
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl Shared for PostgresStore {
+    fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    fn enqueue(
+        &self,
+        job: &JobRecord,
+        input: &JobInput,
+        capacity: usize,
+    ) -> Result<(), StoreError> {
+        let (record, features, targets) = input.encode()?;
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        // The lock that serialises submissions with deletes also serialises the queue count.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&QUEUE_LOCK])?;
+        if tx
+            .query_opt("SELECT 1 FROM models WHERE name = $1", &[&job.model])?
+            .is_none()
+        {
+            return Err(StoreError::model_gone(&job.model));
+        }
+        let queued: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM jobs WHERE status = $1",
+                &[&status(JobStatus::Queued)?],
+            )?
+            .get(0);
+        if usize::try_from(queued).unwrap_or(usize::MAX) >= capacity {
+            return Err(StoreError::Conflict(
+                ErrorCode::QueueFull,
+                "the training queue is full; retry later".into(),
+            ));
+        }
+        upsert_job(&mut tx, job)?;
+        tx.execute(
+            "INSERT INTO job_inputs (job, record, features, targets) VALUES ($1, $2, $3, $4)",
+            &[&job.id, &record, &features, &targets],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn claim(&self, lease: Duration) -> Result<Option<Claim>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        let Some(row) = tx.query_opt(
+            "SELECT id, record FROM jobs WHERE status = $1 ORDER BY created_at, id
+             LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[&status(JobStatus::Queued)?],
+        )?
+        else {
+            return Ok(None);
+        };
+        let id: Uuid = row.get(0);
+        let mut job: JobRecord = parse(row.get(1))?;
+        job.status = JobStatus::Running;
+        job.started_at = Some(OffsetDateTime::now_utc());
+        tx.execute(
+            "UPDATE jobs SET status = $2, record = $3, owner = $4,
+               lease_until = now() + $5 * interval '1 millisecond', cancel_requested = false
+             WHERE id = $1",
+            &[
+                &id,
+                &status(JobStatus::Running)?,
+                &json(&job)?,
+                &self.replica,
+                &millis(lease),
+            ],
+        )?;
+        let input = match tx.query_opt(
+            "SELECT record, features, targets FROM job_inputs WHERE job = $1",
+            &[&id],
+        )? {
+            Some(r) => Some(JobInput::decode(r.get(0), r.get(1), r.get(2))?),
+            None => None,
+        };
+        notify(&mut tx, &format!("j {id}"))?;
+        tx.commit()?;
+        Ok(Some(Claim { job, input }))
+    }
+
+    fn renew(&self, lease: Duration) -> Result<Vec<(Uuid, bool)>, StoreError> {
+        let rows = self.conn()?.query(
+            "UPDATE jobs SET lease_until = now() + $3 * interval '1 millisecond'
+             WHERE owner = $1 AND status = $2 RETURNING id, cancel_requested",
+            &[&self.replica, &status(JobStatus::Running)?, &millis(lease)],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn reap(&self, mine: bool) -> Result<Vec<Uuid>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        let rows = tx.query(
+            "SELECT id, record, owner = $2 FROM jobs WHERE status = $1
+               AND (lease_until IS NULL OR lease_until < now() OR ($3 AND owner = $2))
+             FOR UPDATE SKIP LOCKED",
+            &[&status(JobStatus::Running)?, &self.replica, &mine],
+        )?;
+        let mut ids = Vec::new();
+        for r in &rows {
+            let mut job: JobRecord = parse(r.get(1))?;
+            let restarted: Option<bool> = r.get(2);
+            job.status = JobStatus::Failed;
+            job.finished_at = Some(OffsetDateTime::now_utc());
+            job.error = Some(JobError {
+                code: ErrorCode::Interrupted,
+                message: if mine && restarted == Some(true) {
+                    "the replica that ran the job restarted".into()
+                } else {
+                    "the replica that ran the job stopped renewing its lease".into()
+                },
+            });
+            upsert_job(&mut tx, &job)?;
+            ids.push(job.id);
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn cancel(&self, id: Uuid) -> Result<Canceled, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        let Some(row) = tx.query_opt("SELECT record FROM jobs WHERE id = $1 FOR UPDATE", &[&id])?
+        else {
+            return Ok(Canceled::NotFound);
+        };
+        let mut job: JobRecord = parse(row.get(0))?;
+        let outcome = match job.status {
+            JobStatus::Queued => {
+                job.status = JobStatus::Canceled;
+                job.finished_at = Some(OffsetDateTime::now_utc());
+                upsert_job(&mut tx, &job)?;
+                Canceled::Queued(Box::new(job))
+            }
+            JobStatus::Running => {
+                tx.execute(
+                    "UPDATE jobs SET cancel_requested = true WHERE id = $1",
+                    &[&id],
+                )?;
+                notify(&mut tx, &format!("c {id}"))?;
+                Canceled::Requested
+            }
+            s => Canceled::Finished(s),
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn job(&self, id: Uuid) -> Result<Option<JobRecord>, StoreError> {
+        self.conn()?
+            .query_opt("SELECT record FROM jobs WHERE id = $1", &[&id])?
+            .map(|r| parse(r.get(0)))
+            .transpose()
+    }
+
+    fn epochs_after(&self, id: Uuid, after: u32) -> Result<Vec<EpochReport>, StoreError> {
+        self.conn()?
+            .query(
+                "SELECT record FROM epochs WHERE job = $1 AND epoch > $2 ORDER BY epoch",
+                &[&id, &i64::from(after)],
+            )?
+            .iter()
+            .map(|r| parse(r.get(0)))
+            .collect()
+    }
+
+    fn job_statuses(&self) -> Result<Vec<(Uuid, JobStatus)>, StoreError> {
+        self.conn()?
+            .query("SELECT id, status FROM jobs", &[])?
+            .iter()
+            .map(|r| Ok((r.get(0), parse(r.get(1))?)))
+            .collect()
+    }
+
+    fn model(&self, name: &str) -> Result<Option<(ModelRecord, Vec<u32>)>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.build_transaction().read_only(true).start()?;
+        let Some(row) = tx.query_opt("SELECT record FROM models WHERE name = $1", &[&name])? else {
+            return Ok(None);
+        };
+        let m: ModelRecord = parse(row.get(0))?;
+        let numbers = tx
+            .query(
+                "SELECT version FROM versions WHERE model = $1 ORDER BY version",
+                &[&name],
+            )?
+            .iter()
+            .filter_map(|r| u32::try_from(r.get::<_, i64>(0)).ok())
+            .collect();
+        tx.commit()?;
+        Ok(Some((m, numbers)))
+    }
+
+    fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, StoreError> {
+        self.conn()?
+            .query_opt(
+                "SELECT record FROM versions WHERE model = $1 AND version = $2",
+                &[&model, &i64::from(version)],
+            )?
+            .map(|r| parse(r.get(0)))
+            .transpose()
+    }
+
+    fn model_versions(&self) -> Result<Vec<(String, OffsetDateTime, Vec<u32>)>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.build_transaction().read_only(true).start()?;
+        let mut out: Vec<(String, OffsetDateTime, Vec<u32>)> = Vec::new();
+        for r in tx.query("SELECT record FROM models ORDER BY name", &[])? {
+            let m: ModelRecord = parse(r.get(0))?;
+            out.push((m.name, m.created_at, Vec::new()));
+        }
+        let index: HashMap<String, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _, _))| (n.clone(), i))
+            .collect();
+        for r in tx.query(
+            "SELECT model, version FROM versions ORDER BY model, version",
+            &[],
+        )? {
+            if let (Some(&i), Ok(v)) = (
+                index.get(r.get::<_, &str>(0)),
+                u32::try_from(r.get::<_, i64>(1)),
+            ) {
+                out[i].2.push(v);
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn dataset(&self, id: Uuid) -> Result<Option<DatasetRecord>, StoreError> {
+        self.conn()?
+            .query_opt("SELECT record FROM datasets WHERE id = $1", &[&id])?
+            .map(|r| parse(r.get(0)))
+            .transpose()
+    }
+
+    fn dataset_ids(&self) -> Result<Vec<Uuid>, StoreError> {
+        Ok(self
+            .conn()?
+            .query("SELECT id FROM datasets", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    fn listen(&self) -> Box<dyn Changes> {
+        Box::new(Feed {
+            config: self.config.clone(),
+            client: None,
+        })
+    }
+}
+
+/// The change feed: `LISTEN` on a connection of its own (not the pool's), reconnected after a
+/// failure. Blocking; it lives on the thread that reads it.
+struct Feed {
+    config: postgres::Config,
+    client: Option<postgres::Client>,
+}
+
+impl Changes for Feed {
+    fn next(&mut self, timeout: Duration) -> Result<Option<Change>, StoreError> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let Some(client) = self.client.as_mut() else {
+            let mut client = self.config.connect(NoTls).map_err(fail)?;
+            client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .map_err(fail)?;
+            self.client = Some(client);
+            return Ok(Some(Change::Resync));
+        };
+        let got = client.notifications().timeout_iter(timeout).next();
+        match got {
+            Ok(Some(n)) => Ok(parse_change(n.payload())),
+            Ok(None) => {
+                // Quiet, or disconnected: a round trip tells them apart (and notices a peer
+                // that vanished without closing the connection).
+                if let Err(e) = client.simple_query("SELECT 1") {
+                    self.client = None;
+                    return Err(fail(e));
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                self.client = None;
+                Err(fail(e))
+            }
+        }
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // As with the pool: never close a connection on an async runtime's thread.
+        if let Some(c) = self.client.take() {
+            let _ = std::thread::Builder::new()
+                .name("mlpd-pg-close".into())
+                .spawn(move || drop(c));
+        }
+    }
+}
+
+fn parse_change(payload: &str) -> Option<Change> {
+    let (kind, id) = payload.split_once(' ')?;
+    let uuid = || id.parse::<Uuid>().ok();
+    Some(match kind {
+        "j" => Change::Job(uuid()?),
+        "e" => Change::Epochs(uuid()?),
+        "c" => Change::Cancel(uuid()?),
+        "d" => Change::Dataset(uuid()?),
+        "m" => Change::Model(id.to_string()),
+        _ => return None,
+    })
 }

@@ -439,7 +439,12 @@ pub struct SseEvent {
 
 impl Sse {
     pub async fn open(app: &TestApp, path: &str, last_event_id: Option<u32>) -> Sse {
-        let mut req = app.client.get(app.url(path));
+        Self::open_url(&app.client, &app.url(path), last_event_id).await
+    }
+
+    /// [`Sse::open`] on any server.
+    pub async fn open_url(client: &Client, url: &str, last_event_id: Option<u32>) -> Sse {
+        let mut req = client.get(url);
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }

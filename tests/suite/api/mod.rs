@@ -1,5 +1,6 @@
 //! The HTTP service, driven over real HTTP against a server on an ephemeral port.
 
+mod cluster;
 mod contract;
 mod dashboard;
 mod datasets;
