@@ -15,8 +15,8 @@
 use super::cells::{column_words, table_from_words, words};
 use super::{
     Canceled, Change, Changes, Claim, Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim,
-    JobInput, JobRecord, ModelRecord, Published, Shared, Snapshot, Store, StoreError,
-    StoredAnswer, VersionRecord, retention,
+    JobInput, JobRecord, ModelRecord, Published, Shared, Snapshot, Store, StoreError, StoredAnswer,
+    VersionRecord, retention,
 };
 use crate::error::ErrorCode;
 use crate::nn::EpochReport;
