@@ -180,6 +180,21 @@ async fn cluster_any_replica_accepts_streams_and_cancels_a_job_running_on_any_ot
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
     let runner = owner(&db, &job).await;
     assert!(["a", "b", "c"].contains(&runner.as_str()), "{runner}");
+    // B resumes after the second epoch it would have seen (`Last-Event-ID`): the replay starts
+    // right after it, with the same ids.
+    let mut resumed = Sse::open_url(
+        &b.client,
+        &b.url(&format!("/v1/jobs/{job}/events")),
+        Some(seen[1]),
+    )
+    .await;
+    let first = resumed.next().await.expect("a replayed epoch");
+    assert_eq!(
+        first.id.as_deref(),
+        Some((seen[1] + 1).to_string().as_str())
+    );
+    assert_eq!(first.data["epoch"], seen[1] + 1, "{:?}", first.data);
+    drop(resumed);
     // Running on exactly one replica: each sees the same job running.
     for x in &r {
         let (_, j) = x.get(&format!("/v1/jobs/{job}")).await;
@@ -385,4 +400,70 @@ async fn cluster_the_queue_capacity_counts_every_replica() {
         .sql("SELECT count(*) FROM jobs WHERE status IN ('\"queued\"', '\"running\"')")
         .await;
     assert_eq!(rows[0].get::<_, i64>(0), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_every_replica_serves_a_new_version_within_a_second_and_never_an_older_one() {
+    if postgres_server().is_none() {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let r = three(&db, &[]).await;
+    create_iris(&r[0]).await;
+    let ds = r[1].upload_iris().await;
+    let short = json!({"dataset_id": ds, "epochs": 20, "batch_size": 16});
+    for round in 1..=3u64 {
+        let job = r[(round % 3) as usize].train(&short).await;
+        // Every replica's answers, polled from submission until all serve the new version.
+        let pollers: Vec<_> = r
+            .iter()
+            .map(|x| {
+                let (c, url) = (x.client.clone(), x.url("/v1/models/iris/predict"));
+                tokio::spawn(async move {
+                    let mut seen: Vec<(Instant, u64)> = Vec::new();
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_secs(60) {
+                        let r = c
+                            .post(&url)
+                            .json(&json!({"inputs": [[5.1, 3.5, 1.4, 0.2]]}))
+                            .send()
+                            .await
+                            .unwrap();
+                        if r.status() == StatusCode::OK {
+                            let v: Value = r.json().await.unwrap();
+                            let v = v["version"].as_u64().unwrap();
+                            seen.push((Instant::now(), v));
+                            if v >= round {
+                                return seen;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let done = r[0]
+            .wait_job(&job, "succeeded", |j| j["status"] == "succeeded")
+            .await;
+        let succeeded = Instant::now();
+        assert_eq!(done["model_version"], round, "{done}");
+        for (x, p) in r.iter().zip(pollers) {
+            let seen = p.await.unwrap();
+            let versions: Vec<u64> = seen.iter().map(|(_, v)| *v).collect();
+            assert!(
+                versions.windows(2).all(|w| w[0] <= w[1]),
+                "{}: never back: {versions:?}",
+                x.id
+            );
+            let (at, last) = *seen.last().expect("answers");
+            assert_eq!(last, round, "{}: {versions:?}", x.id);
+            let late = at.saturating_duration_since(succeeded);
+            println!(
+                "round {round}: {} serves v{round} {late:?} after the job was seen done",
+                x.id
+            );
+            assert!(late < Duration::from_secs(1), "{}: {late:?}", x.id);
+        }
+    }
 }
