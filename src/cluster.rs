@@ -168,6 +168,9 @@ impl Cluster {
             return Ok(false);
         };
         let shared = self.shared();
+        // Ordered with this replica's own serving changes (which hold it across their commit
+        // and memory update): a read from before one of them is not applied after it.
+        let _serving = self.registry.serving_lock();
         let Some((record, numbers)) = shared.model(name)? else {
             self.registry.remove(&parsed);
             return Ok(false);

@@ -49,10 +49,14 @@ pub enum ErrorCode {
     InvalidData,
     /// The model was deleted while the job ran.
     ModelDeleted,
+    /// No alias of that name on the model.
+    AliasNotFound,
+    /// The version is pinned or aliased (it cannot be deleted).
+    VersionInUse,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 30] = {
+    pub const ALL: [ErrorCode; 32] = {
         use ErrorCode::*;
         [
             MalformedJson,
@@ -85,6 +89,8 @@ impl ErrorCode {
             Diverged,
             InvalidData,
             ModelDeleted,
+            AliasNotFound,
+            VersionInUse,
         ]
     };
 
@@ -98,9 +104,8 @@ impl ErrorCode {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            RouteNotFound | ModelNotFound | VersionNotFound | DatasetNotFound | JobNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            RouteNotFound | ModelNotFound | VersionNotFound | AliasNotFound | DatasetNotFound
+            | JobNotFound => StatusCode::NOT_FOUND,
             ModelDeleted => StatusCode::GONE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ModelExists
@@ -109,7 +114,8 @@ impl ErrorCode {
             | DatasetInUse
             | JobFinished
             | LimitReached
-            | IdempotencyKeyInFlight => StatusCode::CONFLICT,
+            | IdempotencyKeyInFlight
+            | VersionInUse => StatusCode::CONFLICT,
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
             Overloaded | StoreUnavailable | Timeout | Interrupted => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -8,6 +8,7 @@ use crate::nn::{EpochReport, LabelSet, NetworkSpec, StopReason, TrainParams, Tra
 use crate::scoring::Scores;
 use crate::tabular::{ColumnInfo, Signature, Table, Task, Values};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -21,6 +22,76 @@ pub struct ModelRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub next_version: u32,
+    /// The version served whatever is newer (policy `pinned`); none: the newest is served
+    /// (policy `latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_version: Option<u32>,
+    /// Named versions (`canary` → 3), predicted with by `?alias=`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aliases: BTreeMap<String, u32>,
+}
+
+impl ModelRecord {
+    /// The version served when the model's versions are `versions`: the pinned one, else the
+    /// newest.
+    pub fn served(&self, versions: &[u32]) -> Option<u32> {
+        self.pinned_version
+            .or_else(|| versions.iter().copied().max())
+    }
+
+    /// Versions retention must keep: the pinned one and every alias's.
+    pub fn protected(&self) -> Vec<u32> {
+        self.pinned_version
+            .into_iter()
+            .chain(self.aliases.values().copied())
+            .collect()
+    }
+}
+
+/// What changed what a model serves (or names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServingCause {
+    /// `PUT …/serving`: a version pinned (promoted or rolled back).
+    Pin,
+    /// `DELETE …/serving`: back to the newest version.
+    Unpin,
+    /// A job succeeded under policy `latest`: its version is served.
+    Job,
+    /// The served version was deleted (policy `latest`): the newest left is served.
+    Delete,
+    /// `PUT …/aliases/{alias}`: an alias set or moved.
+    AliasSet,
+    /// `DELETE …/aliases/{alias}`.
+    AliasRemoved,
+}
+
+/// One entry of a model's serving history.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ServingChange {
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// The version served (or, for an alias change, named) before; none when there was none.
+    pub from: Option<u32>,
+    /// The version served (or named) after; none when there is none.
+    pub to: Option<u32>,
+    pub cause: ServingCause,
+    /// The alias changed (alias causes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The job whose version became served (cause `job`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+}
+
+/// A change to what a model serves or names, as asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServingUpdate {
+    Pin(u32),
+    Unpin,
+    SetAlias(String, u32),
+    RemoveAlias(String),
 }
 
 /// A trained version as stored.

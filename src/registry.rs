@@ -1,19 +1,25 @@
 //! The models: name → definition and trained versions. The version a model serves is swapped
 //! in atomically (one write lock) once the store has committed it; readers clone an `Arc` out
 //! and compute without any lock held.
+//!
+//! What is served is the pinned version if there is one, else the newest (policy `latest`); a
+//! pin, an unpin or a new version changes it under that one write lock, so a request sees the
+//! version before or the version after, never a mix. Changes of serving state are applied in
+//! the order the store committed them: writers hold [`Registry::serving_lock`] across the
+//! store call and the memory update.
 
 use crate::domain::ModelName;
 use crate::nn::NetworkSpec;
 use crate::records::ModelRecord;
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use time::OffsetDateTime;
 
 pub use crate::records::VersionMetrics;
 /// A trained version is exactly what the store keeps of it.
 pub use crate::records::VersionRecord as ModelVersion;
 
-/// A model: its definition and its versions, oldest first (the last one is served).
+/// A model: its definition, its versions (oldest first) and what it serves.
 #[derive(Clone, Debug)]
 pub struct ModelEntry {
     pub name: ModelName,
@@ -23,11 +29,44 @@ pub struct ModelEntry {
     pub versions: Vec<Arc<ModelVersion>>,
     /// The number the next version gets (numbers are never reused).
     pub next_version: u32,
+    /// The version served whatever is newer; none: the newest is served.
+    pub pinned_version: Option<u32>,
+    /// Named versions.
+    pub aliases: BTreeMap<String, u32>,
+}
+
+/// Which version a request asks for.
+#[derive(Clone, Copy, Debug)]
+pub enum Select<'a> {
+    /// The one served.
+    Served,
+    Version(u32),
+    Alias(&'a str),
 }
 
 impl ModelEntry {
     pub fn latest(&self) -> Option<&Arc<ModelVersion>> {
         self.versions.last()
+    }
+
+    /// The version predictions use by default: the pinned one, else the newest.
+    pub fn served(&self) -> Option<&Arc<ModelVersion>> {
+        match self.pinned_version {
+            Some(p) => self.versions.iter().find(|v| v.version == p),
+            None => self.latest(),
+        }
+    }
+
+    fn select(&self, which: Select<'_>) -> Result<Arc<ModelVersion>, Lookup> {
+        let find = |n: u32| self.versions.iter().find(|x| x.version == n).cloned();
+        match which {
+            Select::Served => self.served().cloned().ok_or(Lookup::NotTrained),
+            Select::Version(n) => find(n).ok_or(Lookup::NoVersion),
+            Select::Alias(a) => {
+                let n = self.aliases.get(a).ok_or(Lookup::NoAlias)?;
+                find(*n).ok_or(Lookup::NoVersion)
+            }
+        }
     }
 
     pub fn record(&self) -> ModelRecord {
@@ -37,6 +76,8 @@ impl ModelEntry {
             description: self.description.clone(),
             created_at: self.created_at,
             next_version: self.next_version,
+            pinned_version: self.pinned_version,
+            aliases: self.aliases.clone(),
         }
     }
 }
@@ -46,11 +87,14 @@ pub enum Lookup {
     NoModel,
     NotTrained,
     NoVersion,
+    NoAlias,
 }
 
 #[derive(Default)]
 pub struct Registry {
     models: RwLock<BTreeMap<ModelName, ModelEntry>>,
+    /// Held across a store change of serving state and its memory update (see the module doc).
+    serving: Mutex<()>,
 }
 
 impl Registry {
@@ -70,6 +114,8 @@ impl Registry {
                     created_at: r.created_at,
                     versions: Vec::new(),
                     next_version: r.next_version,
+                    pinned_version: r.pinned_version,
+                    aliases: r.aliases,
                 },
             );
         }
@@ -132,27 +178,38 @@ impl Registry {
             .is_some()
     }
 
-    /// The version to predict with: `version`, or the latest.
+    /// The version to predict with: `version`, or the one served.
     pub fn serving(
         &self,
         name: &ModelName,
         version: Option<u32>,
     ) -> Result<Arc<ModelVersion>, Lookup> {
-        let m = self.models.read().expect("registry lock");
-        let entry = m.get(name).ok_or(Lookup::NoModel)?;
-        match version {
-            None => entry.latest().cloned().ok_or(Lookup::NotTrained),
-            Some(v) => entry
-                .versions
-                .iter()
-                .find(|x| x.version == v)
-                .cloned()
-                .ok_or(Lookup::NoVersion),
-        }
+        self.select(name, version.map_or(Select::Served, Select::Version))
     }
 
-    /// Publishes a committed version (it is served from now on) and drops pruned ones.
-    pub fn insert_version(&self, name: &ModelName, v: Arc<ModelVersion>, pruned: &[u32]) -> bool {
+    /// The version a request selects.
+    pub fn select(&self, name: &ModelName, which: Select<'_>) -> Result<Arc<ModelVersion>, Lookup> {
+        let m = self.models.read().expect("registry lock");
+        m.get(name).ok_or(Lookup::NoModel)?.select(which)
+    }
+
+    /// Hold it across a store change of serving state (a pin, an alias, a version published
+    /// or deleted) and the memory update that follows, so that memory applies changes in the
+    /// store's order. Never held on the async runtime.
+    pub fn serving_lock(&self) -> MutexGuard<'_, ()> {
+        self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes a committed version and drops pruned ones; the pin and aliases become the
+    /// store's (`record`, as the publishing transaction read them): under `latest` the new
+    /// version is served from now on, under a pin nothing served changes.
+    pub fn insert_version(
+        &self,
+        name: &ModelName,
+        v: Arc<ModelVersion>,
+        pruned: &[u32],
+        record: Option<&ModelRecord>,
+    ) -> bool {
         let mut m = self.models.write().expect("registry lock");
         let Some(e) = m.get_mut(name) else {
             return false;
@@ -164,6 +221,10 @@ impl Registry {
             e.versions.sort_by_key(|x| x.version);
         }
         e.versions.retain(|x| !pruned.contains(&x.version));
+        if let Some(r) = record {
+            e.pinned_version = r.pinned_version;
+            e.aliases = r.aliases.clone();
+        }
         true
     }
 
@@ -190,12 +251,17 @@ impl Registry {
             created_at: record.created_at,
             versions: Vec::new(),
             next_version: record.next_version,
+            pinned_version: record.pinned_version,
+            aliases: record.aliases.clone(),
         };
         let e = m.entry(name.clone()).or_insert_with(fresh);
         if e.created_at != record.created_at {
             *e = fresh();
         }
         e.next_version = e.next_version.max(record.next_version);
+        // The pin and aliases are the store's (callers hold `serving_lock` across the read).
+        e.pinned_version = record.pinned_version;
+        e.aliases = record.aliases.clone();
         // A version newer than any the store listed was published after this read began:
         // kept (dropping it would serve an older version after a newer one).
         let newest = numbers.iter().copied().max().unwrap_or(0);
@@ -209,6 +275,25 @@ impl Registry {
         e.versions.sort_by_key(|v| v.version);
         if let Some(v) = e.versions.last() {
             e.next_version = e.next_version.max(v.version + 1);
+        }
+    }
+
+    /// Takes on the store's pin and aliases of a model (after a committed change): one write,
+    /// so a request sees what was served before or what is served after.
+    pub fn apply_serving(&self, record: &ModelRecord) {
+        let Ok(name) = ModelName::parse(&record.name) else {
+            return;
+        };
+        if let Some(e) = self.models.write().expect("registry lock").get_mut(&name) {
+            e.pinned_version = record.pinned_version;
+            e.aliases = record.aliases.clone();
+        }
+    }
+
+    /// Drops a version deleted from the store.
+    pub fn remove_version(&self, name: &ModelName, version: u32) {
+        if let Some(e) = self.models.write().expect("registry lock").get_mut(name) {
+            e.versions.retain(|x| x.version != version);
         }
     }
 }

@@ -17,6 +17,7 @@ mod predict;
 mod predict_input;
 mod schemas;
 mod schemas_tabular;
+pub mod serving;
 pub mod v2;
 mod views;
 
@@ -49,7 +50,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(models::create, models::list))
         .routes(routes!(models::get, models::delete))
         .routes(routes!(models::versions))
-        .routes(routes!(models::version))
+        .routes(routes!(models::version, serving::delete_version))
+        .routes(routes!(serving::get, serving::pin, serving::unpin))
+        .routes(routes!(serving::set_alias, serving::delete_alias))
         .routes(routes!(models::export))
         .routes(routes!(models::import))
         .routes(routes!(evaluations::evaluate))

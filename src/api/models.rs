@@ -5,7 +5,7 @@ use super::views::{ModelView, VersionView};
 use crate::domain::ModelName;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::nn::{Activation, LayerSpec, Loss, ModelError, NetworkSpec, TrainParams, TrainedModel};
-use crate::registry::{Lookup, ModelEntry, ModelVersion, VersionMetrics};
+use crate::registry::{Lookup, ModelEntry, ModelVersion, Select, VersionMetrics};
 use crate::state::AppState;
 use crate::tabular::Signature;
 use axum::extract::State;
@@ -75,6 +75,29 @@ pub fn lookup_error(name: &ModelName, e: Lookup) -> ApiError {
             ErrorCode::VersionNotFound,
             format!("model {:?} has no such version", name.as_str()),
         ),
+        Lookup::NoAlias => ApiError::new(
+            ErrorCode::AliasNotFound,
+            format!("model {:?} has no such alias", name.as_str()),
+        ),
+    }
+}
+
+/// [`lookup_error`] naming the version or alias asked for.
+pub fn select_error(name: &ModelName, which: Select<'_>, e: Lookup) -> ApiError {
+    match (e, which) {
+        (Lookup::NoVersion, Select::Version(v)) => ApiError::new(
+            ErrorCode::VersionNotFound,
+            format!("model {:?} has no version {v}", name.as_str()),
+        ),
+        (Lookup::NoAlias, Select::Alias(a)) => super::serving::alias_not_found(name, a),
+        (Lookup::NoVersion, Select::Alias(a)) => ApiError::new(
+            ErrorCode::VersionNotFound,
+            format!(
+                "the version alias {a:?} of model {:?} names is gone",
+                name.as_str()
+            ),
+        ),
+        (e, _) => lookup_error(name, e),
     }
 }
 
@@ -138,6 +161,8 @@ pub async fn create(
         created_at: OffsetDateTime::now_utc(),
         versions: Vec::new(),
         next_version: 1,
+        pinned_version: None,
+        aliases: Default::default(),
     };
     let view = ModelView::from(&entry);
     let admin = state.admin_lock().await;
@@ -265,7 +290,7 @@ pub async fn versions(
         versions: entry
             .versions
             .iter()
-            .map(|v| VersionView::from(v.as_ref()))
+            .map(|v| VersionView::of(v.as_ref(), &entry))
             .collect(),
     }))
 }
@@ -282,11 +307,12 @@ pub async fn version(
     Path((name, version)): Path<(String, u32)>,
 ) -> Result<axum::Json<VersionView>, ApiError> {
     let name = parse_name(&name)?;
+    let entry = find(&state, &name)?;
     let v = state
         .registry
         .serving(&name, Some(version))
-        .map_err(|e| lookup_error(&name, e))?;
-    Ok(axum::Json(VersionView::from(v.as_ref())))
+        .map_err(|e| select_error(&name, Select::Version(version), e))?;
+    Ok(axum::Json(VersionView::of(v.as_ref(), &entry)))
 }
 
 /// 409 when the name is taken or the server holds `--max-models` models already. Call under
@@ -487,6 +513,8 @@ pub async fn import(
         created_at: now,
         versions: Vec::new(),
         next_version: 2,
+        pinned_version: None,
+        aliases: Default::default(),
     };
     let version = ModelVersion {
         model: name.to_string(),
@@ -511,7 +539,7 @@ pub async fn import(
         .commit(Some(admin), move |s| {
             s.import_model(&record, &version, max)?;
             registry.create(entry);
-            registry.insert_version(&n, version, &[]);
+            registry.insert_version(&n, version, &[], None);
             Ok(registry.get(&n))
         })
         .await?

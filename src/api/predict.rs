@@ -3,12 +3,12 @@
 //! held while computing.
 
 use super::extract::{Path, Query};
-use super::models::{lookup_error, parse_name};
+use super::models::{parse_name, select_error};
 use super::predict_input::{PredictInput, PredictRequest};
 use crate::batcher::PredictError;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::nn::{Activation, Label, Prediction};
-use crate::registry::ModelVersion;
+use crate::registry::{ModelVersion, Select};
 use crate::state::AppState;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -18,9 +18,33 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PredictQuery {
-    /// Predict with this version instead of the latest.
+    /// Predict with this version instead of the one served.
     #[param(minimum = 1)]
     pub version: Option<u32>,
+    /// Predict with the version this alias names (not with `version`).
+    #[param(pattern = "^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
+    pub alias: Option<String>,
+}
+
+impl PredictQuery {
+    /// The version asked for.
+    ///
+    /// # Errors
+    /// 422 for both `version` and `alias`, or an alias that is not one.
+    pub fn select(&self) -> Result<Select<'_>, ApiError> {
+        match (self.version, self.alias.as_deref()) {
+            (Some(_), Some(_)) => Err(ApiError::invalid(
+                "alias",
+                "give either version or alias, not both",
+            )),
+            (Some(v), None) => Ok(Select::Version(v)),
+            (None, Some(a)) => {
+                super::serving::parse_alias(a, "alias")?;
+                Ok(Select::Alias(a))
+            }
+            (None, None) => Ok(Select::Served),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -53,11 +77,11 @@ pub struct PredictResponse {
     responses(
         (status = 200, description = "Outputs (and labels) per row", body = PredictResponse),
         (status = 400, description = "Malformed JSON", body = ErrorBody),
-        (status = 404, description = "No such model or version", body = ErrorBody),
+        (status = 404, description = "No such model, version or alias", body = ErrorBody),
         (status = 409, description = "The model has no trained version yet", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Neither JSON nor CSV", body = ErrorBody),
-        (status = 422, description = "Rows of the wrong width or not finite; an unknown field, text in a numeric feature, an unseen level refused", body = ErrorBody),
+        (status = 422, description = "Both `version` and `alias`, or not an alias name; rows of the wrong width or not finite; an unknown field, text in a numeric feature, an unseen level refused", body = ErrorBody),
         (status = 503, description = "Too many predictions at once; retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
@@ -68,10 +92,11 @@ pub async fn predict(
     input: PredictInput,
 ) -> Result<axum::Json<PredictResponse>, ApiError> {
     let name = parse_name(&name)?;
+    let which = q.select()?;
     let served = state
         .registry
-        .serving(&name, q.version)
-        .map_err(|e| lookup_error(&name, e))?;
+        .select(&name, which)
+        .map_err(|e| select_error(&name, which, e))?;
     // Small bodies decode inline; records, columns and CSV of any size on a blocking thread.
     let x = if input.cells_hint() <= INLINE_DECODE {
         input.into_matrix(&served)?

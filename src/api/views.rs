@@ -35,6 +35,13 @@ pub struct VersionView {
     /// The version whose weights training started from (a warm start).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_version: Option<u32>,
+    /// Whether predictions without `?version=` or `?alias=` use it.
+    pub served: bool,
+    /// Whether it is pinned (policy `pinned`).
+    pub pinned: bool,
+    /// The aliases naming it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// A version's signature as clients read it.
@@ -118,6 +125,26 @@ impl From<&ModelVersion> for VersionView {
                 .as_ref()
                 .map(|s| SignatureView::of(s, &v.trained.input_scaler)),
             parent_version: v.parent_version,
+            served: false,
+            pinned: false,
+            aliases: Vec::new(),
+        }
+    }
+}
+
+impl VersionView {
+    /// The version with its serving state in model `m`.
+    pub fn of(v: &ModelVersion, m: &ModelEntry) -> Self {
+        VersionView {
+            served: m.served().is_some_and(|s| s.version == v.version),
+            pinned: m.pinned_version == Some(v.version),
+            aliases: m
+                .aliases
+                .iter()
+                .filter(|(_, n)| **n == v.version)
+                .map(|(a, _)| a.clone())
+                .collect(),
+            ..VersionView::from(v)
         }
     }
 }
@@ -138,13 +165,21 @@ pub struct ModelView {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
-    /// The version predictions use (the newest), if any.
+    /// The newest version, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest_version: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latest_metrics: Option<VersionMetrics>,
     /// Version numbers, oldest first.
     pub versions: Vec<u32>,
+    /// `latest` (the newest version is served) or `pinned`.
+    pub serving_policy: crate::api::serving::ServingPolicy,
+    /// The version predictions use without `?version=` or `?alias=`: the pinned one, else the
+    /// newest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serving_version: Option<u32>,
+    /// Alias → version.
+    pub aliases: std::collections::BTreeMap<String, u32>,
 }
 
 impl From<&ModelEntry> for ModelView {
@@ -163,6 +198,9 @@ impl From<&ModelEntry> for ModelView {
             latest_version: m.latest().map(|v| v.version),
             latest_metrics: m.latest().map(|v| v.metrics.clone()),
             versions: m.versions.iter().map(|v| v.version).collect(),
+            serving_policy: crate::api::serving::policy(m.pinned_version),
+            serving_version: m.served().map(|v| v.version),
+            aliases: m.aliases.clone(),
         }
     }
 }

@@ -415,6 +415,8 @@ mod tests {
             created_at: time::OffsetDateTime::now_utc(),
             versions: vec![],
             next_version: 1,
+            pinned_version: None,
+            aliases: Default::default(),
         };
         let dir = std::env::temp_dir().join(format!("mlpd-unit-{}", Uuid::new_v4()));
         let store: Arc<dyn Store> = Arc::new(crate::store::SqliteStore::open(&dir, None).unwrap());

@@ -434,15 +434,22 @@ impl Worker {
         };
         let mut end = JobEnd::succeeded(0, outcome.stop_reason);
         let mut record = job.record(Some(&end));
-        match self.store.publish(
+        // The store decides whether the version is served (not under a pin); memory follows
+        // it in the store's order.
+        let serving = self.registry.serving_lock();
+        let published = self.store.publish(
             &mut v,
             &mut record,
             pending,
             self.retention.versions_per_model,
-        ) {
+        );
+        if let Ok(p) = &published {
+            self.registry
+                .insert_version(&job.model, Arc::new(v), &p.pruned, Some(&p.model));
+        }
+        drop(serving);
+        match published {
             Ok(published) => {
-                self.registry
-                    .insert_version(&job.model, Arc::new(v), &published.pruned);
                 self.prune_jobs();
                 end.model_version = Some(published.version);
                 job.finish(end);

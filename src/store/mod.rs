@@ -12,6 +12,7 @@ mod cells;
 mod inputs;
 mod postgres;
 pub mod retention;
+pub mod serving;
 mod sqlite;
 
 pub use inputs::JobInput;
@@ -20,7 +21,7 @@ pub use sqlite::SqliteStore;
 
 pub use crate::records::{
     Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord,
-    StoredAnswer, VersionRecord,
+    ServingChange, ServingUpdate, StoredAnswer, VersionRecord,
 };
 
 use crate::error::{ApiError, ErrorCode};
@@ -144,6 +145,17 @@ pub struct Published {
     pub version: u32,
     /// Version numbers removed by retention.
     pub pruned: Vec<u32>,
+    /// The model as the publishing transaction read it: its pin and aliases are what is served.
+    pub model: ModelRecord,
+}
+
+/// What [`Store::change_serving`] decided.
+#[derive(Debug)]
+pub struct ServingChanged {
+    /// The model's record after the change.
+    pub model: ModelRecord,
+    /// The history entry; none when nothing changed.
+    pub change: Option<ServingChange>,
 }
 
 /// Evaluations kept per version (the oldest beyond it are deleted when one is added).
@@ -250,6 +262,29 @@ pub trait Store: Send + Sync + 'static {
         expired_before: i64,
         stale_before: i64,
     ) -> Result<usize, StoreError>;
+    /// In one transaction (serialised with [`Store::publish`] of the same model): applies a
+    /// change of what the model serves or names ([`serving::apply`]), records it in the model's
+    /// history (keeping the newest [`serving::HISTORY_PER_MODEL`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`]: `model_not_found`, `version_not_found`, `alias_not_found`.
+    fn change_serving(
+        &self,
+        model: &str,
+        update: &ServingUpdate,
+    ) -> Result<ServingChanged, StoreError>;
+    /// Deletes one version (and its evaluations) unless it is pinned or aliased, in one
+    /// transaction; a history entry when it was the one served.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`]: `model_not_found`, `version_not_found`, `version_in_use`.
+    fn delete_version(
+        &self,
+        model: &str,
+        version: u32,
+    ) -> Result<Option<ServingChange>, StoreError>;
+    /// A model's serving history, newest first.
+    fn serving_history(&self, model: &str) -> Result<Vec<ServingChange>, StoreError>;
     /// Whether the store answers.
     fn ping(&self) -> Result<(), StoreError>;
     /// The queue, leases and change feed of a store that several replicas share (PostgreSQL);

@@ -15,8 +15,8 @@
 use super::cells::{column_words, table_from_words, words};
 use super::{
     Canceled, Change, Changes, Claim, Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim,
-    JobInput, JobRecord, ModelRecord, Published, Shared, Snapshot, Store, StoreError, StoredAnswer,
-    VersionRecord, retention,
+    JobInput, JobRecord, ModelRecord, Published, ServingChange, ServingChanged, ServingUpdate,
+    Shared, Snapshot, Store, StoreError, StoredAnswer, VersionRecord, retention, serving,
 };
 use crate::error::ErrorCode;
 use crate::nn::EpochReport;
@@ -32,10 +32,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The newest schema this binary knows (the last migration's number).
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: [(i64, &str); 4] = [
+const MIGRATIONS: [(i64, &str); 5] = [
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_evaluations.sql")),
     (
@@ -43,6 +43,7 @@ const MIGRATIONS: [(i64, &str); 4] = [
         include_str!("migrations/postgres/0003_idempotency_keys.sql"),
     ),
     (4, include_str!("migrations/postgres/0004_queue.sql")),
+    (5, include_str!("migrations/postgres/0005_serving.sql")),
 ];
 
 /// The channel of the change feed. Payloads are small: a letter and an id (`j <job>`,
@@ -396,6 +397,53 @@ fn purge_keys(
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
+/// The model's record (its row locked for the rest of the transaction, as [`Store::publish`]
+/// locks it) and version numbers.
+fn lock_model(
+    tx: &mut postgres::Transaction<'_>,
+    model: &str,
+) -> Result<Option<(ModelRecord, Vec<u32>)>, StoreError> {
+    let Some(row) = tx.query_opt(
+        "SELECT record FROM models WHERE name = $1 FOR UPDATE",
+        &[&model],
+    )?
+    else {
+        return Ok(None);
+    };
+    let record: ModelRecord = parse(row.get(0))?;
+    let versions = tx
+        .query("SELECT version FROM versions WHERE model = $1", &[&model])?
+        .iter()
+        .filter_map(|r| u32::try_from(r.get::<_, i64>(0)).ok())
+        .collect();
+    Ok(Some((record, versions)))
+}
+
+/// Appends a history entry, keeping the model's newest [`serving::HISTORY_PER_MODEL`].
+fn insert_history(
+    tx: &mut postgres::Transaction<'_>,
+    model: &str,
+    c: &ServingChange,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO serving_history (model, record) VALUES ($1, $2)",
+        &[&model, &json(c)?],
+    )?;
+    let seqs: Vec<i64> = tx
+        .query(
+            "SELECT seq FROM serving_history WHERE model = $1",
+            &[&model],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let gone = retention::excess_history(seqs, serving::HISTORY_PER_MODEL);
+    if !gone.is_empty() {
+        tx.execute("DELETE FROM serving_history WHERE seq = ANY($1)", &[&gone])?;
+    }
+    Ok(())
+}
+
 impl Store for PostgresStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let mut c = self.conn()?;
@@ -596,6 +644,11 @@ impl Store for PostgresStore {
         };
         let next: i64 = row.get(0);
         let mut model: ModelRecord = parse(row.get(1))?;
+        let before: Vec<u32> = tx
+            .query("SELECT version FROM versions WHERE model = $1", &[&v.model])?
+            .iter()
+            .filter_map(|r| u32::try_from(r.get::<_, i64>(0)).ok())
+            .collect();
         let newest: Option<i64> = tx
             .query_one(
                 "SELECT MAX(version) FROM versions WHERE model = $1",
@@ -618,7 +671,10 @@ impl Store for PostgresStore {
             .iter()
             .filter_map(|r| u32::try_from(r.get::<_, i64>(0)).ok())
             .collect();
-        let pruned = retention::excess_versions(all, keep);
+        if let Some(c) = serving::published(&model, &before, v.version, job.id) {
+            insert_history(&mut tx, &v.model, &c)?;
+        }
+        let pruned = retention::excess_versions(all, keep, &model.protected());
         let gone: Vec<i64> = pruned.iter().map(|&p| i64::from(p)).collect();
         tx.execute(
             "DELETE FROM versions WHERE model = $1 AND version = ANY($2)",
@@ -629,6 +685,7 @@ impl Store for PostgresStore {
         Ok(Published {
             version: v.version,
             pruned,
+            model,
         })
     }
 
@@ -807,6 +864,64 @@ impl Store for PostgresStore {
         stale_before: i64,
     ) -> Result<usize, StoreError> {
         purge_keys(&mut *self.conn()?, expired_before, stale_before)
+    }
+
+    fn change_serving(
+        &self,
+        model: &str,
+        update: &ServingUpdate,
+    ) -> Result<ServingChanged, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        let Some((mut record, versions)) = lock_model(&mut tx, model)? else {
+            return Err(StoreError::model_gone(model));
+        };
+        let change = serving::apply(&mut record, &versions, update)?;
+        if let Some(ch) = &change {
+            tx.execute(
+                "UPDATE models SET record = $2 WHERE name = $1",
+                &[&model, &json(&record)?],
+            )?;
+            insert_history(&mut tx, model, ch)?;
+            notify(&mut tx, &format!("m {model}"))?;
+        }
+        tx.commit()?;
+        Ok(ServingChanged {
+            model: record,
+            change,
+        })
+    }
+
+    fn delete_version(
+        &self,
+        model: &str,
+        version: u32,
+    ) -> Result<Option<ServingChange>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        let Some((record, versions)) = lock_model(&mut tx, model)? else {
+            return Err(StoreError::model_gone(model));
+        };
+        serving::check_delete(&record, &versions, version)?;
+        let change = serving::deleted(&record, &versions, version);
+        tx.execute(
+            "DELETE FROM versions WHERE model = $1 AND version = $2",
+            &[&model, &i64::from(version)],
+        )?;
+        if let Some(ch) = &change {
+            insert_history(&mut tx, model, ch)?;
+        }
+        notify(&mut tx, &format!("m {model}"))?;
+        tx.commit()?;
+        Ok(change)
+    }
+
+    fn serving_history(&self, model: &str) -> Result<Vec<ServingChange>, StoreError> {
+        let rows = self.conn()?.query(
+            "SELECT record FROM serving_history WHERE model = $1 ORDER BY seq DESC",
+            &[&model],
+        )?;
+        rows.iter().map(|r| parse(r.get::<_, &str>(0))).collect()
     }
 
     fn ping(&self) -> Result<(), StoreError> {

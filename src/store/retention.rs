@@ -3,11 +3,21 @@
 
 use uuid::Uuid;
 
-/// Of a model's version numbers, those beyond the newest `keep` (the newest, which is served,
-/// is always kept).
-pub fn excess_versions(mut versions: Vec<u32>, keep: usize) -> Vec<u32> {
+/// Of a model's version numbers, those beyond the newest `keep` (the newest is always kept),
+/// except the `protected` ones (pinned or aliased), which are never pruned.
+pub fn excess_versions(mut versions: Vec<u32>, keep: usize, protected: &[u32]) -> Vec<u32> {
     versions.sort_unstable_by(|a, b| b.cmp(a));
-    versions.into_iter().skip(keep.max(1)).collect()
+    versions
+        .into_iter()
+        .skip(keep.max(1))
+        .filter(|v| !protected.contains(v))
+        .collect()
+}
+
+/// Of a model's serving history, as insertion sequence numbers, those beyond the newest `keep`.
+pub fn excess_history(mut seqs: Vec<i64>, keep: usize) -> Vec<i64> {
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    seqs.into_iter().skip(keep).collect()
 }
 
 /// Of the finished jobs, as (finish time in nanoseconds since the epoch, id), those beyond the
@@ -33,9 +43,16 @@ mod tests {
 
     #[test]
     fn the_newest_versions_stay_and_at_least_one() {
-        assert_eq!(excess_versions(vec![1, 4, 2, 3], 2), vec![2, 1]);
-        assert_eq!(excess_versions(vec![1, 2], 0), vec![1]);
-        assert!(excess_versions(vec![7], 5).is_empty());
+        assert_eq!(excess_versions(vec![1, 4, 2, 3], 2, &[]), vec![2, 1]);
+        assert_eq!(excess_versions(vec![1, 2], 0, &[]), vec![1]);
+        assert!(excess_versions(vec![7], 5, &[]).is_empty());
+    }
+
+    #[test]
+    fn pinned_and_aliased_versions_are_never_pruned() {
+        assert_eq!(excess_versions(vec![1, 4, 2, 3], 1, &[1, 2]), vec![3]);
+        assert!(excess_versions(vec![1, 2], 1, &[1]).is_empty());
+        assert_eq!(excess_history(vec![1, 3, 2], 2), vec![1]);
     }
 
     #[test]

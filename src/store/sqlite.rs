@@ -9,7 +9,8 @@
 use super::cells::{column_words, table_from_words};
 use super::{
     Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord, Published,
-    Snapshot, Store, StoreError, StoredAnswer, VersionRecord, retention,
+    ServingChange, ServingChanged, ServingUpdate, Snapshot, Store, StoreError, StoredAnswer,
+    VersionRecord, retention, serving,
 };
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, Label};
@@ -23,7 +24,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use uuid::Uuid;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2: serving history (pins and aliases live in the model records).
+const SCHEMA_VERSION: i64 = 2;
 const CHUNK: usize = 1 << 20;
 
 const SCHEMA: &str = "
@@ -61,6 +63,11 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
   headers TEXT,
   body BLOB);
 CREATE INDEX IF NOT EXISTS idempotency_keys_claimed ON idempotency_keys (claimed_at);
+CREATE TABLE IF NOT EXISTS serving_history (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
+  record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS serving_history_of_model ON serving_history (model, seq);
 ";
 
 pub struct SqliteStore {
@@ -159,6 +166,13 @@ impl SqliteStore {
                 return Err(fail(format!(
                     "the database has schema version {v}; this mlpd reads up to {SCHEMA_VERSION}"
                 )));
+            }
+            Some(v) if v < SCHEMA_VERSION => {
+                // The tables above were created if missing; older records read as they are.
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
             }
             Some(_) => {}
         }
@@ -351,6 +365,43 @@ type KeyRow = (
     Option<Vec<u8>>,
 );
 
+/// The model's record and version numbers, inside the caller's (write) transaction.
+fn model_and_versions(
+    tx: &Connection,
+    model: &str,
+) -> Result<Option<(ModelRecord, Vec<u32>)>, StoreError> {
+    let record: Option<String> = tx
+        .query_row("SELECT record FROM models WHERE name = ?1", [model], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(record) = record else {
+        return Ok(None);
+    };
+    let mut versions = Vec::new();
+    let mut stmt = tx.prepare_cached("SELECT version FROM versions WHERE model = ?1")?;
+    for r in stmt.query_map([model], |r| r.get::<_, u32>(0))? {
+        versions.push(r?);
+    }
+    Ok(Some((parse(&record)?, versions)))
+}
+
+/// Appends a history entry, keeping the model's newest [`serving::HISTORY_PER_MODEL`].
+fn insert_history(tx: &Connection, model: &str, c: &ServingChange) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO serving_history (model, record) VALUES (?1, ?2)",
+        params![model, json(c)?],
+    )?;
+    let seqs: Vec<i64> = tx
+        .prepare_cached("SELECT seq FROM serving_history WHERE model = ?1")?
+        .query_map([model], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for seq in retention::excess_history(seqs, serving::HISTORY_PER_MODEL) {
+        tx.execute("DELETE FROM serving_history WHERE seq = ?1", [seq])?;
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let conn = self.conn();
@@ -535,6 +586,10 @@ impl Store for SqliteStore {
             return Err(StoreError::Gone);
         };
         let mut model: ModelRecord = parse(&record)?;
+        let before: Vec<u32> = tx
+            .prepare("SELECT version FROM versions WHERE model = ?1")?
+            .query_map([&v.model], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         let newest: Option<u32> = tx.query_row(
             "SELECT MAX(version) FROM versions WHERE model = ?1",
             [&v.model],
@@ -560,7 +615,10 @@ impl Store for SqliteStore {
                 all.push(r?);
             }
         }
-        let pruned = retention::excess_versions(all, keep);
+        if let Some(c) = serving::published(&model, &before, v.version, job.id) {
+            insert_history(&tx, &v.model, &c)?;
+        }
+        let pruned = retention::excess_versions(all, keep, &model.protected());
         for p in &pruned {
             tx.execute(
                 "DELETE FROM versions WHERE model = ?1 AND version = ?2",
@@ -571,6 +629,7 @@ impl Store for SqliteStore {
         Ok(Published {
             version: v.version,
             pruned,
+            model,
         })
     }
 
@@ -743,6 +802,66 @@ impl Store for SqliteStore {
         stale_before: i64,
     ) -> Result<usize, StoreError> {
         purge_keys(&self.conn(), expired_before, stale_before)
+    }
+
+    fn change_serving(
+        &self,
+        model: &str,
+        update: &ServingUpdate,
+    ) -> Result<ServingChanged, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some((mut record, versions)) = model_and_versions(&tx, model)? else {
+            return Err(StoreError::model_gone(model));
+        };
+        let change = serving::apply(&mut record, &versions, update)?;
+        if let Some(c) = &change {
+            tx.execute(
+                "UPDATE models SET record = ?2 WHERE name = ?1",
+                params![model, json(&record)?],
+            )?;
+            insert_history(&tx, model, c)?;
+        }
+        tx.commit()?;
+        Ok(ServingChanged {
+            model: record,
+            change,
+        })
+    }
+
+    fn delete_version(
+        &self,
+        model: &str,
+        version: u32,
+    ) -> Result<Option<ServingChange>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some((record, versions)) = model_and_versions(&tx, model)? else {
+            return Err(StoreError::model_gone(model));
+        };
+        serving::check_delete(&record, &versions, version)?;
+        let change = serving::deleted(&record, &versions, version);
+        tx.execute(
+            "DELETE FROM versions WHERE model = ?1 AND version = ?2",
+            params![model, version],
+        )?;
+        if let Some(c) = &change {
+            insert_history(&tx, model, c)?;
+        }
+        tx.commit()?;
+        compact(&conn);
+        Ok(change)
+    }
+
+    fn serving_history(&self, model: &str) -> Result<Vec<ServingChange>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT record FROM serving_history WHERE model = ?1 ORDER BY seq DESC")?;
+        let mut out = Vec::new();
+        for r in stmt.query_map([model], |r| r.get::<_, String>(0))? {
+            out.push(parse(&r?)?);
+        }
+        Ok(out)
     }
 
     fn ping(&self) -> Result<(), StoreError> {

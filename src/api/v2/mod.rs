@@ -235,10 +235,12 @@ pub(crate) fn lookup(
                 message: format!("model {name:?} has no trained version yet"),
                 retry_after: None,
             },
-            crate::registry::Lookup::NoVersion => V2Error::not_found(format!(
-                "model {name:?} has no version {}",
-                version.unwrap_or(0)
-            )),
+            crate::registry::Lookup::NoVersion | crate::registry::Lookup::NoAlias => {
+                V2Error::not_found(format!(
+                    "model {name:?} has no version {}",
+                    version.unwrap_or(0)
+                ))
+            }
         })
 }
 
@@ -255,7 +257,7 @@ fn metadata(state: &AppState, name: &str, version: Option<u32>) -> Result<ModelM
         .get(&model)
         .ok_or_else(|| unknown_model(name))?;
     let served = match version {
-        None => entry.latest().cloned(),
+        None => entry.served().cloned(),
         Some(_) => Some(lookup(state, name, version)?),
     };
     let spec = served.as_ref().map_or(&entry.spec, |v| &v.trained.spec);

@@ -330,3 +330,75 @@ async fn postgres_a_model_or_dataset_in_use_on_one_replica_cannot_be_deleted_on_
         .await;
     assert_eq!(rows[0].get::<_, i64>(0), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_pin_is_the_databases_for_every_replica() {
+    if postgres_server().is_none() {
+        return;
+    }
+    let db = TestDatabase::create().await;
+    let (a, b) = (app_on(&db.url).await, app_on(&db.url).await);
+    let ds = a.trained_iris("iris").await;
+    let job = a
+        .train("iris", json!({"dataset_id": ds, "epochs": 2}))
+        .await;
+    assert_eq!(a.wait_done(&job).await["model_version"], 2);
+    let row = json!({"inputs": [[5.9, 3.0, 5.1, 1.8]]});
+    assert_eq!(served_by(&b, &row, 2).await, 2);
+    let r = a
+        .put("/v1/models/iris/serving", &json!({"version": 1}))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    // The running replica follows the pin; a job it runs stores its version unserved, because
+    // the publishing transaction reads the pin from the database.
+    assert_eq!(
+        served_by(&b, &row, 1).await,
+        1,
+        "the other replica follows the pin"
+    );
+    let job = b
+        .train("iris", json!({"dataset_id": ds, "epochs": 2}))
+        .await;
+    assert_eq!(b.wait_done(&job).await["model_version"], 3);
+    for app in [&a, &b] {
+        let p: Value = app
+            .post("/v1/models/iris/predict", &row)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(p["version"], 1, "{p}");
+    }
+    // A replica started now reads the pin from the store.
+    let c = app_on(&db.url).await;
+    assert_eq!(served_by(&c, &row, 1).await, 1);
+    let s: Value = c.get("/v1/models/iris/serving").await.json().await.unwrap();
+    assert_eq!(s["history"][0]["cause"], "pin", "{s}");
+    assert_eq!(s["pinned_version"], 1, "{s}");
+    let rows = db.sql("SELECT count(*) FROM serving_history").await;
+    assert_eq!(rows[0].get::<_, i64>(0), 3, "two jobs served, one pin");
+    // Deleting the pinned version is refused on any replica.
+    assert_eq!(
+        b.delete("/v1/models/iris/versions/1").await.status(),
+        StatusCode::CONFLICT
+    );
+    // Unpinning on one replica serves the newest on the others.
+    let r = c.delete("/v1/models/iris/serving").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(served_by(&a, &row, 3).await, 3);
+    assert_eq!(served_by(&b, &row, 3).await, 3);
+}
+
+/// The version a replica serves, once it answers `want` (the change feed brings it; 10 s at
+/// most).
+async fn served_by(app: &TestApp, row: &Value, want: u64) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let r = app.post("/v1/models/iris/predict", row).await;
+        let p: Value = r.json().await.unwrap_or(Value::Null);
+        if p["version"] == want || start.elapsed() > Duration::from_secs(10) {
+            return p["version"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
