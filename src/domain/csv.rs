@@ -333,4 +333,104 @@ mod tests {
             "{err}"
         );
     }
+
+    mod properties {
+        //! Deterministic property tests (fixed seed, no failure files, bounded cases).
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        fn config(cases: u32) -> Config {
+            Config {
+                cases,
+                failure_persistence: None,
+                rng_seed: RngSeed::Fixed(0x6d6c_7064),
+                ..Config::default()
+            }
+        }
+
+        fn numeric(c: &Column) -> Vec<f32> {
+            match &c.values {
+                Values::Numeric(v) => v.clone(),
+                other => panic!("column {} is not numeric: {other:?}", c.name),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config(128))]
+
+            /// A numeric table written as CSV (each value as the shortest text of its f64
+            /// widening, some cells missing) parses back to the same f32 values, NaN where missing.
+            #[test]
+            fn numeric_tables_round_trip(
+                table in (1usize..5).prop_flat_map(|w| prop::collection::vec(
+                    prop::collection::vec(prop_oneof![
+                        9 => any::<f32>().prop_filter("finite", |x| x.is_finite()).prop_map(Some),
+                        1 => Just(None),
+                    ], w + 1),
+                    1..12,
+                )),
+                delimiter in prop_oneof![Just(b','), Just(b';'), Just(b'\t')],
+            ) {
+                let w = table[0].len();
+                // Every column needs a value somewhere (an all-missing column is refused).
+                let table: Vec<Vec<Option<f32>>> = table.into_iter().enumerate().map(|(i, mut r)| {
+                    if i == 0 { r.iter_mut().for_each(|c| *c = c.or(Some(0.5))); }
+                    r
+                }).collect();
+                let d = char::from(delimiter);
+                let mut text = (0..w).map(|j| format!("c{j}")).collect::<Vec<_>>().join(&d.to_string());
+                text.push('\n');
+                for r in &table {
+                    let cells: Vec<String> = r.iter().map(|c| c.map_or(String::new(), |x| format!("{:?}", f64::from(x)))).collect();
+                    text.push_str(&cells.join(&d.to_string()));
+                    text.push('\n');
+                }
+                let t = parse(text.as_bytes(), &CsvOptions { delimiter, ..CsvOptions::default() })
+                    .map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+                prop_assert_eq!(t.rows(), table.len());
+                let cols: Vec<&Column> = t.features().iter().chain(t.targets()).collect();
+                prop_assert_eq!(cols.len(), w);
+                for (j, c) in cols.iter().enumerate() {
+                    let got = numeric(c);
+                    for (i, r) in table.iter().enumerate() {
+                        match r[j] {
+                            Some(x) => prop_assert_eq!(got[i].to_bits(), x.to_bits(), "row {} col {}", i, j),
+                            None => prop_assert!(got[i].is_nan()),
+                        }
+                    }
+                }
+            }
+
+            /// Any bytes, any options: an answer or an error, never a panic; an accepted
+            /// table's columns all have its row count.
+            #[test]
+            fn arbitrary_input_never_panics(
+                bytes in prop::collection::vec(prop_oneof![
+                    3 => prop::sample::select(b"abc019.,;\"\n\r\t -eNA?".to_vec()),
+                    1 => any::<u8>(),
+                ], 0..120),
+                target in prop::option::of("[abc]"),
+                categorical in prop::option::of("[abc]"),
+                ignore in prop::option::of("[abc]"),
+                max_cells in prop::option::of(0usize..20),
+            ) {
+                let opts = CsvOptions {
+                    targets: target.into_iter().collect(),
+                    categorical: categorical.into_iter().collect(),
+                    ignore: ignore.into_iter().collect(),
+                    max_cells,
+                    ..CsvOptions::default()
+                };
+                if let Ok(t) = parse(&bytes[..], &opts) {
+                    for c in t.features().iter().chain(t.targets()) {
+                        prop_assert_eq!(c.values.len(), t.rows());
+                    }
+                    if let Some(max) = max_cells {
+                        prop_assert!(t.cells() <= max);
+                    }
+                }
+            }
+        }
+    }
 }

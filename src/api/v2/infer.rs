@@ -323,7 +323,11 @@ fn input(req: &InferRequest, binary: &[u8], width: usize) -> Result<ndarray::Arr
             tensor::json_to_f32(INPUT, dt, &data.values).map_err(V2Error::bad_request)?
         }
     };
-    Ok(ndarray::Array2::from_shape_vec((rows, width), values).expect("rows × width values"))
+    ndarray::Array2::from_shape_vec((rows, width), values).map_err(|_| {
+        V2Error::bad_request(format!(
+            "input {INPUT:?}: the data does not hold {rows} × {width} values"
+        ))
+    })
 }
 
 /// One feature's column, as its input tensor gave it.

@@ -116,10 +116,19 @@ impl<'de> Deserialize<'de> for JsonData {
                 "tensor data mixes numbers and strings",
             ));
         }
+        let dims: Vec<usize> = c.dims.into_iter().map(|d| d.unwrap_or(0)).collect();
+        // Regular nesting means the dims count the elements; never rely on less.
+        if dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+            != Some(c.values.len() + c.texts.len())
+        {
+            return Err(serde::de::Error::custom(
+                "tensor data nests arrays irregularly",
+            ));
+        }
         Ok(JsonData {
             values: c.values,
             texts: c.texts,
-            dims: c.dims.into_iter().map(|d| d.unwrap_or(0)).collect(),
+            dims,
         })
     }
 }
@@ -143,6 +152,12 @@ impl Collector {
     }
 
     fn leaf<E: serde::de::Error>(&mut self, depth: usize, v: f64) -> Result<(), E> {
+        // An array already seen at this depth or deeper (`[[], 1]`): leaves and arrays mixed.
+        if self.dims.len() > depth {
+            return Err(E::custom(
+                "tensor data nests arrays irregularly (numbers beside arrays)",
+            ));
+        }
         match self.leaf_depth {
             None => self.leaf_depth = Some(depth),
             Some(d) if d != depth => {
@@ -418,6 +433,10 @@ mod tests {
     #[test]
     fn irregular_or_non_numeric_data_is_refused() {
         for bad in [
+            // Found by the property tests: an empty array before numbers at its depth.
+            "[[], 0, 1, 1]",
+            "[0, [], 1]",
+            "[[[]], [1]]",
             "[[1, 2], [3]]",
             "[[1, 2], 3]",
             "[1, [2, 3]]",
@@ -477,5 +496,86 @@ mod tests {
         assert_eq!(binary_to_strings("x", &out, 2).unwrap(), ["ab", ""]);
         assert!(binary_to_strings("x", &out, 3).is_err());
         assert!(binary_to_strings("x", &out[..5], 1).is_err());
+    }
+
+    mod properties {
+        //! Deterministic property tests (fixed seed, no failure files, bounded cases).
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, RngSeed};
+
+        fn config() -> Config {
+            Config {
+                cases: 256,
+                failure_persistence: None,
+                rng_seed: RngSeed::Fixed(0x6d6c_7064),
+                ..Config::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// FP32 elements round-trip through the binary extension bit for bit, and through
+            /// JSON data as written by serde_json.
+            #[test]
+            fn f32_elements_round_trip(values in prop::collection::vec(
+                any::<f32>().prop_filter("finite", |x| x.is_finite()), 0..64)) {
+                let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+                let back = binary_to_f32("x", DataType::F32, &bytes, false).unwrap();
+                prop_assert_eq!(
+                    back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    values.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+                );
+                let text = serde_json::to_string(&values).unwrap();
+                let parsed: JsonData = serde_json::from_str(&text).unwrap();
+                prop_assert_eq!(&parsed.dims, &vec![values.len()]);
+                let back = json_to_f32("x", DataType::F32, &parsed.values).unwrap();
+                prop_assert_eq!(back, values);
+            }
+
+            /// Any bytes as any type: values or an error naming the tensor, never a panic.
+            #[test]
+            fn arbitrary_binary_never_panics(
+                bytes in prop::collection::vec(any::<u8>(), 0..64),
+                dt in prop::sample::select(vec![
+                    DataType::Bool, DataType::U8, DataType::U16, DataType::U32, DataType::U64,
+                    DataType::I8, DataType::I16, DataType::I32, DataType::I64, DataType::F16,
+                    DataType::F32, DataType::F64, DataType::Bytes,
+                ]),
+                missing in any::<bool>(),
+            ) {
+                match binary_to_f32("x", dt, &bytes, missing) {
+                    Ok(v) => prop_assert!(v.iter().all(|x| x.is_finite() || (missing && x.is_nan()))),
+                    Err(e) => prop_assert!(e.contains("\"x\""), "{}", e),
+                }
+                let _ = binary_to_strings("x", &bytes, 4);
+            }
+
+            /// Any nesting of arrays, numbers and strings: a shape whose product counts the
+            /// values, or an error; never a panic (`[[], 0, 1, 1]` once passed as 4 values).
+            #[test]
+            fn arbitrary_json_data_is_regular_or_refused(data in {
+                let leaf = prop_oneof![
+                    (-9i32..9).prop_map(serde_json::Value::from),
+                    Just(serde_json::Value::from("a")),
+                    Just(serde_json::Value::from(true)),
+                ];
+                leaf.prop_recursive(4, 32, 4, |inner| {
+                    prop::collection::vec(inner, 0..4).prop_map(serde_json::Value::Array)
+                })
+            }) {
+                if let Ok(d) = serde_json::from_value::<JsonData>(data.clone()) {
+                    let n: usize = d.dims.iter().product();
+                    prop_assert_eq!(n, d.values.len() + d.texts.len(), "{}", data);
+                }
+            }
+
+            /// Any text: never a panic.
+            #[test]
+            fn arbitrary_json_text_never_panics(text in "[\\[\\], 0-9.e\"a-]{0,40}") {
+                let _ = serde_json::from_str::<JsonData>(&text);
+            }
+        }
     }
 }

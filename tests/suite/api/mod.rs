@@ -18,6 +18,7 @@ mod persistence;
 mod postgres;
 mod predict;
 mod process;
+mod properties;
 mod serving;
 mod tables;
 mod training;
