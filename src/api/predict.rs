@@ -7,12 +7,14 @@ use super::models::{parse_name, select_error};
 use super::predict_input::{PredictInput, PredictRequest};
 use crate::batcher::PredictError;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::nn::{Activation, Label, Prediction};
+use crate::nn::{Activation, Label, LabelSet, Prediction};
 use crate::registry::{ModelVersion, Select};
 use crate::state::AppState;
 use axum::extract::State;
+use ndarray::Array2;
+use serde::ser::{SerializeMap, SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Deserialize, IntoParams)]
@@ -47,7 +49,10 @@ impl PredictQuery {
     }
 }
 
+// The answer's schema. The answer itself is written by `Answer`, straight from the forward
+// pass's output matrix, without building these vectors and maps per request.
 #[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // the schema only
 pub struct PredictResponse {
     pub model: String,
     pub version: u32,
@@ -59,7 +64,7 @@ pub struct PredictResponse {
     /// Classifiers with a softmax or sigmoid output: each class's probability per row, by label.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<std::collections::HashMap<String, super::openapi::Float32>>>)]
-    pub probabilities: Option<Vec<BTreeMap<String, f32>>>,
+    pub probabilities: Option<Vec<std::collections::BTreeMap<String, f32>>>,
 }
 
 /// Predict with a trained model.
@@ -90,7 +95,7 @@ pub async fn predict(
     Path(name): Path<String>,
     Query(q): Query<PredictQuery>,
     input: PredictInput,
-) -> Result<axum::Json<PredictResponse>, ApiError> {
+) -> Result<axum::Json<Answer>, ApiError> {
     let name = parse_name(&name)?;
     let which = q.select()?;
     let served = state
@@ -98,7 +103,7 @@ pub async fn predict(
         .select(&name, which)
         .map_err(|e| select_error(&name, which, e))?;
     // Small bodies decode inline; records, columns and CSV of any size on a blocking thread.
-    let x = if input.cells_hint() <= INLINE_DECODE {
+    let x = if input.decodes_quickly() {
         input.into_matrix(&served)?
     } else {
         let model = served.clone();
@@ -141,47 +146,130 @@ pub(crate) async fn compute(
         })
 }
 
-/// Rows (or about 8 record fields each) below which a body is decoded on the runtime.
-const INLINE_DECODE: usize = 4096;
-
 fn respond(
     name: &crate::domain::ModelName,
-    served: &ModelVersion,
+    served: &Arc<ModelVersion>,
     pred: Prediction,
-) -> axum::Json<PredictResponse> {
-    axum::Json(PredictResponse {
+) -> axum::Json<Answer> {
+    axum::Json(Answer {
         model: name.to_string(),
-        version: served.version,
-        outputs: pred
-            .outputs
-            .rows()
-            .into_iter()
-            .map(|r| r.to_vec())
-            .collect(),
-        probabilities: probabilities(served, &pred),
+        served: served.clone(),
+        outputs: pred.outputs,
         labels: pred.labels,
     })
 }
 
-/// Each class's probability by label, for classifiers whose outputs are probabilities.
-fn probabilities(served: &ModelVersion, pred: &Prediction) -> Option<Vec<BTreeMap<String, f32>>> {
-    let set = served.trained.labels.as_ref()?;
-    let act = served.trained.spec.output_activation();
-    if !matches!(act, Activation::Softmax | Activation::Sigmoid) {
-        return None;
+/// A predict answer as [`PredictResponse`] describes it, serialized from the output matrix.
+pub struct Answer {
+    model: String,
+    served: Arc<ModelVersion>,
+    outputs: Array2<f32>,
+    labels: Option<Vec<Label>>,
+}
+
+impl Answer {
+    /// The classes whose probabilities the outputs are: a classifier's with a softmax or
+    /// sigmoid output.
+    fn classes(&self) -> Option<&LabelSet> {
+        let trained = &self.served.trained;
+        let act = trained.spec.output_activation();
+        let probabilities = matches!(act, Activation::Softmax | Activation::Sigmoid);
+        trained.labels.as_ref().filter(|_| probabilities)
     }
-    let names: Vec<String> = set.to_vec().iter().map(ToString::to_string).collect();
-    Some(
-        pred.outputs
-            .rows()
-            .into_iter()
-            .map(|row| {
-                if row.len() == 1 && names.len() == 2 {
-                    BTreeMap::from([(names[0].clone(), 1.0 - row[0]), (names[1].clone(), row[0])])
+}
+
+impl Serialize for Answer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let classes = self.classes();
+        let fields = 3 + usize::from(self.labels.is_some()) + usize::from(classes.is_some());
+        let mut m = s.serialize_struct("PredictResponse", fields)?;
+        m.serialize_field("model", &self.model)?;
+        m.serialize_field("version", &self.served.version)?;
+        m.serialize_field("outputs", &Rows(&self.outputs))?;
+        if let Some(labels) = &self.labels {
+            m.serialize_field("labels", labels)?;
+        }
+        if let Some(classes) = classes {
+            let rows = ClassProbabilities {
+                classes,
+                outputs: &self.outputs,
+            };
+            m.serialize_field("probabilities", &rows)?;
+        }
+        m.end()
+    }
+}
+
+/// A matrix as a list of rows.
+struct Rows<'a>(&'a Array2<f32>);
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.rows().into_iter().map(Row))
+    }
+}
+
+struct Row<'a>(ndarray::ArrayView1<'a, f32>);
+
+impl Serialize for Row<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter())
+    }
+}
+
+/// Each row's probability of each class, by label, in the classes' order: the outputs of a
+/// softmax (or of several sigmoids), or `1 − p` and `p` for one sigmoid unit of two classes.
+struct ClassProbabilities<'a> {
+    classes: &'a LabelSet,
+    outputs: &'a Array2<f32>,
+}
+
+impl Serialize for ClassProbabilities<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let classes = self.classes;
+        s.collect_seq(
+            self.outputs
+                .rows()
+                .into_iter()
+                .map(|row| ClassRow { classes, row }),
+        )
+    }
+}
+
+struct ClassRow<'a> {
+    classes: &'a LabelSet,
+    row: ndarray::ArrayView1<'a, f32>,
+}
+
+impl Serialize for ClassRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.classes.len();
+        let binary = self.row.len() == 1 && n == 2;
+        let p = |k: usize| {
+            if binary {
+                if k == 0 {
+                    1.0 - self.row[0]
                 } else {
-                    names.iter().cloned().zip(row.iter().copied()).collect()
+                    self.row[0]
                 }
-            })
-            .collect(),
-    )
+            } else {
+                self.row.get(k).copied().unwrap_or(0.0)
+            }
+        };
+        let mut m = s.serialize_map(Some(n))?;
+        match self.classes {
+            LabelSet::Int(ints) => {
+                for (k, label) in ints.iter().enumerate() {
+                    // serde_json writes an integer map key as a string ("3").
+                    m.serialize_entry(label, &p(k))?;
+                }
+            }
+            LabelSet::Str(names) => {
+                for (k, label) in names.iter().enumerate() {
+                    m.serialize_entry(label, &p(k))?;
+                }
+            }
+        }
+        m.end()
+    }
 }

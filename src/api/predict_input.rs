@@ -7,8 +7,9 @@
 //! target columns, or columns ignored at upload (`?ignore=`), are disregarded: a row of the
 //! training file may be sent as it is.
 
-use super::extract::{body_error, content_type, is_json, parse_json};
-use crate::domain::dataset::{json_cell, matrix};
+use super::extract::{INLINE_PARSE_MAX, body_error, content_type, is_json, parse_json};
+use crate::domain::dataset::json_cell;
+use crate::domain::json_matrix;
 use crate::error::{ApiError, ErrorCode};
 use crate::registry::ModelVersion;
 use crate::tabular::{Cell, EncodeError, Feature, MissingTokens, Signature};
@@ -16,6 +17,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use ndarray::Array2;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -26,7 +28,7 @@ pub struct PredictRequest {
     /// Rows of the network's input width (for a numeric model: its features in signature
     /// order).
     #[schema(min_items = 1, value_type = Option<Vec<Vec<super::openapi::Float32>>>)]
-    pub inputs: Option<Vec<Vec<f32>>>,
+    pub inputs: Option<Box<RawValue>>,
     /// Rows by feature name: numbers, strings (categorical features) or null (missing).
     #[schema(min_items = 1, value_type = Option<Vec<Object>>)]
     pub records: Option<Vec<Map<String, Value>>>,
@@ -37,7 +39,8 @@ pub struct PredictRequest {
 
 /// A decoded predict body.
 pub enum PredictInput {
-    Matrix(Vec<Vec<f32>>),
+    /// `inputs`, read by [`json_matrix`].
+    Matrix(Array2<f32>),
     Records(Vec<Map<String, Value>>),
     Columns(Map<String, Value>),
     Csv(Bytes),
@@ -58,26 +61,41 @@ impl<S: Send + Sync> FromRequest<S> for PredictInput {
         if csv {
             return Ok(PredictInput::Csv(bytes));
         }
-        let r: PredictRequest = parse_json(&bytes)?;
-        match (r.inputs, r.records, r.columns) {
-            (Some(i), None, None) => Ok(PredictInput::Matrix(i)),
-            (None, Some(r), None) => Ok(PredictInput::Records(r)),
-            (None, None, Some(c)) => Ok(PredictInput::Columns(c)),
-            _ => Err(ApiError::invalid(
-                "body",
-                "give exactly one of `inputs`, `records` and `columns`",
-            )),
+        if bytes.len() <= INLINE_PARSE_MAX {
+            return decode_json(&bytes);
         }
+        tokio::task::spawn_blocking(move || decode_json(&bytes))
+            .await
+            .map_err(ApiError::internal)?
+    }
+}
+
+/// A JSON predict body: `{"inputs": …}` alone by the short path, anything else by serde_json
+/// (whose `inputs` text is then read the same way, so every body reads its numbers alike).
+fn decode_json(bytes: &[u8]) -> Result<PredictInput, ApiError> {
+    if let Some(x) = json_matrix::inputs_only(bytes) {
+        return Ok(PredictInput::Matrix(x));
+    }
+    let r: PredictRequest = parse_json(bytes)?;
+    match (r.inputs, r.records, r.columns) {
+        (Some(i), None, None) => Ok(PredictInput::Matrix(json_matrix::parse(i.get(), "inputs")?)),
+        (None, Some(r), None) => Ok(PredictInput::Records(r)),
+        (None, None, Some(c)) => Ok(PredictInput::Columns(c)),
+        _ => Err(ApiError::invalid(
+            "body",
+            "give exactly one of `inputs`, `records` and `columns`",
+        )),
     }
 }
 
 impl PredictInput {
-    /// Rows to predict, if known before decoding (to choose where to decode).
-    pub fn cells_hint(&self) -> usize {
+    /// Whether decoding is quick enough for the async runtime: an `inputs` matrix (read
+    /// already) or a few records; anything else is decoded on a blocking thread.
+    pub fn decodes_quickly(&self) -> bool {
         match self {
-            PredictInput::Matrix(m) => m.len(),
-            PredictInput::Records(r) => r.len().saturating_mul(8),
-            PredictInput::Columns(_) | PredictInput::Csv(_) => usize::MAX,
+            PredictInput::Matrix(_) => true,
+            PredictInput::Records(r) => r.len() <= 512,
+            PredictInput::Columns(_) | PredictInput::Csv(_) => false,
         }
     }
 
@@ -87,7 +105,7 @@ impl PredictInput {
     /// A 422 naming the row and field at fault.
     pub fn into_matrix(self, served: &ModelVersion) -> Result<Array2<f32>, ApiError> {
         let x = match self {
-            PredictInput::Matrix(rows) => return matrix(&rows, "inputs"),
+            PredictInput::Matrix(x) => return Ok(x),
             PredictInput::Records(records) => {
                 records_matrix(signature(served, "records")?, &records)?
             }

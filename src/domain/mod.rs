@@ -3,6 +3,7 @@
 
 pub mod csv;
 pub mod dataset;
+pub mod json_matrix;
 pub mod name;
 pub mod train;
 
