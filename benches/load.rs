@@ -6,7 +6,20 @@
 //!
 //!   cargo bench --bench load -- [--secs 120] [--predictors 8]
 //!
-//! Exits non-zero if any request got an undocumented 5xx, a job was lost, or the server died.
+//! **Cluster mode** (`--replicas 3`): the same load against three replicas on one PostgreSQL
+//! database (a fresh one made on the server at `MLPD_TEST_DATABASE_URL`, dropped at the end),
+//! through nginx (`nginx` on PATH, Debian's package) running `docs/nginx.conf` — the README's
+//! load-balancer config, only its four addresses replaced by free ports. Halfway through, the
+//! second replica is killed (-9) and started again five seconds later. A 5xx that nginx answers
+//! for a request that was in flight on the killed replica when it died is counted apart (the
+//! `X-Upstream` header names the replica); every other 5xx is undocumented. Jobs must all end
+//! (those the dead replica ran end `interrupted`), and every replica's memory is reported.
+//!
+//!   MLPD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!     cargo bench --bench load -- --replicas 3 --secs 180
+//!
+//! Exits non-zero if any request got an undocumented 5xx, a job was lost, or a server died
+//! (other than the one the benchmark kills).
 
 use futures_util::StreamExt;
 use reqwest::{Client, StatusCode};
@@ -31,7 +44,32 @@ struct Tally {
     statuses: BTreeMap<(&'static str, u16), u64>,
     /// 5xx answers that the API does not document as overload (`overloaded`, `timeout`).
     unexpected: Vec<String>,
+    /// 5xx answered by nginx for requests in flight on the replica the benchmark killed.
+    cut_by_kill: u64,
+    /// Answers per replica (nginx's `X-Upstream`), in cluster mode.
+    by_upstream: BTreeMap<String, u64>,
     transport_errors: u64,
+}
+
+/// The replica the benchmark killed: its address, and when it died and came back.
+#[derive(Default)]
+struct Kill {
+    addr: String,
+    at: Option<Instant>,
+    back: Option<Instant>,
+}
+
+impl Kill {
+    /// Whether an answer that arrived at `now` from `upstream` (nginx's list of the replicas
+    /// tried) can be a request cut by the kill: its last replica is the killed one, and it
+    /// arrived between the kill and a few seconds after the restart.
+    fn explains(&self, upstream: &str, now: Instant) -> bool {
+        let (Some(at), last) = (self.at, upstream.rsplit(", ").next().unwrap_or("")) else {
+            return false;
+        };
+        let until = self.back.map_or(now, |b| b + Duration::from_secs(5));
+        last == self.addr && now >= at && now <= until
+    }
 }
 
 #[derive(Clone)]
@@ -44,6 +82,7 @@ struct Load {
     ended: Arc<Mutex<BTreeMap<String, String>>>,
     lost: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
+    kill: Arc<Mutex<Kill>>,
 }
 
 impl Load {
@@ -61,22 +100,36 @@ impl Load {
         let result = async {
             let r = req.send().await?;
             let status = r.status();
+            let upstream = r
+                .headers()
+                .get("x-upstream")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let body = r.bytes().await?;
-            Ok::<_, reqwest::Error>((status, body))
+            Ok::<_, reqwest::Error>((status, upstream, body))
         }
         .await;
         let took = started.elapsed();
         let mut t = self.tally.lock().unwrap();
-        let Ok((status, body)) = result else {
+        let Ok((status, upstream, body)) = result else {
             t.transport_errors += 1;
             return None;
         };
         t.latencies.entry(kind).or_default().push(took);
         *t.statuses.entry((kind, status.as_u16())).or_default() += 1;
+        if let Some(u) = &upstream {
+            let last = u.rsplit(", ").next().unwrap_or(u).to_string();
+            *t.by_upstream.entry(last).or_default() += 1;
+        }
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status.is_server_error() {
             let code = json["error"]["code"].as_str().unwrap_or("");
-            if !(code == "overloaded" || code == "timeout") {
+            let cut = upstream
+                .as_deref()
+                .is_some_and(|u| self.kill.lock().unwrap().explains(u, Instant::now()));
+            if cut {
+                t.cut_by_kill += 1;
+            } else if !(code == "overloaded" || code == "timeout") {
                 t.unexpected.push(format!(
                     "{kind}: {status} {}",
                     String::from_utf8_lossy(&body)
@@ -110,9 +163,19 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_server(data_dir: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mlpd"))
-        .args([
+/// One mlpd process of the benchmark: where it listens and what it stores.
+struct Replica {
+    child: Child,
+    port: u16,
+    data_dir: std::path::PathBuf,
+    /// `--replica-id` and `--database-url` in cluster mode.
+    cluster: Option<(String, String)>,
+}
+
+impl Replica {
+    fn start(data_dir: std::path::PathBuf, port: u16, cluster: Option<(String, String)>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlpd"));
+        cmd.args([
             "--bind",
             &format!("127.0.0.1:{port}"),
             "--data-dir",
@@ -127,10 +190,115 @@ fn start_server(data_dir: &std::path::Path, port: u16) -> Child {
             "json",
         ])
         .env("RUST_LOG", "warn")
+        .env_remove("MLPD_DATABASE_URL")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the mlpd binary starts")
+        .stderr(Stdio::inherit());
+        if let Some((id, url)) = &cluster {
+            cmd.args(["--replica-id", id, "--database-url", url]);
+        }
+        let child = cmd.spawn().expect("the mlpd binary starts");
+        Replica {
+            child,
+            port,
+            data_dir,
+            cluster,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the process (SIGKILL; `Child::kill` sends it).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again on the same port, data directory, id and database.
+    fn restart(&mut self) {
+        *self = Replica::start(self.data_dir.clone(), self.port, self.cluster.take());
+    }
+}
+
+async fn wait_healthy(client: &Client, base: &str) {
+    for _ in 0..200 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{base} does not answer /health");
+}
+
+/// A fresh database on the server at `admin` (a PostgreSQL URL); returns its URL.
+fn create_database(admin: &str, name: &str) -> String {
+    let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("PostgreSQL answers");
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let (base, _) = admin.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
+}
+
+fn drop_database(admin: &str, name: &str) {
+    if let Ok(mut c) = postgres::Client::connect(admin, postgres::NoTls) {
+        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}
+
+/// nginx running `docs/nginx.conf` with its upstream and listen addresses replaced.
+struct Nginx {
+    child: Child,
+    prefix: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(listen: u16, upstreams: &[String]) -> Self {
+        let conf = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/nginx.conf"))
+            .unwrap();
+        let mut conf = conf.replace(
+            "listen 127.0.0.1:8080;",
+            &format!("listen 127.0.0.1:{listen};"),
+        );
+        for (i, u) in upstreams.iter().enumerate() {
+            let documented = format!("server 127.0.0.1:{} ", 8081 + i);
+            assert!(
+                conf.contains(&documented),
+                "docs/nginx.conf lists {documented}"
+            );
+            conf = conf.replace(&documented, &format!("server {u} "));
+        }
+        let prefix = std::env::temp_dir().join(format!("mlpd-load-nginx-{}", std::process::id()));
+        std::fs::create_dir_all(prefix.join("logs")).unwrap();
+        std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(arg("--nginx").unwrap_or_else(|| "nginx".into()))
+            .arg("-p")
+            .arg(&prefix)
+            .args([
+                "-c",
+                "nginx.conf",
+                "-e",
+                "logs/error.log",
+                "-g",
+                "daemon off;",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("nginx starts (apt-get install nginx)");
+        Nginx { child, prefix }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.prefix);
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -145,25 +313,51 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn main() {
     let secs: u64 = arg("--secs").map_or(120, |s| s.parse().expect("--secs N"));
     let predictors: usize = arg("--predictors").map_or(8, |s| s.parse().expect("--predictors N"));
-    let data_dir = std::env::temp_dir().join(format!("mlpd-load-{}", std::process::id()));
-    let port = free_port();
-    let mut server = start_server(&data_dir, port);
-    let pid = server.id();
+    let replicas_n: usize = arg("--replicas").map_or(1, |s| s.parse().expect("--replicas N"));
+    let root_dir = std::env::temp_dir().join(format!("mlpd-load-{}", std::process::id()));
+    let admin = std::env::var("MLPD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let db_name = format!("mlpd_load_{}", std::process::id());
+    let db_url = (replicas_n > 1).then(|| create_database(&admin, &db_name));
+    let mut replicas: Vec<Replica> = (0..replicas_n)
+        .map(|i| {
+            let id = ["a", "b", "c", "d", "e", "f", "g", "h"][i % 8].to_string();
+            let cluster = db_url.clone().map(|u| (id.clone(), u));
+            Replica::start(root_dir.join(&id), free_port(), cluster)
+        })
+        .collect();
+    let client = Client::new();
+    for r in &replicas {
+        wait_healthy(&client, &format!("http://{}", r.addr())).await;
+    }
+    let nginx = (replicas_n > 1).then(|| {
+        let addrs: Vec<String> = replicas.iter().map(Replica::addr).collect();
+        Nginx::start(free_port(), &addrs)
+    });
+    let base = match &nginx {
+        Some(n) => {
+            let conf = std::fs::read_to_string(n.prefix.join("nginx.conf")).unwrap();
+            let listen = conf
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("listen "))
+                .unwrap()
+                .trim_end_matches(';')
+                .to_string();
+            format!("http://{listen}")
+        }
+        None => format!("http://{}", replicas[0].addr()),
+    };
     let load = Load {
-        client: Client::new(),
-        base: format!("http://127.0.0.1:{port}"),
+        client,
+        base,
         tally: Arc::default(),
         jobs: Arc::default(),
         ended: Arc::default(),
         lost: Arc::default(),
         stop: Arc::default(),
+        kill: Arc::default(),
     };
-    for _ in 0..100 {
-        if load.client.get(load.url("/health")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_healthy(&load.client, &load.base).await;
 
     // Seed: digits 64-32-10 trained once (predictions use it, jobs retrain it); iris, untrained,
     // for malformed requests.
@@ -205,8 +399,18 @@ async fn main() {
         .collect();
     let rows = Arc::new(rows);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_start = rss_kib(pid);
-    println!("load: {secs} s against pid {pid} on port {port}; RSS after seeding {rss_start} KiB");
+    let mut rss_start: Vec<u64> = replicas.iter().map(|r| rss_kib(r.pid())).collect();
+    println!(
+        "load: {secs} s against {} ({} replica(s): {}); RSS after seeding {:?} KiB",
+        load.base,
+        replicas.len(),
+        replicas
+            .iter()
+            .map(Replica::addr)
+            .collect::<Vec<_>>()
+            .join(", "),
+        rss_start
+    );
 
     let mut tasks = Vec::new();
     for p in 0..predictors {
@@ -422,28 +626,73 @@ async fn main() {
         }
     });
 
-    let mut rss_max = rss_start;
+    let mut rss_max = rss_start.clone();
     let mut rss_series = Vec::new();
     let started = Instant::now();
     let until = started + Duration::from_secs(secs);
+    // Cluster mode: the second replica is killed halfway and started again 5 s later.
+    let victim = (replicas.len() > 1).then_some(1);
+    let (mut killed_at, mut restarted_at) = (None::<Instant>, None::<Instant>);
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let rss = rss_kib(pid);
-        rss_max = rss_max.max(rss);
         let at = started.elapsed().as_secs();
-        if at.is_multiple_of(10) {
-            rss_series.push(format!("{at}s {} MiB", rss / 1024));
+        if let Some(v) = victim {
+            if killed_at.is_none() && at >= secs / 2 {
+                replicas[v].kill();
+                let now = Instant::now();
+                killed_at = Some(now);
+                *load.kill.lock().unwrap() = Kill {
+                    addr: replicas[v].addr(),
+                    at: Some(now),
+                    back: None,
+                };
+                println!("{at} s: replica {} killed (-9)", replicas[v].addr());
+            } else if let (Some(k), None) = (killed_at, restarted_at)
+                && k.elapsed() >= Duration::from_secs(5)
+            {
+                replicas[v].restart();
+                wait_healthy(&load.client, &format!("http://{}", replicas[v].addr())).await;
+                let now = Instant::now();
+                restarted_at = Some(now);
+                load.kill.lock().unwrap().back = Some(now);
+                println!(
+                    "{} s: replica {} started again",
+                    started.elapsed().as_secs(),
+                    replicas[v].addr()
+                );
+            } else if let Some(r) = restarted_at
+                && r.elapsed() >= Duration::from_secs(10)
+                && rss_start[v] == 0
+            {
+                // The restarted process's baseline: 10 s into its new life.
+                rss_start[v] = rss_kib(replicas[v].pid());
+            }
+            if killed_at.is_some() && restarted_at.is_none() {
+                rss_start[v] = 0;
+                rss_max[v] = 0;
+            }
         }
-        if let Ok(Some(status)) = server.try_wait() {
-            eprintln!("the server exited during the load: {status}");
-            std::process::exit(1);
+        let rss: Vec<u64> = replicas.iter().map(|r| rss_kib(r.pid())).collect();
+        for (m, r) in rss_max.iter_mut().zip(&rss) {
+            *m = (*m).max(*r);
+        }
+        if at.is_multiple_of(10) {
+            let mib: Vec<String> = rss.iter().map(|r| (r / 1024).to_string()).collect();
+            rss_series.push(format!("{at}s {} MiB", mib.join("/")));
+        }
+        for (i, r) in replicas.iter_mut().enumerate() {
+            let down = Some(i) == victim && killed_at.is_some() && restarted_at.is_none();
+            if !down && let Ok(Some(status)) = r.child.try_wait() {
+                eprintln!("replica {} exited during the load: {status}", r.addr());
+                std::process::exit(1);
+            }
         }
     }
     load.stop.store(true, Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
     }
-    let rss_end_busy = rss_kib(pid);
+    let rss_end_busy: Vec<u64> = replicas.iter().map(|r| rss_kib(r.pid())).collect();
 
     // Drain: every accepted job must reach an end.
     let submitted = load.jobs.lock().unwrap().len();
@@ -465,7 +714,7 @@ async fn main() {
         lost.push(format!("{} never finished", submitted - seen - lost.len()));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_end = rss_kib(pid);
+    let rss_end: Vec<u64> = replicas.iter().map(|r| rss_kib(r.pid())).collect();
 
     let t = load.tally.lock().unwrap();
     let total: u64 = t.statuses.values().sum();
@@ -499,19 +748,46 @@ async fn main() {
         "jobs: {submitted} accepted, after draining: {ended:?}; lost: {}",
         lost.len()
     );
+    for (i, r) in replicas.iter().enumerate() {
+        println!(
+            "replica {} RSS: {} KiB at start{}, {} KiB peak, {} KiB at the end of the load, {} KiB after draining ({:+.1}% vs start)",
+            r.addr(),
+            rss_start[i],
+            if Some(i) == victim {
+                " (10 s after its restart)"
+            } else {
+                ""
+            },
+            rss_max[i],
+            rss_end_busy[i],
+            rss_end[i],
+            (rss_end[i] as f64 / rss_start[i].max(1) as f64 - 1.0) * 100.0
+        );
+    }
     println!(
-        "server RSS: {rss_start} KiB after seeding, {rss_max} KiB peak, {rss_end_busy} KiB at the end of the load, {rss_end} KiB after draining ({:+.1}% vs start)",
-        (rss_end as f64 / rss_start as f64 - 1.0) * 100.0
+        "RSS every 10 s (replicas in order): {}",
+        rss_series.join(", ")
     );
-    println!("server RSS every 10 s: {}", rss_series.join(", "));
+    if !t.by_upstream.is_empty() {
+        println!("answers by replica (nginx X-Upstream): {:?}", t.by_upstream);
+        println!(
+            "5xx for requests in flight on the killed replica (nginx 502): {}",
+            t.cut_by_kill
+        );
+    }
     println!("undocumented 5xx: {}", t.unexpected.len());
     for u in t.unexpected.iter().take(10) {
         println!("  {u}");
     }
     let ok = t.unexpected.is_empty() && lost.is_empty() && t.transport_errors == 0;
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&data_dir);
+    drop(nginx);
+    for r in &mut replicas {
+        r.kill();
+    }
+    let _ = std::fs::remove_dir_all(&root_dir);
+    if db_url.is_some() {
+        drop_database(&admin, &db_name);
+    }
     if !ok {
         std::process::exit(1);
     }
