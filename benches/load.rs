@@ -83,6 +83,7 @@ struct Load {
     lost: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     kill: Arc<Mutex<Kill>>,
+    since: Instant,
 }
 
 impl Load {
@@ -130,9 +131,12 @@ impl Load {
             if cut {
                 t.cut_by_kill += 1;
             } else if !(code == "overloaded" || code == "timeout") {
+                let text = String::from_utf8_lossy(&body);
                 t.unexpected.push(format!(
-                    "{kind}: {status} {}",
-                    String::from_utf8_lossy(&body)
+                    "{kind}: {status} from {} after {:.1} s: {}",
+                    upstream.as_deref().unwrap_or("the server"),
+                    self.since.elapsed().as_secs_f64(),
+                    text.split_whitespace().collect::<Vec<_>>().join(" ")
                 ));
             }
         }
@@ -318,7 +322,17 @@ async fn main() {
     let admin = std::env::var("MLPD_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let db_name = format!("mlpd_load_{}", std::process::id());
-    let db_url = (replicas_n > 1).then(|| create_database(&admin, &db_name));
+    // The postgres client blocks on a runtime of its own: keep it off this one.
+    let db_url = if replicas_n > 1 {
+        let (a, n) = (admin.clone(), db_name.clone());
+        Some(
+            tokio::task::spawn_blocking(move || create_database(&a, &n))
+                .await
+                .unwrap(),
+        )
+    } else {
+        None
+    };
     let mut replicas: Vec<Replica> = (0..replicas_n)
         .map(|i| {
             let id = ["a", "b", "c", "d", "e", "f", "g", "h"][i % 8].to_string();
@@ -356,6 +370,7 @@ async fn main() {
         lost: Arc::default(),
         stop: Arc::default(),
         kill: Arc::default(),
+        since: Instant::now(),
     };
     wait_healthy(&load.client, &load.base).await;
 
@@ -638,14 +653,15 @@ async fn main() {
         let at = started.elapsed().as_secs();
         if let Some(v) = victim {
             if killed_at.is_none() && at >= secs / 2 {
-                replicas[v].kill();
+                // Noted before the signal: answers cut by it may arrive before kill() returns.
                 let now = Instant::now();
-                killed_at = Some(now);
                 *load.kill.lock().unwrap() = Kill {
                     addr: replicas[v].addr(),
                     at: Some(now),
                     back: None,
                 };
+                replicas[v].kill();
+                killed_at = Some(now);
                 println!("{at} s: replica {} killed (-9)", replicas[v].addr());
             } else if let (Some(k), None) = (killed_at, restarted_at)
                 && k.elapsed() >= Duration::from_secs(5)
@@ -786,7 +802,9 @@ async fn main() {
     }
     let _ = std::fs::remove_dir_all(&root_dir);
     if db_url.is_some() {
-        drop_database(&admin, &db_name);
+        tokio::task::spawn_blocking(move || drop_database(&admin, &db_name))
+            .await
+            .unwrap();
     }
     if !ok {
         std::process::exit(1);
