@@ -5,7 +5,8 @@
 //! model, a dataset, a job, a job's epochs), that record is read again and the cache entry is
 //! replaced by it (or removed, when the store no longer has it). When the feed (re)connects,
 //! and every [`RESYNC_EVERY`] in case a notification was lost, everything is compared with
-//! the store and what differs is read again. A handler that misses in a cache reads through
+//! the store and what differs is read again (a comparison that failed, the database being down
+//! still, is tried again within [`FEED_WAIT`]). A handler that misses in a cache reads through
 //! to the store ([`Cluster::refresh_model`] and friends) before answering 404, so a record
 //! another replica just created is found even before its notification arrives.
 //!
@@ -79,6 +80,10 @@ impl Cluster {
         let mut feed = self.shared().listen();
         let mut synced = Instant::now();
         let mut failing = false;
+        // A resync is due (the feed reconnected, or it is time); one that failed (the store
+        // still down a moment after the feed came back) is tried again on the next turn.
+        let mut due = false;
+        let mut resync_failed = false;
         while !self.stop.load(Ordering::Relaxed) {
             match feed.next(FEED_WAIT) {
                 Ok(Some(Change::Resync)) => {
@@ -86,8 +91,7 @@ impl Cluster {
                         tracing::info!("change feed reconnected");
                     }
                     failing = false;
-                    self.resync_logged();
-                    synced = Instant::now();
+                    due = true;
                 }
                 Ok(Some(change)) => {
                     if let Err(e) = self.apply(&change) {
@@ -103,16 +107,26 @@ impl Cluster {
                     std::thread::sleep(FEED_WAIT);
                 }
             }
-            if synced.elapsed() >= RESYNC_EVERY && !failing {
-                self.resync_logged();
+            if synced.elapsed() >= RESYNC_EVERY {
+                due = true;
+            }
+            if due && !failing {
+                match self.resync() {
+                    Ok(()) => {
+                        due = false;
+                        resync_failed = false;
+                    }
+                    Err(e) => {
+                        if !resync_failed {
+                            tracing::warn!(error = %e, "cannot compare the caches with the store");
+                        }
+                        resync_failed = true;
+                        // Not at once again: a feed flooded with changes would spin on it.
+                        std::thread::sleep(FEED_WAIT / 5);
+                    }
+                }
                 synced = Instant::now();
             }
-        }
-    }
-
-    fn resync_logged(&self) {
-        if let Err(e) = self.resync() {
-            tracing::warn!(error = %e, "cannot compare the caches with the store");
         }
     }
 

@@ -81,7 +81,7 @@ fn describe() {
     );
     describe_counter!(
         "mlpd_store_errors_total",
-        "Store operations that failed, by kind (full, failed)"
+        "Store operations that failed, by kind (full, unavailable: the database unreachable, failed)"
     );
 }
 
@@ -149,6 +149,8 @@ pub struct Snapshot {
     pub models: usize,
     pub versions: usize,
     pub datasets: usize,
+    /// Whether the store is up, and its outages so far.
+    pub store: crate::store::Availability,
 }
 
 /// The Prometheus text exposition: the process's counters and histograms, then this server's
@@ -184,5 +186,16 @@ pub fn render(now: &Snapshot) -> String {
         &[("", now.versions)],
     );
     level("mlpd_datasets", "Datasets stored", &[("", now.datasets)]);
+    level(
+        "mlpd_store_up",
+        "1 while store calls are attempted; 0 while the database is unavailable (calls fail at once)",
+        &[("", usize::from(now.store.up))],
+    );
+    let _ = writeln!(
+        out,
+        "# HELP mlpd_store_outages_total Times the database became unavailable\n\
+         # TYPE mlpd_store_outages_total counter\nmlpd_store_outages_total {}",
+        now.store.outages
+    );
     out
 }

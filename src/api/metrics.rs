@@ -20,6 +20,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         models,
         versions,
         datasets: state.datasets.len(),
+        store: state.store.availability(),
     };
     (
         [(

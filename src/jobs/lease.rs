@@ -4,6 +4,13 @@
 //! renewal), tells a job whose lease is gone to stop, and ends `failed`/`interrupted` the
 //! running jobs of any replica whose lease expired. A replica that dies therefore has its jobs
 //! ended by the survivors within a lease plus one renewal interval.
+//!
+//! Only the jobs this replica's workers train are renewed: a job whose worker gave up (its end
+//! could not be saved while the database was down) keeps its stored `running` state only until
+//! its lease expires, and is then ended `interrupted` like a dead replica's. While the database
+//! is down nothing is renewed; once it is back, the first renewal extends the leases of the
+//! jobs still training here, unless another replica ended them `interrupted` meanwhile (their
+//! lease had expired): those are told to stop.
 
 use super::{JobTable, SharedQueue};
 use crate::store::Store;
@@ -44,7 +51,8 @@ impl Keeper {
                     .get(&id)
                     .cloned()
             };
-            let renewed = shared.renew(self.queue.lease).and_then(|renewed| {
+            let ids: Vec<_> = mine.iter().copied().collect();
+            let renewed = shared.renew(&ids, self.queue.lease).and_then(|renewed| {
                 let held: HashSet<_> = renewed.iter().map(|(id, _)| *id).collect();
                 for (id, cancel) in renewed {
                     if cancel && let Some(j) = job(id) {

@@ -9,13 +9,20 @@
 //! written in batches (at most [`FLUSH_EVERY`] behind, [`SHARED_FLUSH_EVERY`] when other
 //! replicas stream it) and completely at the end. A panic inside training is caught and
 //! recorded as `failed`; the worker carries on.
+//!
+//! With a shared store, a database that stays unreachable does not leave a job hanging: when
+//! its epochs could not be saved for a whole lease (by then its lease has expired and other
+//! replicas may end it), the job stops and fails with the store's error code
+//! (`store_unavailable`); its end is retried for up to another lease while the database is
+//! unavailable. An end that still cannot be saved is left to the lease-expiry path: the lease
+//! keeper no longer renews the job, so once the database is back it is ended `interrupted`.
 
 use super::job::{Job, JobEnd};
 use super::{JobTable, SharedQueue};
 use crate::error::ErrorCode;
 use crate::nn::{self, EpochReport, Observer, TrainError};
 use crate::registry::{ModelVersion, Registry, VersionMetrics};
-use crate::store::{Claim, Retention, Store, StoreError};
+use crate::store::{Claim, Retention, Store, StoreError, breaker};
 use crate::tabular::Signature;
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -64,6 +71,12 @@ struct JobObserver<'a> {
     pending: Vec<EpochReport>,
     flushed_at: Instant,
     flush_every: Duration,
+    /// How long epochs may stay unsaved before the job gives up (a shared store's lease).
+    give_up: Option<Duration>,
+    /// Since when epochs could not be saved.
+    unsaved_since: Option<Instant>,
+    /// Why the job gave up: the store's error, after `give_up` of failed saves.
+    lost: Option<StoreError>,
     /// Rows trained on per epoch (the validation split held out), for throughput metrics.
     train_rows: usize,
     last_elapsed_ms: u64,
@@ -78,8 +91,22 @@ impl Observer for JobObserver<'_> {
         self.pending.push(report.clone());
         if self.flushed_at.elapsed() >= self.flush_every {
             match self.store.append_epochs(self.job.id, &self.pending) {
-                Ok(()) => self.pending.clear(),
-                Err(e) => tracing::warn!(error = %e, "could not save epoch history yet"),
+                Ok(()) => {
+                    if self.unsaved_since.take().is_some() {
+                        tracing::info!("epoch history saved again");
+                    }
+                    self.pending.clear();
+                }
+                Err(e) => {
+                    let since = *self.unsaved_since.get_or_insert_with(|| {
+                        tracing::warn!(error = %e, "could not save epoch history yet");
+                        Instant::now()
+                    });
+                    if self.give_up.is_some_and(|g| since.elapsed() >= g) {
+                        tracing::error!(error = %e, "epoch history unsaved for a lease; the job stops");
+                        self.lost = Some(e);
+                    }
+                }
             }
             self.flushed_at = Instant::now();
         }
@@ -89,6 +116,7 @@ impl Observer for JobObserver<'_> {
     fn should_stop(&self) -> bool {
         self.job.cancel_requested()
             || self.job.lease_lost()
+            || self.lost.is_some()
             || self.shutting_down.load(Ordering::Relaxed)
     }
 }
@@ -298,17 +326,34 @@ impl Worker {
         })
     }
 
-    /// Records the end in the store, then in memory (which tells subscribers).
+    /// Records the end in the store (retried for up to a lease while a shared store is
+    /// unavailable), then in memory (which tells subscribers).
     fn end(&self, job: &Job, end: JobEnd, pending: &[EpochReport]) {
-        let saved = self
-            .store
-            .append_epochs(job.id, pending)
-            .and_then(|()| self.store.save_job(&job.record(Some(&end))));
+        let record = job.record(Some(&end));
+        let saved = self.patiently(|| {
+            self.store
+                .append_epochs(job.id, pending)
+                .and_then(|()| self.store.save_job(&record))
+        });
         if let Err(e) = saved {
             tracing::error!(job_id = %job.id, error = %e, "could not save the job's end");
         }
         self.prune_jobs();
         job.finish(end);
+    }
+
+    /// Runs an idempotent store write; with a shared store, retries it while the database is
+    /// unavailable, for at most a lease (after which the job's lease has expired anyway).
+    fn patiently(&self, write: impl Fn() -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let deadline = self.shared.as_ref().map(|q| Instant::now() + q.lease);
+        loop {
+            match write() {
+                Err(StoreError::Unavailable(_)) if deadline.is_some_and(|d| Instant::now() < d) => {
+                    std::thread::sleep(breaker::PROBE_EVERY);
+                }
+                done => return done,
+            }
+        }
     }
 
     fn train(&self, job: &Job, input: Input) {
@@ -328,6 +373,9 @@ impl Worker {
             } else {
                 FLUSH_EVERY
             },
+            give_up: self.shared.as_ref().map(|q| q.lease),
+            unsaved_since: None,
+            lost: None,
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
             train_rows: data.rows()
                 - (data.rows() as f64 * job.params.validation_split).round() as usize,
@@ -351,11 +399,17 @@ impl Worker {
         }));
         drop(data);
         let pending = std::mem::take(&mut observer.pending);
+        let lost = observer.lost.take();
         let shutting_down = self.shutting_down.load(Ordering::Relaxed);
         let end = match result {
             _ if job.lease_lost() => JobEnd::failed(
                 ErrorCode::Interrupted,
                 "the replica that ran the job stopped renewing its lease",
+            ),
+            _ if lost.is_some() => JobEnd::failed(
+                lost.as_ref()
+                    .map_or(ErrorCode::StoreUnavailable, StoreError::code),
+                "the job's progress could not be saved for a whole lease; it stopped",
             ),
             Ok(Ok(outcome)) => return self.publish(job, outcome, signature, &pending),
             Ok(Err(TrainError::Canceled { .. })) if shutting_down && !job.cancel_requested() => {

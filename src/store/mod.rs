@@ -8,6 +8,7 @@
 //! written through to the store — and committed — before the client hears of it. Store calls
 //! are synchronous: call them from worker threads or `spawn_blocking`, never on the runtime.
 
+pub mod breaker;
 mod cells;
 mod inputs;
 mod postgres;
@@ -15,6 +16,7 @@ pub mod retention;
 pub mod serving;
 mod sqlite;
 
+pub use breaker::Availability;
 pub use inputs::JobInput;
 pub use postgres::{DatabaseUrl, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use sqlite::SqliteStore;
@@ -44,7 +46,11 @@ pub enum StoreError {
     /// The record the change belongs to is gone (a model deleted while its job ran).
     #[error("the record is gone")]
     Gone,
-    /// Anything else: unreadable, locked, corrupt, unwritable, unreachable.
+    /// The database cannot be reached (its connection failed, or it is known to be down and
+    /// nothing was tried): the change may be retried once it is back.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: unreadable, locked, corrupt, unwritable, a connection pool exhausted.
     #[error("the store failed: {0}")]
     Failed(String),
 }
@@ -56,7 +62,7 @@ impl StoreError {
             StoreError::Full => ErrorCode::StorageFull,
             StoreError::Conflict(code, _) => *code,
             StoreError::Gone => ErrorCode::ModelDeleted,
-            StoreError::Failed(_) => ErrorCode::StoreUnavailable,
+            StoreError::Unavailable(_) | StoreError::Failed(_) => ErrorCode::StoreUnavailable,
         }
     }
 }
@@ -107,6 +113,14 @@ impl From<StoreError> for ApiError {
                 ErrorCode::ModelDeleted,
                 "the record was deleted meanwhile; nothing was changed",
             ),
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "store unavailable");
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "the database is unavailable; retry in a few seconds",
+                )
+                .retry_after(breaker::RETRY_AFTER_SECS)
+            }
             StoreError::Failed(cause) => {
                 tracing::error!(%cause, "store failed");
                 ApiError::new(
@@ -287,6 +301,11 @@ pub trait Store: Send + Sync + 'static {
     fn serving_history(&self, model: &str) -> Result<Vec<ServingChange>, StoreError>;
     /// Whether the store answers.
     fn ping(&self) -> Result<(), StoreError>;
+    /// Whether store calls are attempted now, and how many outages there were: a store that
+    /// can become unreachable fails fast while it is down (see [`breaker`]).
+    fn availability(&self) -> Availability {
+        Availability::default()
+    }
     /// The queue, leases and change feed of a store that several replicas share (PostgreSQL);
     /// `None` for the embedded store, whose process keeps its queue in memory.
     fn shared(&self) -> Option<&dyn Shared> {
@@ -358,8 +377,10 @@ pub trait Shared: Send + Sync {
     /// Claims the oldest queued job (skipping rows other claimers hold): it becomes `running`,
     /// owned by this replica with a lease of `lease`.
     fn claim(&self, lease: Duration) -> Result<Option<Claim>, StoreError>;
-    /// Extends the leases of every job this replica runs; returns them with their cancel flags.
-    fn renew(&self, lease: Duration) -> Result<Vec<(Uuid, bool)>, StoreError>;
+    /// Extends the leases of `jobs`, those of this replica's workers train; returns those still
+    /// running under this replica's lease, with their cancel flags. A job this replica no
+    /// longer trains (its worker gave up on a lost database) is not renewed: its lease expires.
+    fn renew(&self, jobs: &[Uuid], lease: Duration) -> Result<Vec<(Uuid, bool)>, StoreError>;
     /// Ends `failed`/`interrupted` the running jobs whose lease expired, and with `mine` those
     /// this replica id held in a previous life; returns their ids.
     fn reap(&self, mine: bool) -> Result<Vec<Uuid>, StoreError>;

@@ -9,9 +9,16 @@
 //! is migrated at startup under an advisory lock, so replicas starting together apply each
 //! migration once; a database whose schema is newer than this binary knows is refused.
 //!
+//! Outages: a connection that closes, or a connect that fails, marks the store down
+//! ([`super::breaker`]); until a probe reaches the database again every call fails at once with
+//! [`StoreError::Unavailable`], and connections opened before the outage are discarded unused.
+//! TCP keepalives and a TCP user timeout ([`KEEPALIVE_IDLE`], [`TCP_USER_TIMEOUT`]) make a
+//! server that vanished without closing its connections noticed within seconds.
+//!
 //! Blocking: call from worker threads or `spawn_blocking` (the sync `postgres` client drives
 //! its own small runtime), never on the async runtime.
 
+use super::breaker::{Availability, Breaker};
 use super::cells::{column_words, table_from_words, words};
 use super::{
     Canceled, Change, Changes, Claim, Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim,
@@ -25,9 +32,11 @@ use crate::tabular::{Column, Table};
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::postgres::error::SqlState;
 use r2d2_postgres::postgres::{self, NoTls};
+use r2d2_postgres::r2d2::ManageConnection;
 use std::collections::HashMap;
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -55,6 +64,23 @@ const MIGRATION_LOCK: i64 = 0x6d6c_7064;
 
 /// Longest wait for a pooled connection (and for a new one to open).
 pub const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A caller waiting for a pooled connection looks this often whether the store went down
+/// meanwhile (then it stops waiting).
+const CHECKOUT_SLICE: Duration = Duration::from_millis(100);
+
+/// An idle connection's first TCP keepalive probe after this long; then one every
+/// [`KEEPALIVE_INTERVAL`], and [`KEEPALIVE_RETRIES`] unanswered ones close it.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Data sent and not acknowledged for this long closes the connection (a query to a server
+/// that vanished fails after it, instead of after the system's retransmission timeout).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a probe of a lost database waits for its connection.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A PostgreSQL connection string (URL or `key=value` form). Shown and logged without its
 /// password: `Display` and `Debug` print user, host, port and database only.
@@ -108,8 +134,72 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-type Pool = r2d2_postgres::r2d2::Pool<PostgresConnectionManager<NoTls>>;
-type Conn = r2d2_postgres::r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2_postgres::r2d2::Pool<Manager>;
+type Conn = r2d2_postgres::r2d2::PooledConnection<Manager>;
+
+/// The pool's connections: opened as [`PostgresConnectionManager`] opens them; the failures
+/// seen on the way (a connect refused, a connection found closed) mark the store down.
+struct Manager {
+    inner: PostgresConnectionManager<NoTls>,
+    breaker: Arc<Breaker>,
+}
+
+/// A pooled connection, and the outage count when it was opened.
+struct Pooled {
+    client: postgres::Client,
+    born: u64,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = postgres::Client;
+
+    fn deref(&self) -> &postgres::Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        &mut self.client
+    }
+}
+
+impl ManageConnection for Manager {
+    type Connection = Pooled;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<Pooled, StoreError> {
+        let born = self.breaker.outages();
+        match self.inner.connect() {
+            Ok(client) => Ok(Pooled { client, born }),
+            Err(e) => {
+                // Not a store call's error (the pool connects in the background): not counted.
+                let e = StoreError::Unavailable(describe(&e));
+                self.breaker.trip(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// No round trip: a connection is used unless it is known closed or predates an outage
+    /// (a closed one that nobody noticed yet fails its first call, which marks the store down).
+    fn is_valid(&self, c: &mut Pooled) -> Result<(), StoreError> {
+        if self.has_broken(c) {
+            return Err(StoreError::Unavailable(
+                "a connection from before an outage".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, c: &mut Pooled) -> bool {
+        if c.client.is_closed() {
+            self.breaker.trip(&"a database connection closed");
+            return true;
+        }
+        c.born != self.breaker.outages()
+    }
+}
 
 pub struct PostgresStore {
     /// Always `Some` until dropped.
@@ -118,6 +208,8 @@ pub struct PostgresStore {
     config: postgres::Config,
     /// The owner of the leases this process holds.
     replica: String,
+    /// Down after a connection-level failure, until a probe reaches the database.
+    breaker: Arc<Breaker>,
 }
 
 impl Drop for PostgresStore {
@@ -137,11 +229,42 @@ fn fail(e: impl fmt::Display) -> StoreError {
     StoreError::Failed(e.to_string())
 }
 
+/// An error with its cause (which `Display` of a `postgres::Error` leaves out).
+fn describe(e: &postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// A store call that failed because its connection did.
+fn unavailable(e: &postgres::Error) -> StoreError {
+    crate::metrics::store_error("unavailable");
+    StoreError::Unavailable(describe(e))
+}
+
+/// Whether the connection (or the server) failed, rather than a statement: the connection
+/// closed, an I/O error, or the server's "connection exception" and shutdown states.
+fn connection_lost(e: &postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        None => {
+            e.is_closed() || std::error::Error::source(e).is_some_and(|c| c.is::<std::io::Error>())
+        }
+    }
+}
+
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
         if e.code() == Some(&SqlState::DISK_FULL) {
             crate::metrics::store_error("full");
             return StoreError::Full;
+        }
+        if connection_lost(&e) {
+            return unavailable(&e);
         }
         fail(e)
     }
@@ -187,29 +310,70 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CHECKOUT_TIMEOUT);
         }
-        config.application_name("mlpd");
+        config
+            .application_name("mlpd")
+            .keepalives(true)
+            .keepalives_idle(KEEPALIVE_IDLE)
+            .keepalives_interval(KEEPALIVE_INTERVAL)
+            .keepalives_retries(KEEPALIVE_RETRIES)
+            .tcp_user_timeout(TCP_USER_TIMEOUT);
+        let mut probe = config.clone();
+        probe.connect_timeout(PROBE_CONNECT_TIMEOUT);
+        let breaker = Breaker::new(Box::new(move || {
+            let mut c = probe.connect(NoTls).map_err(|e| describe(&e))?;
+            c.simple_query("SELECT 1").map_err(|e| describe(&e))?;
+            Ok(())
+        }));
         let pool = r2d2_postgres::r2d2::Pool::builder()
             .max_size(pool_size.max(1))
             .min_idle(Some(1))
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            // A broken connection is noticed when used (and replaced); no round trip per checkout.
-            .test_on_check_out(false)
-            .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls));
+            // Only the retry interval of connects that failed (half of it, at most): callers
+            // wait up to `CHECKOUT_TIMEOUT` in `conn`. Soon after an outage the pool is full again.
+            .connection_timeout(super::breaker::PROBE_EVERY * 2)
+            // The breaker logs an outage once; a log line per failed connect would add nothing.
+            .error_handler(Box::new(r2d2_postgres::r2d2::NopErrorHandler))
+            // `Manager::is_valid` makes no round trip: a connection closed unnoticed is found
+            // out when used (and replaced).
+            .test_on_check_out(true)
+            .build_unchecked(Manager {
+                inner: PostgresConnectionManager::new(config.clone(), NoTls),
+                breaker: breaker.clone(),
+            });
         let store = PostgresStore {
             pool: Some(pool),
             config,
             replica: replica.to_string(),
+            breaker,
         };
         store.migrate()?;
         Ok(store)
     }
 
+    /// A pooled connection; at once [`StoreError::Unavailable`] while the store is down.
     fn conn(&self) -> Result<Conn, StoreError> {
         let pool = self
             .pool
             .as_ref()
             .ok_or_else(|| fail("the store is closed"))?;
-        Ok(pool.get()?)
+        let up = || {
+            self.breaker
+                .check()
+                .inspect_err(|_| crate::metrics::store_error("unavailable"))
+        };
+        up()?;
+        let deadline = Instant::now() + CHECKOUT_TIMEOUT;
+        loop {
+            match pool.get_timeout(CHECKOUT_SLICE) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    // A connect that failed meanwhile marked the store down: stop waiting.
+                    up()?;
+                    if Instant::now() >= deadline {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
     }
 
     /// Applies the migrations this database lacks, holding the advisory lock.
@@ -929,6 +1093,10 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn availability(&self) -> Availability {
+        self.breaker.availability()
+    }
+
     fn shared(&self) -> Option<&dyn Shared> {
         Some(self)
     }
@@ -1021,11 +1189,16 @@ impl Shared for PostgresStore {
         Ok(Some(Claim { job, input }))
     }
 
-    fn renew(&self, lease: Duration) -> Result<Vec<(Uuid, bool)>, StoreError> {
+    fn renew(&self, jobs: &[Uuid], lease: Duration) -> Result<Vec<(Uuid, bool)>, StoreError> {
         let rows = self.conn()?.query(
             "UPDATE jobs SET lease_until = now() + $3 * interval '1 millisecond'
-             WHERE owner = $1 AND status = $2 RETURNING id, cancel_requested",
-            &[&self.replica, &status(JobStatus::Running)?, &millis(lease)],
+             WHERE owner = $1 AND status = $2 AND id = ANY($4) RETURNING id, cancel_requested",
+            &[
+                &self.replica,
+                &status(JobStatus::Running)?,
+                &millis(lease),
+                &jobs,
+            ],
         )?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
@@ -1192,6 +1365,7 @@ impl Shared for PostgresStore {
         Box::new(Feed {
             config: self.config.clone(),
             client: None,
+            breaker: self.breaker.clone(),
         })
     }
 }
@@ -1201,16 +1375,30 @@ impl Shared for PostgresStore {
 struct Feed {
     config: postgres::Config,
     client: Option<postgres::Client>,
+    /// Told when the feed's connection fails (so does the database, most likely).
+    breaker: Arc<Breaker>,
+}
+
+impl Feed {
+    fn lost(&mut self, e: &postgres::Error) -> StoreError {
+        self.client = None;
+        let e = unavailable(e);
+        self.breaker.trip(&e);
+        e
+    }
 }
 
 impl Changes for Feed {
     fn next(&mut self, timeout: Duration) -> Result<Option<Change>, StoreError> {
         use postgres::fallible_iterator::FallibleIterator;
         let Some(client) = self.client.as_mut() else {
-            let mut client = self.config.connect(NoTls).map_err(fail)?;
-            client
-                .batch_execute(&format!("LISTEN {CHANNEL}"))
-                .map_err(fail)?;
+            let mut client = match self.config.connect(NoTls) {
+                Ok(c) => c,
+                Err(e) => return Err(self.lost(&e)),
+            };
+            if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+                return Err(self.lost(&e));
+            }
             self.client = Some(client);
             return Ok(Some(Change::Resync));
         };
@@ -1221,15 +1409,11 @@ impl Changes for Feed {
                 // Quiet, or disconnected: a round trip tells them apart (and notices a peer
                 // that vanished without closing the connection).
                 if let Err(e) = client.simple_query("SELECT 1") {
-                    self.client = None;
-                    return Err(fail(e));
+                    return Err(self.lost(&e));
                 }
                 Ok(None)
             }
-            Err(e) => {
-                self.client = None;
-                Err(fail(e))
-            }
+            Err(e) => Err(self.lost(&e)),
         }
     }
 }

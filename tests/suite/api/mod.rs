@@ -14,6 +14,7 @@ mod onnx_export;
 mod open_inference;
 mod openapi;
 mod operations;
+mod outage;
 mod persistence;
 mod postgres;
 mod predict;
