@@ -732,70 +732,73 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_end: Vec<u64> = replicas.iter().map(|r| rss_kib(r.pid())).collect();
 
-    let t = load.tally.lock().unwrap();
-    let total: u64 = t.statuses.values().sum();
-    println!(
-        "\n{total} requests in {secs} s ({:.0}/s), {} transport errors",
-        total as f64 / secs as f64,
-        t.transport_errors
-    );
-    println!(
-        "{:<18} {:>8} {:>9} {:>9}  statuses",
-        "kind", "count", "p50 ms", "p99 ms"
-    );
-    for (kind, lat) in &t.latencies {
-        let mut sorted = lat.clone();
-        sorted.sort();
-        let statuses: Vec<String> = t
-            .statuses
-            .iter()
-            .filter(|((k, _), _)| k == kind)
-            .map(|((_, s), n)| format!("{s}×{n}"))
-            .collect();
+    // The report, its lock released before the awaits below.
+    let ok = {
+        let t = load.tally.lock().unwrap();
+        let total: u64 = t.statuses.values().sum();
         println!(
-            "{kind:<18} {:>8} {:>9.2} {:>9.2}  {}",
-            sorted.len(),
-            percentile(&sorted, 0.5),
-            percentile(&sorted, 0.99),
-            statuses.join(" ")
+            "\n{total} requests in {secs} s ({:.0}/s), {} transport errors",
+            total as f64 / secs as f64,
+            t.transport_errors
         );
-    }
-    println!(
-        "jobs: {submitted} accepted, after draining: {ended:?}; lost: {}",
-        lost.len()
-    );
-    for (i, r) in replicas.iter().enumerate() {
         println!(
-            "replica {} RSS: {} KiB at start{}, {} KiB peak, {} KiB at the end of the load, {} KiB after draining ({:+.1}% vs start)",
-            r.addr(),
-            rss_start[i],
-            if Some(i) == victim {
-                " (10 s after its restart)"
-            } else {
-                ""
-            },
-            rss_max[i],
-            rss_end_busy[i],
-            rss_end[i],
-            (rss_end[i] as f64 / rss_start[i].max(1) as f64 - 1.0) * 100.0
+            "{:<18} {:>8} {:>9} {:>9}  statuses",
+            "kind", "count", "p50 ms", "p99 ms"
         );
-    }
-    println!(
-        "RSS every 10 s (replicas in order): {}",
-        rss_series.join(", ")
-    );
-    if !t.by_upstream.is_empty() {
-        println!("answers by replica (nginx X-Upstream): {:?}", t.by_upstream);
+        for (kind, lat) in &t.latencies {
+            let mut sorted = lat.clone();
+            sorted.sort();
+            let statuses: Vec<String> = t
+                .statuses
+                .iter()
+                .filter(|((k, _), _)| k == kind)
+                .map(|((_, s), n)| format!("{s}×{n}"))
+                .collect();
+            println!(
+                "{kind:<18} {:>8} {:>9.2} {:>9.2}  {}",
+                sorted.len(),
+                percentile(&sorted, 0.5),
+                percentile(&sorted, 0.99),
+                statuses.join(" ")
+            );
+        }
         println!(
-            "5xx for requests in flight on the killed replica (nginx 502): {}",
-            t.cut_by_kill
+            "jobs: {submitted} accepted, after draining: {ended:?}; lost: {}",
+            lost.len()
         );
-    }
-    println!("undocumented 5xx: {}", t.unexpected.len());
-    for u in t.unexpected.iter().take(10) {
-        println!("  {u}");
-    }
-    let ok = t.unexpected.is_empty() && lost.is_empty() && t.transport_errors == 0;
+        for (i, r) in replicas.iter().enumerate() {
+            println!(
+                "replica {} RSS: {} KiB at start{}, {} KiB peak, {} KiB at the end of the load, {} KiB after draining ({:+.1}% vs start)",
+                r.addr(),
+                rss_start[i],
+                if Some(i) == victim {
+                    " (10 s after its restart)"
+                } else {
+                    ""
+                },
+                rss_max[i],
+                rss_end_busy[i],
+                rss_end[i],
+                (rss_end[i] as f64 / rss_start[i].max(1) as f64 - 1.0) * 100.0
+            );
+        }
+        println!(
+            "RSS every 10 s (replicas in order): {}",
+            rss_series.join(", ")
+        );
+        if !t.by_upstream.is_empty() {
+            println!("answers by replica (nginx X-Upstream): {:?}", t.by_upstream);
+            println!(
+                "5xx for requests in flight on the killed replica (nginx 502): {}",
+                t.cut_by_kill
+            );
+        }
+        println!("undocumented 5xx: {}", t.unexpected.len());
+        for u in t.unexpected.iter().take(10) {
+            println!("  {u}");
+        }
+        t.unexpected.is_empty() && lost.is_empty() && t.transport_errors == 0
+    };
     drop(nginx);
     for r in &mut replicas {
         r.kill();
