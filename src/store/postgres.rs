@@ -172,6 +172,11 @@ impl ManageConnection for Manager {
         let born = self.breaker.outages();
         match self.inner.connect() {
             Ok(client) => Ok(Pooled { client, born }),
+            // The server answered (too many clients, a wrong password): reachable, so no
+            // outage; the caller's checkout times out as before.
+            Err(e) if e.as_db_error().is_some() && !connection_lost(&e) => {
+                Err(StoreError::Failed(describe(&e)))
+            }
             Err(e) => {
                 // Not a store call's error (the pool connects in the background): not counted.
                 let e = StoreError::Unavailable(describe(&e));
