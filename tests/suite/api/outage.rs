@@ -92,7 +92,7 @@ impl Proxy {
 }
 
 /// The test server's address, and its URL for database `db` through the proxy on `port`.
-async fn through_proxy(url: &str, db: &str) -> (SocketAddr, impl Fn(u16) -> String) {
+async fn through_proxy(url: &str, db: &str) -> (SocketAddr, impl Fn(u16) -> String + use<>) {
     let c: postgres::Config = url.parse().unwrap();
     let host = match c.get_hosts().first() {
         Some(postgres::config::Host::Tcp(h)) => h.clone(),
@@ -155,20 +155,44 @@ async fn stored_status(db: &TestDatabase, job: &str) -> String {
     rows[0].get::<_, String>(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outage_the_database_stopped_and_started_under_a_running_server() {
-    let Some(server) = postgres_server() else {
-        return;
-    };
+/// A fresh database, the proxy to it, and a server (lease [`LEASE_MS`]) that uses it through
+/// the proxy; `None` without a PostgreSQL server to test against.
+async fn behind_a_proxy() -> Option<(TestDatabase, Proxy, TestApp)> {
+    let server = postgres_server()?;
     let db = TestDatabase::create().await;
     let (upstream, proxied) = through_proxy(&server, &db.name).await;
-    let mut proxy = Proxy::start(upstream).await;
+    let proxy = Proxy::start(upstream).await;
     let url = proxied(proxy.port);
     let app = spawn_with(move |c| {
         c.database_url = Some(url.parse().unwrap());
         c.job_lease_ms = LEASE_MS;
     })
     .await;
+    Some((db, proxy, app))
+}
+
+/// Polls model creations until one is accepted (5 s at most); the time it took.
+async fn until_writes_accepted(app: &TestApp, name: &str) -> Duration {
+    let back = Instant::now();
+    loop {
+        let r = create(app, name).await;
+        if r.status() == StatusCode::CREATED {
+            return back.elapsed();
+        }
+        expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").await;
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "no write accepted 5 s after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_the_database_stopped_and_started_under_a_running_server() {
+    let Some((db, mut proxy, app)) = behind_a_proxy().await else {
+        return;
+    };
 
     // Acknowledged before the cut: a trained model (its dataset, job and version), more models.
     let ds = app.trained_iris("iris").await;
@@ -230,19 +254,7 @@ async fn outage_the_database_stopped_and_started_under_a_running_server() {
     let back = Instant::now();
 
     // The same server accepts writes again within a few seconds, and is ready.
-    loop {
-        let r = create(&app, "after").await;
-        if r.status() == StatusCode::CREATED {
-            break;
-        }
-        expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").await;
-        assert!(
-            back.elapsed() < Duration::from_secs(5),
-            "no write accepted 5 s after the database came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let recovered = back.elapsed();
+    let recovered = until_writes_accepted(&app, "after").await;
     println!("database back: the first write accepted after {recovered:?}");
     expect(app.get("/ready").await, StatusCode::OK).await;
     assert_eq!(metric(&app, "mlpd_store_up").await, 1.0);
@@ -305,5 +317,76 @@ async fn outage_the_database_stopped_and_started_under_a_running_server() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["model_version"], 2, "{done}");
     expect(predict(&app).await, StatusCode::OK).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_shorter_than_a_lease_leaves_a_running_job_running_with_every_epoch_saved() {
+    let Some((db, mut proxy, app)) = behind_a_proxy().await else {
+        return;
+    };
+    app.create_model(
+        "iris",
+        4,
+        json!([{"units": 8, "activation": "relu"}, {"units": 3, "activation": "softmax"}]),
+    )
+    .await;
+    let ds = app.upload("iris.csv", "species").await;
+    let job = app
+        .train(
+            "iris",
+            json!({"dataset_id": ds, "epochs": 1_000_000, "batch_size": 1}),
+        )
+        .await;
+    app.wait_job(&job, |j| {
+        j["status"] == "running" && j["epoch"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
+
+    proxy.cut().await;
+    let cut = Instant::now();
+    let r = create(&app, "during").await;
+    expect_error(r, StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").await;
+    let j = app.wait_job(&job, |_| true).await;
+    let epoch_in_cut = j["epoch"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(LEASE_MS / 2).saturating_sub(cut.elapsed())).await;
+    proxy.restore().await;
+    until_writes_accepted(&app, "after").await;
+
+    // A lease and a half later the job still trains, under a renewed lease.
+    tokio::time::sleep(Duration::from_millis(LEASE_MS * 3 / 2)).await;
+    let j = app.wait_job(&job, |_| true).await;
+    assert_eq!(j["status"], "running", "{j}");
+    let now = j["epoch"].as_u64().unwrap();
+    assert!(now > epoch_in_cut, "trained on: {epoch_in_cut} → {now}");
+    let rows = db
+        .sql(&format!(
+            "SELECT status, lease_until > now() FROM jobs WHERE id = '{job}'"
+        ))
+        .await;
+    assert_eq!(
+        (rows[0].get::<_, String>(0), rows[0].get::<_, bool>(1)),
+        ("\"running\"".to_string(), true)
+    );
+    // The epochs trained while the database was away were saved once it was back: none missing.
+    let rows = db
+        .sql(&format!(
+            "SELECT count(*), COALESCE(max(epoch), 0) FROM epochs WHERE job = '{job}'"
+        ))
+        .await;
+    let (count, last) = (rows[0].get::<_, i64>(0), rows[0].get::<_, i64>(1));
+    assert_eq!(count, last, "epochs 1..={last} stored without a gap");
+    assert!(
+        u64::try_from(last).unwrap() > epoch_in_cut,
+        "{last} stored, {epoch_in_cut} trained before the database came back"
+    );
+    expect(
+        app.post(&format!("/v1/jobs/{job}/cancel"), &json!({}))
+            .await,
+        StatusCode::ACCEPTED,
+    )
+    .await;
+    let done = app.wait_done(&job).await;
+    assert_eq!(done["status"], "canceled", "{done}");
     app.stop().await;
 }
