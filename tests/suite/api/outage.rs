@@ -171,6 +171,21 @@ async fn behind_a_proxy() -> Option<(TestDatabase, Proxy, TestApp)> {
     Some((db, proxy, app))
 }
 
+/// Starts a job on `iris` that trains until stopped; returns its id once two epochs are done.
+async fn train_long(app: &TestApp, ds: &str) -> String {
+    let job = app
+        .train(
+            "iris",
+            json!({"dataset_id": ds, "epochs": 1_000_000, "batch_size": 1}),
+        )
+        .await;
+    app.wait_job(&job, |j| {
+        j["status"] == "running" && j["epoch"].as_u64().unwrap_or(0) >= 2
+    })
+    .await;
+    job
+}
+
 /// Polls model creations until one is accepted (5 s at most); the time it took.
 async fn until_writes_accepted(app: &TestApp, name: &str) -> Duration {
     let back = Instant::now();
@@ -202,16 +217,7 @@ async fn outage_the_database_stopped_and_started_under_a_running_server() {
     }
     expect(predict(&app).await, StatusCode::OK).await;
     // A job training when the database goes.
-    let long = app
-        .train(
-            "iris",
-            json!({"dataset_id": ds, "epochs": 1_000_000, "batch_size": 1}),
-        )
-        .await;
-    app.wait_job(&long, |j| {
-        j["status"] == "running" && j["epoch"].as_u64().unwrap_or(0) >= 2
-    })
-    .await;
+    let long = train_long(&app, &ds).await;
     assert_eq!(metric(&app, "mlpd_store_up").await, 1.0);
 
     proxy.cut().await;
@@ -332,16 +338,7 @@ async fn outage_shorter_than_a_lease_leaves_a_running_job_running_with_every_epo
     )
     .await;
     let ds = app.upload("iris.csv", "species").await;
-    let job = app
-        .train(
-            "iris",
-            json!({"dataset_id": ds, "epochs": 1_000_000, "batch_size": 1}),
-        )
-        .await;
-    app.wait_job(&job, |j| {
-        j["status"] == "running" && j["epoch"].as_u64().unwrap_or(0) >= 2
-    })
-    .await;
+    let job = train_long(&app, &ds).await;
 
     proxy.cut().await;
     let cut = Instant::now();
