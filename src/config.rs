@@ -39,7 +39,8 @@ pub struct Config {
     pub replica_id: Option<String>,
     /// How long a running job's lease lasts, in milliseconds (with `--database-url`). Its
     /// replica renews it every fifth of that; when a replica dies, the others end its jobs
-    /// `failed`/`interrupted` within 1.2 leases (12 s by default).
+    /// `failed`/`interrupted` within 1.2 leases (12 s by default). A job whose epochs cannot be
+    /// saved for this long (the database down) stops, `failed`/`store_unavailable`.
     #[arg(long, env = "MLPD_JOB_LEASE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(500..=600_000))]
     pub job_lease_ms: u64,
     /// Training jobs that run at once, each on its own thread (0: one per core).
