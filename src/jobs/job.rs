@@ -12,7 +12,7 @@ use crate::domain::ModelName;
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, NetworkSpec, StopReason, TrainParams};
 pub use crate::records::{JobError, JobRecord, JobStatus};
-use crate::records::{RowCounts, VersionRecord};
+use crate::records::{RowCounts, VersionMetrics, VersionRecord};
 use crate::tabular::Signature;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +48,8 @@ pub struct JobState {
     pub error: Option<JobError>,
     pub model_version: Option<u32>,
     pub stop_reason: Option<StopReason>,
+    /// The figures of the version a succeeded job created.
+    pub metrics: Option<VersionMetrics>,
 }
 
 /// How a job ends: computed first, written to the store, then applied in memory.
@@ -57,16 +59,18 @@ pub struct JobEnd {
     pub error: Option<JobError>,
     pub model_version: Option<u32>,
     pub stop_reason: Option<StopReason>,
+    pub metrics: Option<VersionMetrics>,
     pub finished_at: OffsetDateTime,
 }
 
 impl JobEnd {
-    pub fn succeeded(version: u32, stop_reason: StopReason) -> Self {
+    pub fn succeeded(version: u32, stop_reason: StopReason, metrics: VersionMetrics) -> Self {
         JobEnd {
             status: JobStatus::Succeeded,
             error: None,
             model_version: Some(version),
             stop_reason: Some(stop_reason),
+            metrics: Some(metrics),
             finished_at: OffsetDateTime::now_utc(),
         }
     }
@@ -80,6 +84,7 @@ impl JobEnd {
             }),
             model_version: None,
             stop_reason: None,
+            metrics: None,
             finished_at: OffsetDateTime::now_utc(),
         }
     }
@@ -90,6 +95,7 @@ impl JobEnd {
             error: None,
             model_version: None,
             stop_reason: None,
+            metrics: None,
             finished_at: OffsetDateTime::now_utc(),
         }
     }
@@ -149,6 +155,7 @@ impl Job {
                 error: None,
                 model_version: None,
                 stop_reason: None,
+                metrics: None,
             },
         )
     }
@@ -164,6 +171,7 @@ impl Job {
             error: r.error,
             model_version: r.model_version,
             stop_reason: r.stop_reason,
+            metrics: r.metrics,
         };
         Some(Self::build(
             r.id,
@@ -251,6 +259,7 @@ impl Job {
             stop_reason: end.map_or(st.stop_reason, |e| e.stop_reason),
             rows: self.rows,
             init_from_version: self.init_from_version,
+            metrics: end.map_or_else(|| st.metrics.clone(), |e| e.metrics.clone()),
         }
     }
 
@@ -307,6 +316,7 @@ impl Job {
                 error: r.error.clone(),
                 model_version: r.model_version,
                 stop_reason: r.stop_reason,
+                metrics: r.metrics.clone(),
                 finished_at: r.finished_at.unwrap_or_else(OffsetDateTime::now_utc),
             });
         } else if r.status == JobStatus::Running {
@@ -377,6 +387,7 @@ impl Job {
         st.error = end.error;
         st.model_version = end.model_version;
         st.stop_reason = end.stop_reason;
+        st.metrics = end.metrics;
         st.finished_at = Some(end.finished_at);
     }
 
