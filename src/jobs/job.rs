@@ -59,7 +59,8 @@ pub struct JobEnd {
     pub error: Option<JobError>,
     pub model_version: Option<u32>,
     pub stop_reason: Option<StopReason>,
-    pub metrics: Option<VersionMetrics>,
+    /// Boxed: a job's end travels in `Result`s, kept small.
+    pub metrics: Option<Box<VersionMetrics>>,
     pub finished_at: OffsetDateTime,
 }
 
@@ -70,7 +71,7 @@ impl JobEnd {
             error: None,
             model_version: Some(version),
             stop_reason: Some(stop_reason),
-            metrics: Some(metrics),
+            metrics: Some(Box::new(metrics)),
             finished_at: OffsetDateTime::now_utc(),
         }
     }
@@ -259,7 +260,7 @@ impl Job {
             stop_reason: end.map_or(st.stop_reason, |e| e.stop_reason),
             rows: self.rows,
             init_from_version: self.init_from_version,
-            metrics: end.map_or_else(|| st.metrics.clone(), |e| e.metrics.clone()),
+            metrics: end.map_or_else(|| st.metrics.clone(), |e| e.metrics.as_deref().cloned()),
         }
     }
 
@@ -316,7 +317,7 @@ impl Job {
                 error: r.error.clone(),
                 model_version: r.model_version,
                 stop_reason: r.stop_reason,
-                metrics: r.metrics.clone(),
+                metrics: r.metrics.clone().map(Box::new),
                 finished_at: r.finished_at.unwrap_or_else(OffsetDateTime::now_utc),
             });
         } else if r.status == JobStatus::Running {
@@ -387,7 +388,7 @@ impl Job {
         st.error = end.error;
         st.model_version = end.model_version;
         st.stop_reason = end.stop_reason;
-        st.metrics = end.metrics;
+        st.metrics = end.metrics.map(|m| *m);
         st.finished_at = Some(end.finished_at);
     }
 
