@@ -51,6 +51,25 @@ impl Drop for Creating {
     }
 }
 
+/// A running sweep's trials: how each stands, and the progress signals of those still going.
+pub struct TrialsNow {
+    pub trials: Vec<TrialResult>,
+    pub going: Vec<watch::Receiver<crate::jobs::Progress>>,
+}
+
+/// Completes when one of the jobs behind `going` has finished; never when there is none.
+pub async fn any_finished(going: Vec<watch::Receiver<crate::jobs::Progress>>) {
+    if going.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = going.into_iter().map(|mut rx| {
+        Box::pin(async move {
+            let _ = rx.wait_for(|p| p.finished).await;
+        })
+    });
+    futures_util::future::select_all(waits).await;
+}
+
 /// A trial as it stands: from its job (`None`: the job is gone, pruned or never stored).
 pub fn trial_result(job: Option<&Job>, metric: SweepMetric) -> TrialResult {
     let Some(job) = job else {
@@ -176,6 +195,26 @@ impl Sweeps {
         sweep.trials.iter().map(|t| self.job(t.job_id)).collect()
     }
 
+    /// A running sweep's trials as they stand, and the progress signals of those still going.
+    /// Blocking.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn trials_now(&self, sweep: &SweepRecord) -> Result<TrialsNow, StoreError> {
+        let jobs = self.trial_jobs(sweep)?;
+        let trials = jobs
+            .iter()
+            .map(|j| trial_result(j.as_deref(), sweep.metric))
+            .collect();
+        let going = jobs
+            .iter()
+            .flatten()
+            .filter(|j| !j.status().is_finished())
+            .map(|j| j.progress())
+            .collect();
+        Ok(TrialsNow { trials, going })
+    }
+
     /// Looks at every running sweep once: ends those whose trials have all ended. Returns the
     /// progress signals of the trials still going. Blocking.
     fn settle(&self) -> Result<Vec<watch::Receiver<crate::jobs::Progress>>, StoreError> {
@@ -185,21 +224,12 @@ impl Sweeps {
             if self.creating().contains(&sweep.id) {
                 continue;
             }
-            let jobs = self.trial_jobs(&sweep)?;
-            let waiting: Vec<_> = jobs
-                .iter()
-                .flatten()
-                .filter(|j| !j.status().is_finished())
-                .map(|j| j.progress())
-                .collect();
-            if !waiting.is_empty() {
-                going.extend(waiting);
+            let now = self.trials_now(&sweep)?;
+            if !now.going.is_empty() {
+                going.extend(now.going);
                 continue;
             }
-            let trials = jobs
-                .iter()
-                .map(|j| trial_result(j.as_deref(), sweep.metric))
-                .collect();
+            let trials = now.trials;
             let (end, pin) = decide(&sweep, trials);
             // Held across the commit and the memory update, as every serving change is.
             let serving = self.registry.serving_lock();
@@ -243,19 +273,8 @@ impl Sweeps {
                 }
             };
             // Any trial ending, a wake-up, the poll interval, or the end.
-            let trial_ended = async {
-                if going.is_empty() {
-                    return std::future::pending().await;
-                }
-                let waits = going.into_iter().map(|mut rx| {
-                    Box::pin(async move {
-                        let _ = rx.wait_for(|p| p.finished).await;
-                    })
-                });
-                futures_util::future::select_all(waits).await;
-            };
             tokio::select! {
-                () = trial_ended => {}
+                () = any_finished(going) => {}
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
                 _ = shutdown.wait_for(|s| *s) => return,

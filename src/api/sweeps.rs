@@ -16,7 +16,7 @@ use crate::records::{
     SweepKind, SweepMetric, SweepRecord, SweepStatus, TrialParams, TrialRecord, TrialResult,
 };
 use crate::state::AppState;
-use crate::sweeps::{best, trial_result};
+use crate::sweeps::{any_finished, best};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -181,21 +181,11 @@ fn now_of(
             going: Vec::new(),
         });
     }
-    let jobs = sweeps.trial_jobs(&sweep)?;
-    let trials = jobs
-        .iter()
-        .map(|j| trial_result(j.as_deref(), sweep.metric))
-        .collect();
-    let going = jobs
-        .iter()
-        .flatten()
-        .filter(|j| !j.status().is_finished())
-        .map(|j| j.progress())
-        .collect();
+    let now = sweeps.trials_now(&sweep)?;
     Ok(Now {
         sweep,
-        trials,
-        going,
+        trials: now.trials,
+        going: now.going,
     })
 }
 
@@ -538,51 +528,35 @@ impl Reader {
             for t in &view.trials {
                 if t.result.status.is_finished() && !self.reported[t.index] {
                     self.reported[t.index] = true;
-                    self.buffer.push_back(
-                        Event::default()
-                            .event("trial")
-                            .id(t.index.to_string())
-                            .json_data(t)
-                            .unwrap_or_else(|_| Event::default().event("trial")),
-                    );
+                    self.buffer
+                        .push_back(event("trial", t).id(t.index.to_string()));
                 }
             }
             if now.sweep.status != SweepStatus::Running {
                 self.ended = true;
-                self.buffer.push_back(
-                    Event::default()
-                        .event("end")
-                        .json_data(&view)
-                        .unwrap_or_else(|_| Event::default().event("end")),
-                );
+                self.buffer.push_back(event("end", &view));
                 continue;
             }
             if !self.buffer.is_empty() {
                 continue;
             }
-            let trial_ended = async {
-                if now.going.is_empty() {
-                    return std::future::pending().await;
-                }
-                let waits = now.going.into_iter().map(|mut rx| {
-                    Box::pin(async move {
-                        let _ = rx.wait_for(|p| p.finished).await;
-                    })
-                });
-                futures_util::future::select_all(waits).await;
-            };
             tokio::select! {
-                () = trial_ended => {}
+                () = any_finished(now.going) => {}
                 _ = self.ended_rx.changed() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = self.shutdown.wait_for(|s| *s) => {
                     // The server stops: the sweep as it stands ends the stream.
                     self.ended = true;
-                    self.buffer.push_back(
-                        Event::default().event("end").json_data(&view).unwrap_or_else(|_| Event::default().event("end")),
-                    );
+                    self.buffer.push_back(event("end", &view));
                 }
             }
         }
     }
+}
+
+fn event(name: &'static str, data: &impl Serialize) -> Event {
+    Event::default()
+        .event(name)
+        .json_data(data)
+        .unwrap_or_else(|_| Event::default().event(name))
 }
