@@ -53,10 +53,13 @@ pub enum ErrorCode {
     AliasNotFound,
     /// The version is pinned or aliased (it cannot be deleted).
     VersionInUse,
+    SweepNotFound,
+    /// The sweep has already ended.
+    SweepFinished,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 32] = {
+    pub const ALL: [ErrorCode; 34] = {
         use ErrorCode::*;
         [
             MalformedJson,
@@ -91,6 +94,8 @@ impl ErrorCode {
             ModelDeleted,
             AliasNotFound,
             VersionInUse,
+            SweepNotFound,
+            SweepFinished,
         ]
     };
 
@@ -105,7 +110,7 @@ impl ErrorCode {
             }
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             RouteNotFound | ModelNotFound | VersionNotFound | AliasNotFound | DatasetNotFound
-            | JobNotFound => StatusCode::NOT_FOUND,
+            | JobNotFound | SweepNotFound => StatusCode::NOT_FOUND,
             ModelDeleted => StatusCode::GONE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ModelExists
@@ -115,7 +120,8 @@ impl ErrorCode {
             | JobFinished
             | LimitReached
             | IdempotencyKeyInFlight
-            | VersionInUse => StatusCode::CONFLICT,
+            | VersionInUse
+            | SweepFinished => StatusCode::CONFLICT,
             QueueFull => StatusCode::TOO_MANY_REQUESTS,
             Overloaded | StoreUnavailable | Timeout | Interrupted => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -23,6 +23,7 @@ pub mod server;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod sweeps;
 pub mod tabular;
 pub mod telemetry;
 

@@ -257,6 +257,9 @@ pub struct JobRecord {
     /// The version a warm start began from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from_version: Option<u32>,
+    /// The final figures of the version a succeeded job created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<VersionMetrics>,
 }
 
 /// How many of a dataset's rows a job could use.
@@ -392,4 +395,142 @@ pub enum Claimed {
     Mismatch,
     /// The same request is being worked on (by this or another replica).
     InFlight,
+}
+
+/// The training parameters a sweep may vary: none of them changes how the data is prepared
+/// (split, encoding, scaling), so every trial of a sweep trains on the same prepared rows.
+/// A trial's values; absent ones are the sweep's base parameters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learning_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l2: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u32>,
+}
+
+impl TrialParams {
+    /// `base` with this trial's values.
+    pub fn apply(&self, base: &TrainParams) -> TrainParams {
+        let mut p = base.clone();
+        p.learning_rate = self.learning_rate.unwrap_or(p.learning_rate);
+        p.batch_size = self.batch_size.unwrap_or(p.batch_size);
+        p.l2 = self.l2.unwrap_or(p.l2);
+        p.epochs = self.epochs.unwrap_or(p.epochs);
+        p
+    }
+}
+
+/// What a sweep compares its trials by: a figure of each trial's validation split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepMetric {
+    /// The validation cost: lower is better.
+    ValCost,
+    /// The validation accuracy (classifiers): higher is better.
+    ValAccuracy,
+}
+
+impl SweepMetric {
+    /// The figure of a version's metrics.
+    pub fn of(self, m: &VersionMetrics) -> Option<f64> {
+        match self {
+            SweepMetric::ValCost => m.val_cost,
+            SweepMetric::ValAccuracy => m.val_accuracy,
+        }
+        .filter(|v| v.is_finite())
+    }
+
+    /// Whether `a` is strictly better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            SweepMetric::ValCost => a < b,
+            SweepMetric::ValAccuracy => a > b,
+        }
+    }
+}
+
+/// How a sweep chose its trials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepKind {
+    /// Every combination of the grid's values.
+    Grid,
+    /// Draws from ranges, reproducible from a seed.
+    Random,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SweepStatus {
+    /// Trials are queued or running.
+    Running,
+    /// Every trial ended, and at least one reported the metric.
+    Succeeded,
+    /// Every trial ended, and none reported the metric.
+    Failed,
+    /// Canceled: its trials were stopped.
+    Canceled,
+    /// A trial was interrupted (its server stopped); the others ended.
+    Interrupted,
+}
+
+/// A trial: its job and the values it tries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub job_id: Uuid,
+    pub params: TrialParams,
+}
+
+/// How a trial ended, as the sweep recorded it when it ended (its job may be pruned later).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TrialResult {
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorCode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<f64>,
+}
+
+/// What a sweep decided when its last trial ended.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SweepResult {
+    /// One per trial, in trial order.
+    pub trials: Vec<TrialResult>,
+    /// The index of the best trial (the first of equals).
+    pub best: Option<usize>,
+    /// The version pinned (`pin_best`).
+    pub pinned_version: Option<u32>,
+}
+
+/// A hyperparameter sweep as stored: its definition, and once ended its result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub id: Uuid,
+    pub model: String,
+    pub dataset_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub kind: SweepKind,
+    /// The seed of a random search's draws.
+    pub seed: Option<u64>,
+    pub metric: SweepMetric,
+    pub pin_best: bool,
+    /// The base parameters every trial starts from.
+    pub params: TrainParams,
+    pub trials: Vec<TrialRecord>,
+    pub status: SweepStatus,
+    /// Cancel was asked (the sweep ends `canceled` when its trials have stopped).
+    #[serde(default)]
+    pub cancel_requested: bool,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub result: Option<SweepResult>,
 }

@@ -115,6 +115,13 @@ impl App {
         }
         crate::metrics::handle();
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let sweeps = crate::sweeps::Sweeps::new(
+            store.clone(),
+            registry.clone(),
+            jobs.clone(),
+            cluster.clone(),
+        );
+        tokio::spawn(sweeps.clone().run(shutdown.clone()));
         let state = AppState {
             tokens: Arc::new(tokens),
             batcher: crate::batcher::Batcher::start(config.batching())
@@ -125,6 +132,7 @@ impl App {
             registry,
             datasets,
             jobs,
+            sweeps,
             store,
             cluster,
             admin: Arc::new(Mutex::new(())),

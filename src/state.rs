@@ -17,6 +17,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub datasets: Arc<Datasets>,
     pub jobs: Arc<JobManager>,
+    /// Hyperparameter sweeps: ends them as their trials end.
+    pub sweeps: Arc<crate::sweeps::Sweeps>,
     /// The prediction engine (dynamic batching over its own threads).
     pub batcher: crate::batcher::Batcher,
     /// Slots for open event streams.

@@ -44,6 +44,67 @@ pub async fn train(
     Json(req): Json<TrainRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let name = parse_name(&name)?;
+    let (job, admin) = prepare(&state, name, req).await?;
+    let job = Arc::new(job);
+    let record = job.record(None);
+    let jobs = state.jobs.clone();
+    let capacity = state.config.queue_capacity;
+    let submitted = state
+        .commit(Some(admin), move |s| {
+            if let Some(shared) = s.shared() {
+                // The database's queue, counted cluster-wide with the insert; the input is
+                // stored so that any replica can run the job.
+                shared.enqueue(&record, &input_of(&job)?, capacity)?;
+                return Ok(jobs.submit(job).ok());
+            }
+            s.submit_job(&record)?;
+            match jobs.submit(job) {
+                Ok(job) => Ok(Some(job)),
+                Err(_) => s.delete_job(record.id).map(|()| None),
+            }
+        })
+        .await?;
+    let Some(job) = submitted else {
+        return Err(ApiError::new(
+            ErrorCode::QueueFull,
+            "the training queue is full; retry later",
+        )
+        .retry_after(5));
+    };
+    tracing::info!(job_id = %job.id, model = %job.model, "job queued");
+    let view = JobView::of(&job, true);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/v1/jobs/{}", job.id))],
+        axum::Json(view),
+    ))
+}
+
+/// What a shared store keeps of a new job so that any replica can run it.
+///
+/// # Errors
+/// The job holds no data (it was taken already).
+pub fn input_of(job: &Job) -> Result<crate::store::JobInput, crate::store::StoreError> {
+    Ok(crate::store::JobInput {
+        data: job
+            .data()
+            .ok_or_else(|| crate::store::StoreError::Failed("a new job has no data".into()))?,
+        signature: job.signature.clone(),
+        refit_scaling: job.warm_start.as_ref().is_some_and(|(_, r)| *r),
+    })
+}
+
+/// Checks a train request against its model and data and prepares the data (off the
+/// runtime): the job, not yet queued, and the admin lock, under which the model and dataset
+/// were seen to exist (hold it until the job is recorded).
+///
+/// # Errors
+/// 404 for an unknown model, 422 for invalid parameters or data that cannot train the model.
+pub async fn prepare(
+    state: &AppState,
+    name: crate::domain::ModelName,
+    req: TrainRequest,
+) -> Result<(Job, tokio::sync::OwnedMutexGuard<()>), ApiError> {
     state.find_model(&name).await?;
     // An unknown model is a 404, whatever values the (well-formed) body holds.
     if state.registry.get(&name).is_none() {
@@ -135,46 +196,7 @@ pub async fn train(
     );
     job.init_from_version = parent.as_ref().map(|(v, _)| v.version);
     job.warm_start = parent;
-    let job = Arc::new(job);
-    let record = job.record(None);
-    let jobs = state.jobs.clone();
-    let capacity = state.config.queue_capacity;
-    let submitted = state
-        .commit(Some(admin), move |s| {
-            if let Some(shared) = s.shared() {
-                // The database's queue, counted cluster-wide with the insert; the input is
-                // stored so that any replica can run the job.
-                let input = crate::store::JobInput {
-                    data: job.data().ok_or_else(|| {
-                        crate::store::StoreError::Failed("a new job has no data".into())
-                    })?,
-                    signature: job.signature.clone(),
-                    refit_scaling: job.warm_start.as_ref().is_some_and(|(_, r)| *r),
-                };
-                shared.enqueue(&record, &input, capacity)?;
-                return Ok(jobs.submit(job).ok());
-            }
-            s.submit_job(&record)?;
-            match jobs.submit(job) {
-                Ok(job) => Ok(Some(job)),
-                Err(_) => s.delete_job(record.id).map(|()| None),
-            }
-        })
-        .await?;
-    let Some(job) = submitted else {
-        return Err(ApiError::new(
-            ErrorCode::QueueFull,
-            "the training queue is full; retry later",
-        )
-        .retry_after(5));
-    };
-    tracing::info!(job_id = %job.id, model = %job.model, "job queued");
-    let view = JobView::of(&job, true);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, format!("/v1/jobs/{}", job.id))],
-        axum::Json(view),
-    ))
+    Ok((job, admin))
 }
 
 /// The network a job trains: the model's definition, its input width following the encoded
@@ -243,6 +265,25 @@ pub struct JobList {
     pub next_offset: Option<usize>,
 }
 
+/// A listing's page size (default 50) and offset, checked.
+///
+/// # Errors
+/// 422 naming `limit` or `offset`.
+pub fn page_bounds(limit: Option<usize>, offset: Option<u32>) -> Result<(usize, usize), ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::invalid(
+            "offset",
+            format!("must be between 0 and {MAX_OFFSET}"),
+        ));
+    }
+    Ok((limit, offset as usize))
+}
+
 /// List jobs, newest first.
 #[utoipa::path(get, path = "/v1/jobs", operation_id = "listJobs", tag = "jobs", params(JobQuery),
     responses(
@@ -253,18 +294,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<JobQuery>,
 ) -> Result<axum::Json<JobList>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset > MAX_OFFSET {
-        return Err(ApiError::invalid(
-            "offset",
-            format!("must be between 0 and {MAX_OFFSET}"),
-        ));
-    }
-    let offset = offset as usize;
+    let (limit, offset) = page_bounds(q.limit, q.offset)?;
     let matching: Vec<_> = state
         .jobs
         .list()
@@ -387,36 +417,7 @@ pub async fn cancel(
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, axum::Json<JobView>), ApiError> {
     let job = state.job(id).await?.ok_or_else(|| job_not_found(id))?;
-    let j = job.clone();
-    let jobs = state.jobs.clone();
-    let requested = state
-        .commit(None, move |s| {
-            if let Some(shared) = s.shared() {
-                // The store decides (the job may run on another replica, which its
-                // notification stops); the cached copy follows.
-                return Ok(match shared.cancel(id)? {
-                    Canceled::Queued(record) => {
-                        j.apply_record(&record, &[]);
-                        Some(true)
-                    }
-                    Canceled::Requested => {
-                        if jobs.runs_here(id) {
-                            j.flag_cancel();
-                        }
-                        Some(false)
-                    }
-                    Canceled::Finished(_) | Canceled::NotFound => None,
-                });
-            }
-            let requested = j.request_cancel();
-            // A queued job ended here and now: record it. A running one is recorded by its
-            // worker.
-            if requested == Some(true) {
-                s.save_job(&j.record(None))?;
-            }
-            Ok(requested)
-        })
-        .await?;
+    let requested = cancel_job(&state, job.clone()).await?;
     if requested.is_none() {
         return Err(ApiError::new(
             ErrorCode::JobFinished,
@@ -425,4 +426,41 @@ pub async fn cancel(
     }
     tracing::info!(job_id = %id, "cancel requested");
     Ok((StatusCode::ACCEPTED, axum::Json(JobView::of(&job, true))))
+}
+
+/// Cancels a job: a queued one ends `canceled` at once (`Some(true)`), a running one is told to
+/// stop (`Some(false)`); `None` when it had already ended.
+///
+/// # Errors
+/// The store failed.
+pub async fn cancel_job(state: &AppState, job: Arc<Job>) -> Result<Option<bool>, ApiError> {
+    let (id, jobs) = (job.id, state.jobs.clone());
+    state
+        .commit(None, move |s| {
+            if let Some(shared) = s.shared() {
+                // The store decides (the job may run on another replica, which its
+                // notification stops); the cached copy follows.
+                return Ok(match shared.cancel(id)? {
+                    Canceled::Queued(record) => {
+                        job.apply_record(&record, &[]);
+                        Some(true)
+                    }
+                    Canceled::Requested => {
+                        if jobs.runs_here(id) {
+                            job.flag_cancel();
+                        }
+                        Some(false)
+                    }
+                    Canceled::Finished(_) | Canceled::NotFound => None,
+                });
+            }
+            let requested = job.request_cancel();
+            // A queued job ended here and now: record it. A running one is recorded by its
+            // worker.
+            if requested == Some(true) {
+                s.save_job(&job.record(None))?;
+            }
+            Ok(requested)
+        })
+        .await
 }

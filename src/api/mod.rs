@@ -18,6 +18,7 @@ mod predict_input;
 mod schemas;
 mod schemas_tabular;
 pub mod serving;
+mod sweeps;
 pub mod v2;
 mod views;
 
@@ -38,6 +39,7 @@ use utoipa_axum::routes;
         (name = "models", description = "Named models, their versions and predictions"),
         (name = "datasets", description = "Uploaded training data"),
         (name = "jobs", description = "Asynchronous training jobs and their live progress"),
+        (name = "sweeps", description = "Hyperparameter searches: groups of training jobs and their best trial"),
         (name = "health", description = "Liveness, readiness, metrics and this document"),
         (name = "dashboard", description = "The web page for people"),
         (name = "inference", description = "The Open Inference Protocol (KServe V2) with the binary tensor data extension; errors are `{\"error\": \"…\"}`"),
@@ -66,6 +68,11 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::history))
         .routes(routes!(jobs::cancel))
         .routes(routes!(events::events))
+        .routes(routes!(sweeps::create))
+        .routes(routes!(sweeps::list))
+        .routes(routes!(sweeps::get))
+        .routes(routes!(sweeps::cancel))
+        .routes(routes!(sweeps::events))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(metrics::metrics))

@@ -322,6 +322,9 @@ pub struct JobView {
     /// The version a warm start began from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from_version: Option<u32>,
+    /// Once succeeded: the final figures of the version it created (as the version shows them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<VersionMetrics>,
 }
 
 /// Epochs a job view carries (its history has its own, paged route).
@@ -359,6 +362,7 @@ impl JobView {
             rows_used: job.rows.map(|r| r.rows_used),
             rows_skipped: job.rows.map(|r| r.rows_skipped),
             init_from_version: job.init_from_version,
+            metrics: st.metrics.clone(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod csv;
 pub mod dataset;
 pub mod json_matrix;
 pub mod name;
+pub mod sweep;
 pub mod train;
 
 pub use name::ModelName;

@@ -12,7 +12,7 @@ use crate::domain::ModelName;
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, NetworkSpec, StopReason, TrainParams};
 pub use crate::records::{JobError, JobRecord, JobStatus};
-use crate::records::{RowCounts, VersionRecord};
+use crate::records::{RowCounts, VersionMetrics, VersionRecord};
 use crate::tabular::Signature;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +48,8 @@ pub struct JobState {
     pub error: Option<JobError>,
     pub model_version: Option<u32>,
     pub stop_reason: Option<StopReason>,
+    /// The figures of the version a succeeded job created.
+    pub metrics: Option<VersionMetrics>,
 }
 
 /// How a job ends: computed first, written to the store, then applied in memory.
@@ -57,16 +59,19 @@ pub struct JobEnd {
     pub error: Option<JobError>,
     pub model_version: Option<u32>,
     pub stop_reason: Option<StopReason>,
+    /// Boxed: a job's end travels in `Result`s, kept small.
+    pub metrics: Option<Box<VersionMetrics>>,
     pub finished_at: OffsetDateTime,
 }
 
 impl JobEnd {
-    pub fn succeeded(version: u32, stop_reason: StopReason) -> Self {
+    pub fn succeeded(version: u32, stop_reason: StopReason, metrics: VersionMetrics) -> Self {
         JobEnd {
             status: JobStatus::Succeeded,
             error: None,
             model_version: Some(version),
             stop_reason: Some(stop_reason),
+            metrics: Some(Box::new(metrics)),
             finished_at: OffsetDateTime::now_utc(),
         }
     }
@@ -80,6 +85,7 @@ impl JobEnd {
             }),
             model_version: None,
             stop_reason: None,
+            metrics: None,
             finished_at: OffsetDateTime::now_utc(),
         }
     }
@@ -90,6 +96,7 @@ impl JobEnd {
             error: None,
             model_version: None,
             stop_reason: None,
+            metrics: None,
             finished_at: OffsetDateTime::now_utc(),
         }
     }
@@ -149,6 +156,7 @@ impl Job {
                 error: None,
                 model_version: None,
                 stop_reason: None,
+                metrics: None,
             },
         )
     }
@@ -164,6 +172,7 @@ impl Job {
             error: r.error,
             model_version: r.model_version,
             stop_reason: r.stop_reason,
+            metrics: r.metrics,
         };
         Some(Self::build(
             r.id,
@@ -251,6 +260,7 @@ impl Job {
             stop_reason: end.map_or(st.stop_reason, |e| e.stop_reason),
             rows: self.rows,
             init_from_version: self.init_from_version,
+            metrics: end.map_or_else(|| st.metrics.clone(), |e| e.metrics.as_deref().cloned()),
         }
     }
 
@@ -307,6 +317,7 @@ impl Job {
                 error: r.error.clone(),
                 model_version: r.model_version,
                 stop_reason: r.stop_reason,
+                metrics: r.metrics.clone().map(Box::new),
                 finished_at: r.finished_at.unwrap_or_else(OffsetDateTime::now_utc),
             });
         } else if r.status == JobStatus::Running {
@@ -377,6 +388,7 @@ impl Job {
         st.error = end.error;
         st.model_version = end.model_version;
         st.stop_reason = end.stop_reason;
+        st.metrics = end.metrics.map(|m| *m);
         st.finished_at = Some(end.finished_at);
     }
 

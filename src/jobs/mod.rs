@@ -261,26 +261,39 @@ impl JobManager {
     /// # Errors
     /// `QueueFull` when no more jobs may wait (nothing is recorded then).
     pub fn submit(&self, job: Arc<Job>) -> Result<Arc<Job>, QueueFull> {
+        let mut jobs = self.submit_all(vec![job])?;
+        Ok(jobs.remove(0))
+    }
+
+    /// Queues jobs, all or none (a sweep's trials), as [`JobManager::submit`] queues one; returns
+    /// the cached copies.
+    ///
+    /// # Errors
+    /// `QueueFull` when fewer places are left than there are jobs (none is queued then).
+    pub fn submit_all(&self, jobs: Vec<Arc<Job>>) -> Result<Vec<Arc<Job>>, QueueFull> {
         if self.shared.is_some() {
-            let job = self
-                .jobs
-                .write()
-                .expect("jobs lock")
-                .entry(job.id)
-                .or_insert(job)
-                .clone();
+            let mut t = self.jobs.write().expect("jobs lock");
+            let jobs = jobs
+                .into_iter()
+                .map(|job| t.entry(job.id).or_insert(job).clone())
+                .collect();
+            drop(t);
             self.wake();
-            return Ok(job);
+            return Ok(jobs);
         }
-        // In the table first: a worker may take the job the moment it is queued.
-        self.jobs
-            .write()
-            .expect("jobs lock")
-            .insert(job.id, job.clone());
-        match self.queue.push(job.clone()) {
-            Ok(()) => Ok(job),
+        // In the table first: a worker may take a job the moment it is queued.
+        let mut t = self.jobs.write().expect("jobs lock");
+        for job in &jobs {
+            t.insert(job.id, job.clone());
+        }
+        drop(t);
+        match self.queue.push_all(&jobs) {
+            Ok(()) => Ok(jobs),
             Err(queue::Refused::Full | queue::Refused::Closed) => {
-                self.jobs.write().expect("jobs lock").remove(&job.id);
+                let mut t = self.jobs.write().expect("jobs lock");
+                for job in &jobs {
+                    t.remove(&job.id);
+                }
                 Err(QueueFull)
             }
         }

@@ -51,19 +51,19 @@ impl Queue {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends a job unless `capacity` jobs are already waiting.
-    pub fn push(&self, job: Arc<Job>) -> Result<(), Refused> {
+    /// Appends jobs, all or none: none unless `capacity` leaves a place for each.
+    pub fn push_all(&self, jobs: &[Arc<Job>]) -> Result<(), Refused> {
         let mut q = self.lock();
         if q.closed {
             return Err(Refused::Closed);
         }
         q.purge();
-        if q.jobs.len() >= self.capacity {
+        if q.jobs.len().saturating_add(jobs.len()) > self.capacity {
             return Err(Refused::Full);
         }
-        q.jobs.push_back(job);
+        q.jobs.extend(jobs.iter().cloned());
         drop(q);
-        self.ready.notify_one();
+        self.ready.notify_all();
         Ok(())
     }
 

@@ -481,12 +481,12 @@ impl Worker {
             job_id: Some(job.id),
             dataset_id: job.dataset_id,
             params: job.params.clone(),
-            metrics,
+            metrics: metrics.clone(),
             trained: outcome.model,
             signature,
             parent_version: job.init_from_version,
         };
-        let mut end = JobEnd::succeeded(0, outcome.stop_reason);
+        let mut end = JobEnd::succeeded(0, outcome.stop_reason, metrics);
         let mut record = job.record(Some(&end));
         // The store decides whether the version is served (not under a pin); memory follows
         // it in the store's order.

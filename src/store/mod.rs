@@ -15,6 +15,7 @@ mod postgres;
 pub mod retention;
 pub mod serving;
 mod sqlite;
+pub mod sweeps;
 
 pub use breaker::Availability;
 pub use inputs::JobInput;
@@ -23,7 +24,7 @@ pub use sqlite::SqliteStore;
 
 pub use crate::records::{
     Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord,
-    ServingChange, ServingUpdate, StoredAnswer, VersionRecord,
+    ServingChange, ServingUpdate, StoredAnswer, SweepRecord, VersionRecord,
 };
 
 use crate::error::{ApiError, ErrorCode};
@@ -172,6 +173,15 @@ pub struct ServingChanged {
     pub change: Option<ServingChange>,
 }
 
+/// What [`Store::end_sweep`] did when its call ended the sweep.
+#[derive(Debug)]
+pub struct EndedSweep {
+    /// The sweep as stored now.
+    pub sweep: SweepRecord,
+    /// The pin of its best version, when one was asked and made.
+    pub serving: Option<ServingChanged>,
+}
+
 /// Evaluations kept per version (the oldest beyond it are deleted when one is added).
 pub const EVALUATIONS_PER_VERSION: usize = 100;
 
@@ -299,6 +309,28 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<ServingChange>, StoreError>;
     /// A model's serving history, newest first.
     fn serving_history(&self, model: &str) -> Result<Vec<ServingChange>, StoreError>;
+    /// In one transaction (serialised with [`Store::delete_model`]): a new sweep and its trial
+    /// jobs, all `queued`, unless its model is gone.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] (`model_not_found`).
+    fn submit_sweep(&self, sweep: &SweepRecord, jobs: &[JobRecord]) -> Result<(), StoreError>;
+    /// Deletes a sweep that was never accepted (its queue was full) and its trial jobs.
+    fn delete_sweep(&self, id: Uuid) -> Result<(), StoreError>;
+    fn sweep(&self, id: Uuid) -> Result<Option<SweepRecord>, StoreError>;
+    /// Every sweep (with `running_only`, those still running), newest first.
+    fn sweeps(&self, running_only: bool) -> Result<Vec<SweepRecord>, StoreError>;
+    /// Records that a running sweep is to be canceled; the sweep as stored (`None`: no such
+    /// sweep). An ended sweep is left as it is.
+    fn cancel_sweep(&self, id: Uuid) -> Result<Option<SweepRecord>, StoreError>;
+    /// In one transaction: ends `sweep` (stores it as given: its end status and result) if it
+    /// is still running, and then pins version `pin` of its model ([`sweeps::pin_best`]).
+    /// Replicas racing to end one sweep get one `Some`; the others `None`.
+    fn end_sweep(
+        &self,
+        sweep: &SweepRecord,
+        pin: Option<u32>,
+    ) -> Result<Option<EndedSweep>, StoreError>;
     /// Whether the store answers.
     fn ping(&self) -> Result<(), StoreError>;
     /// Whether store calls are attempted now, and how many outages there were: a store that
@@ -374,6 +406,19 @@ pub trait Shared: Send + Sync {
     /// [`StoreError::Conflict`]: `queue_full`, `model_not_found`.
     fn enqueue(&self, job: &JobRecord, input: &JobInput, capacity: usize)
     -> Result<(), StoreError>;
+    /// Records a new sweep and its `queued` trial jobs, all with `input`, unless fewer than
+    /// their number of places are left in the queue (cluster-wide) or the model is gone: all
+    /// in one transaction, so a sweep is queued whole or not at all.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`]: `queue_full`, `model_not_found`.
+    fn enqueue_sweep(
+        &self,
+        sweep: &SweepRecord,
+        jobs: &[JobRecord],
+        input: &JobInput,
+        capacity: usize,
+    ) -> Result<(), StoreError>;
     /// Claims the oldest queued job (skipping rows other claimers hold): it becomes `running`,
     /// owned by this replica with a lease of `lease`.
     fn claim(&self, lease: Duration) -> Result<Option<Claim>, StoreError>;

@@ -21,13 +21,14 @@
 use super::breaker::{Availability, Breaker};
 use super::cells::{column_words, table_from_words, words};
 use super::{
-    Canceled, Change, Changes, Claim, Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim,
-    JobInput, JobRecord, ModelRecord, Published, ServingChange, ServingChanged, ServingUpdate,
-    Shared, Snapshot, Store, StoreError, StoredAnswer, VersionRecord, retention, serving,
+    Canceled, Change, Changes, Claim, Claimed, DatasetRecord, EndedSweep, EvaluationRecord,
+    IdempotencyClaim, JobInput, JobRecord, ModelRecord, Published, ServingChange, ServingChanged,
+    ServingUpdate, Shared, Snapshot, Store, StoreError, StoredAnswer, SweepRecord, VersionRecord,
+    retention, serving, sweeps,
 };
 use crate::error::ErrorCode;
 use crate::nn::EpochReport;
-use crate::records::{JobError, JobStatus};
+use crate::records::{JobError, JobStatus, SweepStatus};
 use crate::tabular::{Column, Table};
 use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::postgres::error::SqlState;
@@ -41,10 +42,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// The newest schema this binary knows (the last migration's number).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Versioned migrations, applied in order, each in its own transaction.
-const MIGRATIONS: [(i64, &str); 5] = [
+const MIGRATIONS: [(i64, &str); 6] = [
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_evaluations.sql")),
     (
@@ -53,6 +54,7 @@ const MIGRATIONS: [(i64, &str); 5] = [
     ),
     (4, include_str!("migrations/postgres/0004_queue.sql")),
     (5, include_str!("migrations/postgres/0005_serving.sql")),
+    (6, include_str!("migrations/postgres/0006_sweeps.sql")),
 ];
 
 /// The channel of the change feed. Payloads are small: a letter and an id (`j <job>`,
@@ -613,6 +615,120 @@ fn insert_history(
     Ok(())
 }
 
+/// [`Store::change_serving`] inside the caller's transaction.
+fn change_serving_in(
+    tx: &mut postgres::Transaction<'_>,
+    model: &str,
+    update: &ServingUpdate,
+) -> Result<ServingChanged, StoreError> {
+    let Some((mut record, versions)) = lock_model(tx, model)? else {
+        return Err(StoreError::model_gone(model));
+    };
+    let change = serving::apply(&mut record, &versions, update)?;
+    if let Some(ch) = &change {
+        tx.execute(
+            "UPDATE models SET record = $2 WHERE name = $1",
+            &[&model, &json(&record)?],
+        )?;
+        insert_history(tx, model, ch)?;
+        notify(tx, &format!("m {model}"))?;
+    }
+    Ok(ServingChanged {
+        model: record,
+        change,
+    })
+}
+
+fn upsert_sweep(tx: &mut postgres::Transaction<'_>, sweep: &SweepRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO sweeps (id, model, created_at, status, record) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, record = EXCLUDED.record",
+        &[
+            &sweep.id,
+            &sweep.model,
+            &nanos(sweep.created_at),
+            &json(&sweep.status)?,
+            &json(sweep)?,
+        ],
+    )?;
+    Ok(())
+}
+
+/// A sweep; with `lock`, its row locked for the rest of the transaction.
+fn read_sweep(
+    tx: &mut postgres::Transaction<'_>,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<SweepRecord>, StoreError> {
+    let sql = if lock {
+        "SELECT record FROM sweeps WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT record FROM sweeps WHERE id = $1"
+    };
+    tx.query_opt(sql, &[&id])?
+        .map(|r| parse(r.get(0)))
+        .transpose()
+}
+
+/// Records `jobs` as `queued` (with `sweep`, if one groups them), under the queue lock that
+/// serialises submissions with deletes, unless the model is gone or — with a queue
+/// (the jobs' input and its `capacity`) — fewer than `jobs.len()` places are left in it.
+fn enqueue_in(
+    tx: &mut postgres::Transaction<'_>,
+    sweep: Option<&SweepRecord>,
+    model: &str,
+    jobs: &[JobRecord],
+    queue: Option<(&JobInput, usize)>,
+) -> Result<(), StoreError> {
+    // One lock for submissions and deletes: a job cannot be queued for a model (or dataset)
+    // that a racing delete just checked as unused; it also serialises the queue count.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&QUEUE_LOCK])?;
+    if tx
+        .query_opt("SELECT 1 FROM models WHERE name = $1", &[&model])?
+        .is_none()
+    {
+        return Err(StoreError::model_gone(model));
+    }
+    let input = match queue {
+        None => None,
+        Some((input, capacity)) => {
+            let queued: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM jobs WHERE status = $1",
+                    &[&status(JobStatus::Queued)?],
+                )?
+                .get(0);
+            let queued = usize::try_from(queued).unwrap_or(usize::MAX);
+            if queued.saturating_add(jobs.len()) > capacity {
+                let message = if jobs.len() > 1 {
+                    format!(
+                        "the training queue has {} free places of {capacity}; {} jobs do not fit",
+                        capacity.saturating_sub(queued),
+                        jobs.len()
+                    )
+                } else {
+                    "the training queue is full; retry later".into()
+                };
+                return Err(StoreError::Conflict(ErrorCode::QueueFull, message));
+            }
+            Some(input.encode()?)
+        }
+    };
+    if let Some(sweep) = sweep {
+        upsert_sweep(tx, sweep)?;
+    }
+    for job in jobs {
+        upsert_job(tx, job)?;
+        if let Some((record, features, targets)) = &input {
+            tx.execute(
+                "INSERT INTO job_inputs (job, record, features, targets) VALUES ($1, $2, $3, $4)",
+                &[&job.id, record, features, targets],
+            )?;
+        }
+    }
+    Ok(())
+}
+
 impl Store for PostgresStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let mut c = self.conn()?;
@@ -726,16 +842,7 @@ impl Store for PostgresStore {
     fn submit_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         let mut c = self.conn()?;
         let mut tx = c.transaction()?;
-        // One lock for submissions and deletes: a job cannot be queued for a model (or dataset)
-        // that a racing delete just checked as unused.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&QUEUE_LOCK])?;
-        if tx
-            .query_opt("SELECT 1 FROM models WHERE name = $1", &[&job.model])?
-            .is_none()
-        {
-            return Err(StoreError::model_gone(&job.model));
-        }
-        upsert_job(&mut tx, job)?;
+        enqueue_in(&mut tx, None, &job.model, std::slice::from_ref(job), None)?;
         tx.commit()?;
         Ok(())
     }
@@ -1042,23 +1149,90 @@ impl Store for PostgresStore {
     ) -> Result<ServingChanged, StoreError> {
         let mut c = self.conn()?;
         let mut tx = c.transaction()?;
-        let Some((mut record, versions)) = lock_model(&mut tx, model)? else {
-            return Err(StoreError::model_gone(model));
-        };
-        let change = serving::apply(&mut record, &versions, update)?;
-        if let Some(ch) = &change {
-            tx.execute(
-                "UPDATE models SET record = $2 WHERE name = $1",
-                &[&model, &json(&record)?],
-            )?;
-            insert_history(&mut tx, model, ch)?;
-            notify(&mut tx, &format!("m {model}"))?;
+        let done = change_serving_in(&mut tx, model, update)?;
+        tx.commit()?;
+        Ok(done)
+    }
+
+    fn submit_sweep(&self, sweep: &SweepRecord, jobs: &[JobRecord]) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        enqueue_in(&mut tx, Some(sweep), &sweep.model, jobs, None)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_sweep(&self, id: Uuid) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        if let Some(sweep) = read_sweep(&mut tx, id, true)? {
+            for t in &sweep.trials {
+                tx.execute("DELETE FROM jobs WHERE id = $1", &[&t.job_id])?;
+                notify(&mut tx, &format!("j {}", t.job_id))?;
+            }
+            tx.execute("DELETE FROM sweeps WHERE id = $1", &[&id])?;
         }
         tx.commit()?;
-        Ok(ServingChanged {
-            model: record,
-            change,
-        })
+        Ok(())
+    }
+
+    fn sweep(&self, id: Uuid) -> Result<Option<SweepRecord>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        let sweep = read_sweep(&mut tx, id, false)?;
+        tx.commit()?;
+        Ok(sweep)
+    }
+
+    fn sweeps(&self, running_only: bool) -> Result<Vec<SweepRecord>, StoreError> {
+        let running = running_only
+            .then(|| json(&SweepStatus::Running))
+            .transpose()?;
+        self.conn()?
+            .query(
+                "SELECT record FROM sweeps WHERE $1::TEXT IS NULL OR status = $1
+                 ORDER BY created_at DESC, id DESC",
+                &[&running],
+            )?
+            .iter()
+            .map(|r| parse(r.get(0)))
+            .collect()
+    }
+
+    fn cancel_sweep(&self, id: Uuid) -> Result<Option<SweepRecord>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        let Some(mut sweep) = read_sweep(&mut tx, id, true)? else {
+            return Ok(None);
+        };
+        if sweep.status == SweepStatus::Running && !sweep.cancel_requested {
+            sweep.cancel_requested = true;
+            upsert_sweep(&mut tx, &sweep)?;
+        }
+        tx.commit()?;
+        Ok(Some(sweep))
+    }
+
+    fn end_sweep(
+        &self,
+        sweep: &SweepRecord,
+        pin: Option<u32>,
+    ) -> Result<Option<EndedSweep>, StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        // The row lock orders racing replicas: the second reads the first's end.
+        let Some(stored) = read_sweep(&mut tx, sweep.id, true)? else {
+            return Ok(None);
+        };
+        if stored.status != SweepStatus::Running {
+            return Ok(None);
+        }
+        let (sweep, serving) = sweeps::pin_best(sweep, pin, |update| {
+            change_serving_in(&mut tx, &sweep.model, update)
+        })?;
+        upsert_sweep(&mut tx, &sweep)?;
+        tx.commit()?;
+        Ok(Some(EndedSweep { sweep, serving }))
     }
 
     fn delete_version(
@@ -1123,33 +1297,29 @@ impl Shared for PostgresStore {
         input: &JobInput,
         capacity: usize,
     ) -> Result<(), StoreError> {
-        let (record, features, targets) = input.encode()?;
         let mut c = self.conn()?;
         let mut tx = c.transaction()?;
-        // The lock that serialises submissions with deletes also serialises the queue count.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&QUEUE_LOCK])?;
-        if tx
-            .query_opt("SELECT 1 FROM models WHERE name = $1", &[&job.model])?
-            .is_none()
-        {
-            return Err(StoreError::model_gone(&job.model));
-        }
-        let queued: i64 = tx
-            .query_one(
-                "SELECT COUNT(*) FROM jobs WHERE status = $1",
-                &[&status(JobStatus::Queued)?],
-            )?
-            .get(0);
-        if usize::try_from(queued).unwrap_or(usize::MAX) >= capacity {
-            return Err(StoreError::Conflict(
-                ErrorCode::QueueFull,
-                "the training queue is full; retry later".into(),
-            ));
-        }
-        upsert_job(&mut tx, job)?;
-        tx.execute(
-            "INSERT INTO job_inputs (job, record, features, targets) VALUES ($1, $2, $3, $4)",
-            &[&job.id, &record, &features, &targets],
+        let one = std::slice::from_ref(job);
+        enqueue_in(&mut tx, None, &job.model, one, Some((input, capacity)))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn enqueue_sweep(
+        &self,
+        sweep: &SweepRecord,
+        jobs: &[JobRecord],
+        input: &JobInput,
+        capacity: usize,
+    ) -> Result<(), StoreError> {
+        let mut c = self.conn()?;
+        let mut tx = c.transaction()?;
+        enqueue_in(
+            &mut tx,
+            Some(sweep),
+            &sweep.model,
+            jobs,
+            Some((input, capacity)),
         )?;
         tx.commit()?;
         Ok(())

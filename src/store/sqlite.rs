@@ -8,13 +8,13 @@
 
 use super::cells::{column_words, table_from_words};
 use super::{
-    Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord, Published,
-    ServingChange, ServingChanged, ServingUpdate, Snapshot, Store, StoreError, StoredAnswer,
-    VersionRecord, retention, serving,
+    Claimed, DatasetRecord, EndedSweep, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord,
+    Published, ServingChange, ServingChanged, ServingUpdate, Snapshot, Store, StoreError,
+    StoredAnswer, SweepRecord, VersionRecord, retention, serving, sweeps,
 };
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, Label};
-use crate::records::JobStatus;
+use crate::records::{JobStatus, SweepStatus};
 use crate::tabular::{Column, Table};
 use ndarray::Array2;
 use rusqlite::blob::ZeroBlob;
@@ -24,8 +24,8 @@ use std::path::Path;
 use std::sync::Mutex;
 use uuid::Uuid;
 
-/// 2: serving history (pins and aliases live in the model records).
-const SCHEMA_VERSION: i64 = 2;
+/// 2: serving history (pins and aliases live in the model records). 3: sweeps.
+const SCHEMA_VERSION: i64 = 3;
 const CHUNK: usize = 1 << 20;
 
 const SCHEMA: &str = "
@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS serving_history (
   model TEXT NOT NULL REFERENCES models(name) ON DELETE CASCADE,
   record TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS serving_history_of_model ON serving_history (model, seq);
+CREATE TABLE IF NOT EXISTS sweeps (
+  id TEXT PRIMARY KEY, created_at TEXT NOT NULL, status TEXT NOT NULL, record TEXT NOT NULL);
 ";
 
 pub struct SqliteStore {
@@ -402,6 +404,79 @@ fn insert_history(tx: &Connection, model: &str, c: &ServingChange) -> Result<(),
     Ok(())
 }
 
+/// [`Store::change_serving`] inside the caller's transaction.
+fn change_serving_in(
+    tx: &Connection,
+    model: &str,
+    update: &ServingUpdate,
+) -> Result<ServingChanged, StoreError> {
+    let Some((mut record, versions)) = model_and_versions(tx, model)? else {
+        return Err(StoreError::model_gone(model));
+    };
+    let change = serving::apply(&mut record, &versions, update)?;
+    if let Some(c) = &change {
+        tx.execute(
+            "UPDATE models SET record = ?2 WHERE name = ?1",
+            params![model, json(&record)?],
+        )?;
+        insert_history(tx, model, c)?;
+    }
+    Ok(ServingChanged {
+        model: record,
+        change,
+    })
+}
+
+/// Records `queued` jobs of `model` (with `sweep`, if one groups them) unless the model is gone;
+/// call inside a transaction.
+fn submit_in(
+    tx: &Connection,
+    sweep: Option<&SweepRecord>,
+    model: &str,
+    jobs: &[JobRecord],
+) -> Result<(), StoreError> {
+    let exists: Option<i64> = tx
+        .query_row("SELECT 1 FROM models WHERE name = ?1", [model], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if exists.is_none() {
+        return Err(StoreError::model_gone(model));
+    }
+    if let Some(sweep) = sweep {
+        upsert_sweep(tx, sweep)?;
+    }
+    for job in jobs {
+        upsert_job(tx, job)?;
+    }
+    Ok(())
+}
+
+fn upsert_sweep(tx: &Connection, sweep: &SweepRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO sweeps (id, created_at, status, record) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET status = excluded.status, record = excluded.record",
+        params![
+            sweep.id.to_string(),
+            sweep.created_at.unix_timestamp_nanos().to_string(),
+            json(&sweep.status)?,
+            json(sweep)?
+        ],
+    )?;
+    Ok(())
+}
+
+fn read_sweep(tx: &Connection, id: Uuid) -> Result<Option<SweepRecord>, StoreError> {
+    let record: Option<String> = tx
+        .query_row(
+            "SELECT record FROM sweeps WHERE id = ?1",
+            [id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    record.as_deref().map(parse).transpose()
+}
+
 impl Store for SqliteStore {
     fn load(&self) -> Result<Snapshot, StoreError> {
         let conn = self.conn();
@@ -518,15 +593,7 @@ impl Store for SqliteStore {
     fn submit_job(&self, job: &JobRecord) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let model: Option<i64> = tx
-            .query_row("SELECT 1 FROM models WHERE name = ?1", [&job.model], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        if model.is_none() {
-            return Err(StoreError::model_gone(&job.model));
-        }
-        upsert_job(&tx, job)?;
+        submit_in(&tx, None, &job.model, std::slice::from_ref(job))?;
         tx.commit()?;
         Ok(())
     }
@@ -811,22 +878,9 @@ impl Store for SqliteStore {
     ) -> Result<ServingChanged, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let Some((mut record, versions)) = model_and_versions(&tx, model)? else {
-            return Err(StoreError::model_gone(model));
-        };
-        let change = serving::apply(&mut record, &versions, update)?;
-        if let Some(c) = &change {
-            tx.execute(
-                "UPDATE models SET record = ?2 WHERE name = ?1",
-                params![model, json(&record)?],
-            )?;
-            insert_history(&tx, model, c)?;
-        }
+        let done = change_serving_in(&tx, model, update)?;
         tx.commit()?;
-        Ok(ServingChanged {
-            model: record,
-            change,
-        })
+        Ok(done)
     }
 
     fn delete_version(
@@ -862,6 +916,81 @@ impl Store for SqliteStore {
             out.push(parse(&r?)?);
         }
         Ok(out)
+    }
+
+    fn submit_sweep(&self, sweep: &SweepRecord, jobs: &[JobRecord]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        submit_in(&tx, Some(sweep), &sweep.model, jobs)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn delete_sweep(&self, id: Uuid) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if let Some(sweep) = read_sweep(&tx, id)? {
+            for t in &sweep.trials {
+                tx.execute("DELETE FROM jobs WHERE id = ?1", [t.job_id.to_string()])?;
+            }
+            tx.execute("DELETE FROM sweeps WHERE id = ?1", [id.to_string()])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn sweep(&self, id: Uuid) -> Result<Option<SweepRecord>, StoreError> {
+        read_sweep(&self.conn(), id)
+    }
+
+    fn sweeps(&self, running_only: bool) -> Result<Vec<SweepRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT record FROM sweeps WHERE ?1 IS NULL OR status = ?1
+             ORDER BY CAST(created_at AS INTEGER) DESC, id DESC",
+        )?;
+        let running = running_only
+            .then(|| json(&SweepStatus::Running))
+            .transpose()?;
+        let rows: Vec<String> = stmt
+            .query_map([running], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        rows.iter().map(|r| parse(r)).collect()
+    }
+
+    fn cancel_sweep(&self, id: Uuid) -> Result<Option<SweepRecord>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(mut sweep) = read_sweep(&tx, id)? else {
+            return Ok(None);
+        };
+        if sweep.status == SweepStatus::Running && !sweep.cancel_requested {
+            sweep.cancel_requested = true;
+            upsert_sweep(&tx, &sweep)?;
+        }
+        tx.commit()?;
+        Ok(Some(sweep))
+    }
+
+    fn end_sweep(
+        &self,
+        sweep: &SweepRecord,
+        pin: Option<u32>,
+    ) -> Result<Option<EndedSweep>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(stored) = read_sweep(&tx, sweep.id)? else {
+            return Ok(None);
+        };
+        if stored.status != SweepStatus::Running {
+            return Ok(None);
+        }
+        let (sweep, serving) = sweeps::pin_best(sweep, pin, |update| {
+            change_serving_in(&tx, &sweep.model, update)
+        })?;
+        upsert_sweep(&tx, &sweep)?;
+        tx.commit()?;
+        Ok(Some(EndedSweep { sweep, serving }))
     }
 
     fn ping(&self) -> Result<(), StoreError> {

@@ -21,6 +21,7 @@ mod predict;
 mod process;
 mod properties;
 mod serving;
+mod sweeps;
 mod tables;
 mod training;
 mod warm_start;
