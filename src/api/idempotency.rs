@@ -1,4 +1,5 @@
-//! `Idempotency-Key` on the creating POSTs (create a model, upload a dataset, train, import):
+//! `Idempotency-Key` on the creating POSTs (create a model, upload a dataset, copy a sample,
+//! train, import):
 //! a retry of the same request with the same key gets the first answer again, without the
 //! work being done twice — across restarts and replicas, since the keys live in the store.
 //!
@@ -40,11 +41,12 @@ pub const REPLAYED: &str = "idempotent-replayed";
 /// The longest key.
 pub const MAX_KEY_LEN: usize = 255;
 /// The routes (all `POST`) that take a key; on any other it is ignored.
-pub const ROUTES: [&str; 4] = [
+pub const ROUTES: [&str; 5] = [
     "/v1/models",
     "/v1/models/import",
     "/v1/models/{name}/train",
     "/v1/datasets",
+    "/v1/samples/{name}",
 ];
 /// The answer headers recorded and replayed.
 const KEPT_HEADERS: [header::HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];

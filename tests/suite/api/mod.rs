@@ -19,6 +19,7 @@ mod postgres;
 mod predict;
 mod process;
 mod properties;
+mod samples;
 mod serving;
 mod tables;
 mod training;
