@@ -19,6 +19,8 @@ RUN mkdir -p src benches \
     && rm -rf src benches
 COPY src src
 COPY benches benches
+# The sample datasets the binary bundles (`GET /v1/samples`).
+COPY datasets/iris.csv datasets/digits.csv datasets/
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin mlpd
 
 FROM ${BASE} AS runtime-base

@@ -109,7 +109,7 @@ pub fn evaluate(version: &VersionRecord, table: &Table) -> Result<Evaluated, Fie
             };
             let truth: Vec<f64> = kept.iter().map(|&r| f64::from(v[r])).collect();
             let pred: Vec<f64> = outputs.column(j).iter().map(|&p| f64::from(p)).collect();
-            scored.push(metrics::regression(&t.name, &truth, &pred));
+            scored.push(metrics::regression(&t.name, &truth, &pred, &kept));
         }
         Scores::Regression { targets: scored }
     };

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod nn;
 pub mod records;
 pub mod registry;
+pub mod samples;
 pub mod scoring;
 pub mod server;
 pub mod startup;

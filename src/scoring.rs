@@ -3,7 +3,8 @@
 //! (0 where a denominator is 0), the confusion matrix (rows: true class, columns: predicted),
 //! ROC AUC of a binary classifier (the Mann–Whitney statistic, ties counted half); for
 //! regressions MSE, RMSE, MAE, R² and quantiles of the residuals y − ŷ (linear interpolation,
-//! as NumPy's default). Pure: plain slices in, plain numbers out, accumulated in f64.
+//! as NumPy's default) with up to 500 rows' predicted and actual values. Pure: plain slices in,
+//! plain numbers out, accumulated in f64.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -78,6 +79,33 @@ pub struct RegressionScores {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r2: Option<f64>,
     pub residuals: Quantiles,
+    /// Up to [`MAX_PAIRS`] rows' predicted and actual values, evenly spread over the rows (all
+    /// of them when there are no more), for a predicted-versus-actual plot. Absent in
+    /// evaluations stored before it was kept.
+    #[serde(default)]
+    pub pairs: Vec<PredictedActual>,
+}
+
+/// One row's prediction beside its true value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PredictedActual {
+    /// The row, 0-based, among all the rows given (those left out included).
+    pub row: usize,
+    pub predicted: f64,
+    pub actual: f64,
+}
+
+/// The most predicted-versus-actual pairs kept per target column.
+pub const MAX_PAIRS: usize = 500;
+
+/// Which of `n` rows the pairs show: all, or [`MAX_PAIRS`] evenly spaced ones (row
+/// `⌊i·n / MAX_PAIRS⌋` for i = 0, 1, …), the same rows every time.
+pub fn pair_rows(n: usize) -> Vec<usize> {
+    if n <= MAX_PAIRS {
+        (0..n).collect()
+    } else {
+        (0..MAX_PAIRS).map(|i| i * n / MAX_PAIRS).collect()
+    }
 }
 
 /// Scores classes: `truth[i]` and `predicted[i]` index `labels`; `probabilities`, when given,
@@ -181,11 +209,18 @@ pub fn roc_auc(scores: &[f64], positive: &[bool]) -> Option<f64> {
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * q))
 }
 
-/// Scores one target column: `truth` and `predicted` row by row.
+/// Scores one target column: `truth` and `predicted` row by row; `rows[i]` numbers row `i` in
+/// the pairs kept ([`pair_rows`] chooses them).
 ///
 /// # Panics
 /// Slices of different lengths, or empty ones (the caller's bug, not input).
-pub fn regression(target: &str, truth: &[f64], predicted: &[f64]) -> RegressionScores {
+pub fn regression(
+    target: &str,
+    truth: &[f64],
+    predicted: &[f64],
+    rows: &[usize],
+) -> RegressionScores {
+    assert_eq!(truth.len(), rows.len(), "one row number per row");
     assert_eq!(truth.len(), predicted.len(), "one prediction per row");
     assert!(!truth.is_empty(), "at least one row");
     let n = truth.len() as f64;
@@ -212,6 +247,14 @@ pub fn regression(target: &str, truth: &[f64], predicted: &[f64]) -> RegressionS
             p95: q(0.95),
             max: residuals[residuals.len() - 1],
         },
+        pairs: pair_rows(truth.len())
+            .into_iter()
+            .map(|i| PredictedActual {
+                row: rows[i],
+                predicted: predicted[i],
+                actual: truth[i],
+            })
+            .collect(),
     }
 }
 
@@ -279,7 +322,7 @@ mod tests {
     fn regression_matches_scikit_learn_and_numpy() {
         let y = [3.0, -0.5, 2.0, 7.0];
         let p = [2.5, 0.0, 2.0, 8.0];
-        let s = regression("y", &y, &p);
+        let s = regression("y", &y, &p, &[0, 1, 2, 3]);
         // sklearn: mean_squared_error 0.375, mean_absolute_error 0.5, r2_score 0.9486081370…
         assert_eq!(s.mse, 0.375);
         assert_eq!(s.mae, 0.5);
@@ -292,6 +335,24 @@ mod tests {
         assert!((s.residuals.p95 - 0.425).abs() < 1e-12);
         assert_eq!(s.residuals.p75, 0.125);
         assert_eq!(s.residuals.max, 0.5);
-        assert_eq!(regression("y", &[1.0, 1.0], &[1.0, 2.0]).r2, None);
+        assert_eq!(regression("y", &[1.0, 1.0], &[1.0, 2.0], &[0, 1]).r2, None);
+        assert_eq!(s.pairs.len(), 4);
+        assert_eq!(
+            s.pairs[3],
+            PredictedActual {
+                row: 3,
+                predicted: 8.0,
+                actual: 7.0
+            }
+        );
+    }
+
+    #[test]
+    fn pairs_are_at_most_500_evenly_spread_rows() {
+        assert_eq!(pair_rows(3), vec![0, 1, 2]);
+        let rows = pair_rows(1234);
+        assert_eq!(rows.len(), MAX_PAIRS);
+        assert_eq!((rows[0], rows[1], rows[499]), (0, 2, 1231));
+        assert!(rows.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -143,11 +143,24 @@ pub async fn create(
             ));
         }
     };
+    store(&state, name, data).await
+}
+
+/// Stores a parsed table as a new dataset (the end of an upload, and of a sample's copy):
+/// 201 with its view and `Location`.
+///
+/// # Errors
+/// 409 `limit_reached` at `--max-datasets`; the store's errors.
+pub(super) async fn store(
+    state: &AppState,
+    name: Option<String>,
+    data: crate::tabular::Table,
+) -> Result<axum::response::Response, ApiError> {
     let record = DatasetRecord::describe(Uuid::new_v4(), name, OffsetDateTime::now_utc(), &data);
     let data = Arc::new(data);
     let (r, d) = (record.clone(), data.clone());
     let admin = state.admin_lock().await;
-    room_for_dataset(&state)?;
+    room_for_dataset(state)?;
     let (datasets, max) = (state.datasets.clone(), state.config.max_datasets);
     let stored = state
         .commit(Some(admin), move |s| {
@@ -160,7 +173,8 @@ pub async fn create(
         StatusCode::CREATED,
         [(header::LOCATION, format!("/v1/datasets/{}", stored.id()))],
         axum::Json(DatasetView::from(&stored.record)),
-    ))
+    )
+        .into_response())
 }
 
 pub fn dataset_not_found(id: Uuid) -> ApiError {

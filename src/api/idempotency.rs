@@ -1,6 +1,7 @@
-//! `Idempotency-Key` on the creating POSTs (create a model, upload a dataset, train, sweep,
-//! import): a retry of the same request with the same key gets the first answer again, without
-//! the work being done twice — across restarts and replicas, since the keys live in the store.
+//! `Idempotency-Key` on the creating POSTs (create a model, upload a dataset, copy a sample,
+//! train, sweep, import): a retry of the same request with the same key gets the first answer
+//! again, without the work being done twice — across restarts and replicas, since the keys live
+//! in the store.
 //!
 //! The protocol, per keyed request (middleware on the runtime; store calls on blocking threads):
 //! 1. The body is read whole (under the route's own size limit) and fingerprinted: SHA-256 of
@@ -40,12 +41,13 @@ pub const REPLAYED: &str = "idempotent-replayed";
 /// The longest key.
 pub const MAX_KEY_LEN: usize = 255;
 /// The routes (all `POST`) that take a key; on any other it is ignored.
-pub const ROUTES: [&str; 5] = [
+pub const ROUTES: [&str; 6] = [
     "/v1/models",
     "/v1/models/import",
     "/v1/models/{name}/train",
     "/v1/models/{name}/sweeps",
     "/v1/datasets",
+    "/v1/samples/{name}",
 ];
 /// The answer headers recorded and replayed.
 const KEPT_HEADERS: [header::HeaderName; 2] = [header::CONTENT_TYPE, header::LOCATION];

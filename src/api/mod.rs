@@ -15,6 +15,7 @@ mod models;
 pub mod openapi;
 mod predict;
 mod predict_input;
+mod samples;
 mod schemas;
 mod schemas_tabular;
 pub mod serving;
@@ -63,6 +64,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(predict::predict))
         .routes(routes!(datasets::create, datasets::list))
         .routes(routes!(datasets::get, datasets::delete))
+        .routes(routes!(samples::list))
+        .routes(routes!(samples::create))
         .routes(routes!(jobs::list))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::history))

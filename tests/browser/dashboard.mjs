@@ -1,7 +1,12 @@
 // The dashboard in a real headless Chromium (Debian's /usr/bin/chromium) against the real
 // binary, with authentication on:
-//   node tests/browser/dashboard.mjs [path/to/mlpd] [screenshot.png]
-// Checks: the page loads with no console errors; a token entered once unlocks it; a CSV upload
+//   node tests/browser/dashboard.mjs [path/to/mlpd] [screenshot.png] [directory for the others]
+// Checks: the page loads with no console errors; a token entered once unlocks it; an empty
+// server offers what to do first and starts with the bundled iris in one click; a second
+// version trained from the form; both jobs' curves overlaid (accuracy beside, a log-scale
+// switch); a version evaluated, its confusion matrix a heat map of the evaluation's counts;
+// roll back, promote and return to latest through a confirmation dialog, checked through the
+// API; a regression's evaluation drawn as predicted against actual (screenshots of each); a CSV upload
 // and a training started from the page; a real table (titanic: text columns, empty cells) shows
 // its detected column types before upload, takes a column to ignore, trains, and predicts a
 // record typed into per-feature fields (dropdowns for categoricals); the job's curve gains points epoch by epoch, survives a
@@ -21,6 +26,9 @@ import assert from "node:assert/strict";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const bin = resolve(process.argv[2] ?? join(root, "target/debug/mlpd"));
 const shot = resolve(process.argv[3] ?? join(root, "target/dashboard.png"));
+// Where the screenshots of the curves, the versions and the confusion matrix go (the README's
+// come from `… docs/dashboard.png docs`).
+const shots = resolve(process.argv[4] ?? dirname(shot));
 const TOKEN = "dashboard-test-token";
 
 const port = await new Promise((ok) => {
@@ -73,6 +81,138 @@ try {
   await page.waitForFunction(() => document.querySelector("#auth-state").textContent === "token in use");
   assert.ok(await page.isHidden("#notice"));
 
+  // 2b. An empty server says what to do first instead of showing empty tables; one click
+  // starts with the bundled iris: the dataset stored, a model defined, its training started.
+  await page.waitForSelector("#welcome:not([hidden])");
+  for (const table of ["#jobs", "#models", "#datasets", "#versions"]) {
+    assert.ok(await page.isHidden(table), `no empty ${table} table on a first visit`);
+  }
+  await page.waitForSelector("#start-iris");
+  assert.ok(await page.isVisible("#start-digits"));
+  assert.ok(await page.isVisible("#welcome-upload"));
+  await page.click("#start-iris");
+  await page.waitForSelector("#welcome", { state: "hidden" });
+  await page.waitForFunction(() => /^Finished: version 1 of iris/.test(document.querySelector("#chart-status").textContent),
+    null, { timeout: 60000 });
+  const get = (path) => fetch(`${base}${path}`, { headers: { Authorization: `Bearer ${TOKEN}` } }).then((r) => r.json());
+  const irisData = (await get("/v1/datasets")).datasets;
+  assert.deepEqual(irisData.map((d) => [d.name, d.rows]), [["iris", 150]], "the sample stored as a dataset");
+
+  // 2c. A second version from the page's own form, with another learning rate.
+  await page.selectOption("#train-dataset", irisData[0].id);
+  await page.fill("#model-name", "iris");
+  await page.fill("#epochs", "60");
+  await page.fill("#lr", "0.002");
+  await page.fill("#batch", "16");
+  await page.click("#train-form button[type=submit]");
+  await page.waitForFunction(() => /^Finished: version 2 of iris/.test(document.querySelector("#chart-status").textContent),
+    null, { timeout: 60000 });
+  const irisJobs = (await get("/v1/jobs")).jobs.filter((j) => j.model === "iris").map((j) => j.id);
+  assert.equal(irisJobs.length, 2);
+
+  // 2d. Both jobs' cost curves overlaid in one chart (and their accuracy beside); unticking a
+  // job takes its curve away; the log-scale switch redraws the cost axis.
+  const curves = (svg) => page.$$eval(`${svg} polyline.curve:not(.val)`, (ls) => ls.map((l) => l.dataset.job).sort());
+  await page.waitForFunction(() => document.querySelector("#compare-cost").dataset.curves === "2");
+  assert.deepEqual(await curves("#compare-cost"), irisJobs.slice().sort(), "one cost curve per job");
+  assert.deepEqual(await curves("#compare-acc"), irisJobs.slice().sort(), "one accuracy curve per job");
+  assert.equal(await page.$$eval("#compare-cost polyline.val", (ls) => ls.length), 2, "validation curves dashed beside");
+  const epochsDrawn = await page.$eval(`#compare-cost polyline.curve[data-job="${irisJobs[0]}"]:not(.val)`, (l) => l.getAttribute("points").split(" ").length);
+  assert.equal(epochsDrawn, 60, "one point per epoch");
+  await page.uncheck(`#jobs input[data-job="${irisJobs[1]}"]`);
+  await page.waitForFunction(() => document.querySelector("#compare-cost").dataset.curves === "1");
+  await page.check(`#jobs input[data-job="${irisJobs[1]}"]`);
+  await page.waitForFunction(() => document.querySelector("#compare-cost").dataset.curves === "2");
+  const linear = await page.$eval("#compare-cost polyline.curve", (l) => l.getAttribute("points"));
+  await page.check("#log-scale");
+  await page.waitForFunction(() => document.querySelector("#compare-cost").dataset.scale === "log");
+  assert.notEqual(await page.$eval("#compare-cost polyline.curve", (l) => l.getAttribute("points")), linear, "redrawn on a log axis");
+  await page.$eval("#compare-section", (s) => s.scrollIntoView());
+  await page.locator("#compare-section").screenshot({ path: join(shots, "dashboard-curves.png") });
+
+  // 2e. Versions: v2 is served (latest). Evaluate it from its row; the confusion matrix's heat
+  // map holds the evaluation's counts, in its label order.
+  await page.waitForSelector('#versions tr[data-version="2"] .badge.serving');
+  await page.click('#versions tr[data-version="2"] button[data-action="evaluate"]');
+  await page.waitForSelector("#evaluation-panel:not([hidden])");
+  const evaluation = (await get("/v1/models/iris/versions/2/evaluations")).evaluations[0];
+  assert.equal(await page.$eval("#evaluation-panel", (p) => p.dataset.evaluation), evaluation.id);
+  const m = evaluation.scores.confusion_matrix;
+  const heat = await page.$$eval("#confusion rect.cell", (rs) => rs.map((r) => [Number(r.dataset.row), Number(r.dataset.col), Number(r.dataset.count), r.nextSibling.textContent]));
+  assert.equal(heat.length, 9, "3 × 3 cells");
+  for (const [i, j, count, text] of heat) {
+    assert.equal(count, m[i][j], `cell ${i},${j}`);
+    assert.equal(text, String(m[i][j]), `count written in cell ${i},${j}`);
+  }
+  const labels = await page.$$eval("#confusion > text", (ts) => ts.map((t) => t.textContent));
+  for (const l of evaluation.scores.labels) assert.ok(labels.includes(l), `label ${l} shown`);
+  assert.match(await page.textContent("#evaluation-summary"), new RegExp(`accuracy ${(evaluation.scores.accuracy * 100).toFixed(1)}%`));
+  await page.$eval("#evaluation-panel", (s) => s.scrollIntoView());
+  await page.locator("#evaluation-panel").screenshot({ path: join(shots, "dashboard-confusion.png") });
+
+  // 2f. Roll back to v1 through the confirmation dialog: cancelling changes nothing; confirming
+  // pins v1 (predictions answer with it); promoting v2 pins it; "return to latest" unpins.
+  const serving = () => get("/v1/models/iris/serving");
+  const predictVersion = () => fetch(`${base}/v1/models/iris/predict`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ inputs: [[5.1, 3.5, 1.4, 0.2]] }),
+  }).then((r) => r.json()).then((r) => r.version);
+  await page.click('#versions tr[data-version="1"] button[data-action="rollback"]');
+  await page.waitForSelector("#confirm[open]");
+  assert.match(await page.textContent("#confirm-text"), /Roll back to version 1 of iris/);
+  await page.click("#confirm-no");
+  await page.waitForSelector("#confirm", { state: "hidden" });
+  await sleep(300);
+  assert.deepEqual(await serving().then((s) => [s.policy, s.version]), ["latest", 2], "cancel changes nothing");
+  await page.click('#versions tr[data-version="1"] button[data-action="rollback"]');
+  await page.click("#confirm-yes");
+  await page.waitForSelector('#versions tr[data-version="1"] .badge.serving');
+  assert.ok(await page.isVisible('#versions tr[data-version="1"] .badge.pinned'));
+  assert.deepEqual(await serving().then((s) => [s.policy, s.version]), ["pinned", 1], "rolled back");
+  assert.equal(await predictVersion(), 1);
+  assert.ok(await page.isVisible("#unpin"));
+  await page.$eval("#versions-section", (s) => s.scrollIntoView());
+  await page.locator("#versions-section").screenshot({ path: join(shots, "dashboard-versions.png") });
+  await page.click('#versions tr[data-version="2"] button[data-action="promote"]');
+  assert.match(await page.textContent("#confirm-text"), /Promote version 2 of iris/);
+  await page.click("#confirm-yes");
+  await page.waitForSelector('#versions tr[data-version="2"] .badge.pinned');
+  assert.deepEqual(await serving().then((s) => [s.policy, s.version]), ["pinned", 2], "promoted");
+  assert.equal(await predictVersion(), 2);
+  await page.click("#unpin");
+  await page.click("#confirm-yes");
+  await page.waitForSelector("#unpin", { state: "hidden" });
+  assert.deepEqual(await serving().then((s) => [s.policy, s.version]), ["latest", 2], "back to latest");
+  assert.ok(await page.isHidden('#versions tr[data-version="2"] .badge.pinned'));
+
+  // 2g. A regression (trained by another client): its evaluation is predicted against actual,
+  // every row a point, with the line y = x.
+  const send = (method, path, body, type = "application/json") => fetch(`${base}${path}`, {
+    method, headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": type }, body,
+  }).then((r) => r.json());
+  const diabetes = await send("POST", "/v1/datasets?target=progression&name=diabetes",
+    readFileSync(join(root, "datasets/diabetes.csv")), "text/csv");
+  await send("POST", "/v1/models", JSON.stringify({ name: "diabetes",
+    layers: [{ units: 16, activation: "relu" }, { units: 1, activation: "identity" }] }));
+  const reg = await send("POST", "/v1/models/diabetes/train", JSON.stringify({ dataset_id: diabetes.id, epochs: 40, seed: 1 }));
+  for (let i = 0; (await get(`/v1/jobs/${reg.id}`)).status !== "succeeded"; i++) {
+    assert.ok(i < 600, "the regression trains");
+    await sleep(100);
+  }
+  await page.waitForFunction(() => [...document.querySelectorAll("#versions-model option")].some((o) => o.value === "diabetes"));
+  await page.selectOption("#versions-model", "diabetes");
+  await page.waitForSelector('#versions tr[data-version="1"] button[data-action="evaluate"]');
+  assert.equal(await page.$eval("#eval-dataset", (s) => s.value), diabetes.id, "evaluated on the data it learned from");
+  await page.click('#versions tr[data-version="1"] button[data-action="evaluate"]');
+  await page.waitForSelector("#scatter-figure:not([hidden])");
+  assert.ok(await page.isHidden("#confusion-figure"));
+  assert.equal(await page.$eval("#scatter", (s) => s.dataset.points), "442", "a point per row");
+  assert.equal(await page.$$eval("#scatter circle.point", (c) => c.length), 442);
+  assert.equal(await page.$$eval("#scatter line.identity", (l) => l.length), 1, "the line y = x");
+  assert.match(await page.textContent("#evaluation-summary"), /progression: R² 0\.\d+/);
+  await page.locator("#evaluation-panel").screenshot({ path: join(shots, "dashboard-scatter.png") });
+
   // 3. Upload digits (8×8 handwritten digits); the target column offered is chosen.
   await page.setInputFiles("#csv-file", join(root, "datasets/digits.csv"));
   await page.waitForFunction(() => !document.querySelector("#csv-target").disabled);
@@ -89,8 +229,11 @@ try {
   await page.fill("#lr", "0.001");
   await page.fill("#batch", "1");
   await page.fill("#val", "0.2");
+  const shownBefore = await page.textContent("#chart-title");
   await page.click("#train-form button[type=submit]");
   await page.waitForSelector("#chart-panel:not([hidden])");
+  // The chart follows the new job (an earlier job's finished curve was shown).
+  await page.waitForFunction((t) => document.querySelector("#chart-title").textContent !== t, shownBefore);
   const points = () => page.$eval("#chart", (s) => Number(s.dataset.points || 0));
   const seen = new Set();
   while (seen.size < 5) {
@@ -141,7 +284,7 @@ try {
     method: "POST",
     headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
     body: JSON.stringify({ dataset_id: (await (await fetch(`${base}/v1/datasets`, {
-      headers: { Authorization: `Bearer ${TOKEN}` } })).json()).datasets[0].id,
+      headers: { Authorization: `Bearer ${TOKEN}` } })).json()).datasets.find((d) => d.name === "digits").id,
     epochs: 5000, batch_size: 1, learning_rate: 0.001 }),
   }).then((r) => r.json());
   await page.waitForFunction((id) => document.querySelector("#chart-title").textContent.includes(id.slice(0, 8)),

@@ -8,6 +8,11 @@ const state = {
   jobs: [],
   following: null,      // {id, points: Map(epoch -> report), epochs, done, controller}
   recordKey: "",        // "model@version" whose features the record form shows
+  samples: null,        // the bundled datasets, once listed
+  compare: new Set(),   // ids of the jobs whose curves are overlaid
+  compareTouched: false, // whether people chose them (else the newest model's jobs are)
+  histories: new Map(), // job id -> {epochs, final}
+  logScale: false,
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -98,7 +103,9 @@ function renderModels() {
     const tr = document.createElement("tr");
     cell(tr, m.name);
     cell(tr, [m.inputs ?? "auto", ...m.layers.map((l) => `${l.units} ${l.activation}`)].join(" → "));
-    cell(tr, m.versions.length ? m.versions.map((v) => `v${v}`).join(", ") : "not trained");
+    cell(tr, m.versions.length
+      ? `${m.versions.map((v) => `v${v}`).join(", ")}; serving v${m.serving_version}${m.serving_policy === "pinned" ? " (pinned)" : ""}`
+      : "not trained");
     const mt = m.latest_metrics;
     cell(tr, mt ? `${fmt(mt.cost)}${mt.val_cost !== undefined ? ` (val ${fmt(mt.val_cost)})` : ""}` : "–");
     cell(tr, mt && mt.accuracy !== undefined
@@ -109,6 +116,12 @@ function renderModels() {
   fillSelect($("#predict-model"), state.models.filter((m) => m.versions.length),
     (m) => [m.name, `${m.name} (v${m.latest_version}, ${m.inputs ?? "?"} inputs)`], "no trained model yet");
   loadRecordForm().catch((e) => notify(e.message));
+  const vm = $("#versions-model");
+  fillSelect(vm, state.models.filter((m) => m.versions.length), (m) => [m.name, m.name], "no trained model yet");
+  if (vm.dataset.want && [...vm.options].some((o) => o.value === vm.dataset.want)) {
+    vm.value = vm.dataset.want;
+    delete vm.dataset.want;
+  }
 }
 
 /** A dataset's columns as the server read them: type, missing cells, levels or range. */
@@ -205,6 +218,7 @@ function renderDatasets() {
   }
   fillSelect($("#train-dataset"), state.datasets,
     (d) => [d.id, `${datasetName(d)} (${d.rows} rows × ${d.input_width})`], "upload a dataset first");
+  fillSelect($("#eval-dataset"), state.datasets, (d) => [d.id, `${datasetName(d)} (${d.rows} rows)`], "no dataset");
 }
 
 function renderJobs() {
@@ -212,6 +226,17 @@ function renderJobs() {
   body.replaceChildren();
   for (const j of state.jobs) {
     const tr = document.createElement("tr");
+    const pick = document.createElement("input");
+    pick.type = "checkbox";
+    pick.checked = state.compare.has(j.id);
+    pick.dataset.job = j.id;
+    pick.setAttribute("aria-label", `compare job ${j.id.slice(0, 8)}`);
+    pick.addEventListener("change", () => {
+      state.compareTouched = true;
+      if (pick.checked) state.compare.add(j.id); else state.compare.delete(j.id);
+      compareChanged();
+    });
+    cell(tr, pick);
     cell(tr, j.id.slice(0, 8));
     cell(tr, j.model);
     cell(tr, j.error ? `${j.status}: ${j.error.message}` : j.status);
@@ -256,9 +281,13 @@ async function refresh() {
     state.models = models.models;
     state.datasets = datasets.datasets.slice().reverse();
     state.jobs = jobs.jobs;
+    chooseCompared();
     renderModels();
     renderDatasets();
     renderJobs();
+    renderWelcome();
+    compareChanged();
+    await loadVersions();
     // Show a running job's curve by itself, unless another live one is shown.
     const live = state.jobs.find((j) => j.status === "running");
     if (live && (!state.following || state.following.done) && state.following?.id !== live.id) {
@@ -284,6 +313,7 @@ function follow(id, epochs) {
   state.following = f;
   $("#chart-panel").hidden = false;
   $("#chart-title").textContent = `Cost per epoch, job ${id.slice(0, 8)}`;
+  $("#chart-status").textContent = "Waiting for the first epoch…"; // not the previous job's end
   draw(f);
   renderJobs();
   stream(f);
@@ -374,6 +404,15 @@ function status(f, text) {
   if (state.following === f) $("#chart-status").textContent = text;
 }
 
+/** An SVG element with its attributes (presentation attributes only: the CSP forbids inline
+ *  styles) and text. */
+function svgEl(tag, attrs, text) {
+  const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
 let drawPending = false;
 
 function draw(f) {
@@ -398,13 +437,7 @@ function render(f) {
   const x = (e) => L + ((e - 1) / Math.max(1, n - 1)) * (W - L - R);
   const y = (c) => T + (1 - (c - lo) / span) * (H - T - B);
   const line = (get) => pts.filter((p) => get(p) !== undefined).map((p) => `${x(p.epoch).toFixed(1)},${y(get(p)).toFixed(1)}`).join(" ");
-  const ns = "http://www.w3.org/2000/svg";
-  const el = (tag, attrs, text) => {
-    const e = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
+  const el = svgEl;
   svg.replaceChildren(
     el("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }),
     el("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }),
@@ -422,6 +455,478 @@ function render(f) {
       ? `Epoch ${last.epoch} of ${n}: cost ${fmt(last.cost)}${last.val_cost !== undefined ? `, validation ${fmt(last.val_cost)}` : ""}`
       : "Waiting for the first epoch…");
   }
+}
+
+// ---- First visit ----------------------------------------------------------------------------
+
+/** On an empty server: what to do first (upload, or a bundled dataset in one click) instead of
+ *  empty tables. */
+function renderWelcome() {
+  const empty = !state.models.length && !state.datasets.length && !state.jobs.length;
+  $("#welcome").hidden = !empty;
+  for (const s of document.querySelectorAll("main section.data")) s.hidden = empty;
+  if (empty && !state.samples) loadSamples().catch((e) => notify(e.message));
+}
+
+async function loadSamples() {
+  state.samples = (await api("GET", "/v1/samples")).samples;
+  $("#samples").replaceChildren(...state.samples.map((s) => {
+    const box = document.createElement("div");
+    box.className = "sample";
+    const b = document.createElement("button");
+    b.type = "button";
+    b.id = `start-${s.name}`;
+    b.textContent = `Start with ${s.name}`;
+    b.addEventListener("click", () => attempt(() => startWith(s)));
+    const p = document.createElement("p");
+    p.textContent = `${s.description} Trains ${describeLayers(s.model.layers)} for ${s.train.epochs} epochs.`;
+    box.append(b, p);
+    return box;
+  }));
+}
+
+function describeLayers(layers) {
+  return layers.map((l) => `${l.units} ${l.activation}`).join(" → ");
+}
+
+/** Stores a bundled dataset, defines the model suggested for it, and trains it. */
+async function startWith(s) {
+  const buttons = [...$("#samples").querySelectorAll("button")];
+  buttons.forEach((b) => { b.disabled = true; });
+  try {
+    const d = await api("POST", `/v1/samples/${encodeURIComponent(s.name)}`);
+    try {
+      await api("POST", "/v1/models", { name: s.name, ...s.model });
+    } catch (err) {
+      if (!/exists/.test(err.message)) throw err;
+    }
+    const job = await api("POST", `/v1/models/${encodeURIComponent(s.name)}/train`, { dataset_id: d.id, ...s.train });
+    notify(`Started with ${s.name}: the dataset is stored, model “${s.name}” is defined (${describeLayers(s.model.layers)}) and job ${job.id.slice(0, 8)} trains it.`, true);
+    state.compareTouched = false;
+    $("#versions-model").dataset.want = s.name;
+    await refresh();
+    follow(job.id, job.epochs);
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+// ---- Charts ---------------------------------------------------------------------------------
+
+/** Colours for overlaid curves (classes c0…c7 in the stylesheet). */
+const PALETTE = 8;
+
+/** Draws lines `[{cls, job, points: [[x, y], …]}]` on a 640×300 chart with axes and grid;
+ *  `log` puts y on a base-10 logarithmic scale (values ≤ 0 are left out there). */
+function lineChart(svg, lines, { log = false, yRange = null, yFormat = (v) => fmt(v, 3) } = {}) {
+  const W = 640, H = 300, L = 60, R = 14, T = 12, B = 34;
+  const ok = (y) => Number.isFinite(y) && (!log || y > 0);
+  const t = log ? Math.log10 : (v) => v;
+  // Loops, not Math.max(...points): a long history would overflow the argument list.
+  let xMax = 2, lo = Infinity, hi = -Infinity;
+  for (const l of lines) {
+    for (const [e, v] of l.points) {
+      if (!ok(v)) continue;
+      xMax = Math.max(xMax, e);
+      lo = Math.min(lo, t(v));
+      hi = Math.max(hi, t(v));
+    }
+  }
+  if (yRange) [lo, hi] = yRange.map(t);
+  else if (lo > hi) [lo, hi] = [0, 1];
+  if (hi - lo < 1e-12) { lo -= 0.5; hi += 0.5; }
+  const x = (e) => L + ((e - 1) / (xMax - 1)) * (W - L - R);
+  const y = (v) => T + (1 - (t(v) - lo) / (hi - lo)) * (H - T - B);
+  const ticks = [];
+  if (log) {
+    for (let k = Math.ceil(lo - 1e-9); k <= Math.floor(hi + 1e-9); k++) ticks.push(10 ** k);
+    if (ticks.length < 2) ticks.splice(0, ticks.length, 10 ** lo, 10 ** hi);
+  } else {
+    for (let i = 0; i <= 4; i++) ticks.push(lo + ((hi - lo) * i) / 4);
+  }
+  const kids = [];
+  for (const v of ticks) {
+    kids.push(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+    kids.push(svgEl("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, yFormat(v)));
+  }
+  kids.push(
+    svgEl("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }),
+    svgEl("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }),
+    svgEl("text", { x: L, y: H - 14 }, "1"),
+    svgEl("text", { x: (L + W - R) / 2, y: H - 14, "text-anchor": "middle" }, "epoch"),
+    svgEl("text", { x: W - R, y: H - 14, "text-anchor": "end" }, String(xMax)),
+  );
+  let drawn = 0;
+  for (const l of lines) {
+    const pts = thin(l.points.filter(([, v]) => ok(v)), 1500);
+    if (!pts.length) continue;
+    drawn += l.cls.includes("val") ? 0 : 1;
+    const line = svgEl("polyline", { class: `curve ${l.cls}`, "data-job": l.job,
+      points: pts.map(([e, v]) => `${x(e).toFixed(1)},${y(v).toFixed(1)}`).join(" ") });
+    if (l.title) line.append(svgEl("title", {}, l.title));
+    kids.push(line);
+  }
+  svg.replaceChildren(...kids);
+  svg.dataset.scale = log ? "log" : "linear";
+  svg.dataset.curves = String(drawn);
+}
+
+/** At most `max` points, evenly chosen, the last one kept. */
+function thin(points, max) {
+  if (points.length <= max) return points;
+  const step = points.length / max;
+  const out = [];
+  for (let i = 0; i < max; i++) out.push(points[Math.floor(i * step)]);
+  out.push(points[points.length - 1]);
+  return out;
+}
+
+// ---- Overlaid curves ------------------------------------------------------------------------
+
+const FINISHED = new Set(["succeeded", "failed", "canceled"]);
+
+/** A job's whole history (pages of the history route), fetched once it has finished and
+ *  followed by offset while it runs. */
+async function history(job) {
+  let h = state.histories.get(job.id);
+  if (!h) {
+    h = { epochs: [], final: false };
+    state.histories.set(job.id, h);
+  }
+  if (h.final) return h;
+  let offset = h.epochs.length;
+  for (;;) {
+    const page = await api("GET", `/v1/jobs/${job.id}/history?offset=${offset}&limit=10000`);
+    h.epochs.push(...page.epochs);
+    if (page.next_offset === undefined || h.epochs.length >= 200000) {
+      h.final = FINISHED.has(page.status);
+      return h;
+    }
+    offset = page.next_offset;
+  }
+}
+
+/** Unless people chose themselves: the newest model's jobs (up to six) are compared. */
+function chooseCompared() {
+  if (state.compareTouched || !state.jobs.length) return;
+  const model = state.jobs[0].model;
+  state.compare = new Set(state.jobs.filter((j) => j.model === model && j.status !== "failed").slice(0, 6).map((j) => j.id));
+}
+
+let compareKey = "";
+let compareSeq = 0;
+
+function compareChanged() {
+  const jobs = state.jobs.filter((j) => state.compare.has(j.id));
+  const key = `${state.logScale}|${jobs.map((j) => `${j.id}:${j.epoch}:${j.status}`).join(",")}`;
+  if (key !== compareKey) {
+    compareKey = key;
+    drawCompare(jobs).catch((e) => notify(e.message));
+  }
+}
+
+async function drawCompare(jobs) {
+  const seq = ++compareSeq;
+  // A job deleted meanwhile draws nothing rather than failing the others.
+  const hs = await Promise.all(jobs.map((j) => history(j).catch(() => ({ epochs: [], final: true }))));
+  if (seq !== compareSeq) return;
+  const colour = (i) => `c${i % PALETTE}`;
+  const name = (j) => `${j.model}${j.model_version ? ` v${j.model_version}` : ""} (job ${j.id.slice(0, 8)})`;
+  const series = (get, val) => jobs.map((j, i) => ({
+    cls: `${colour(i)}${val ? " val" : ""}`,
+    job: j.id,
+    title: `${name(j)}${val ? ", validation" : ""}`,
+    points: hs[i].epochs.filter((e) => get(e) !== undefined).map((e) => [e.epoch, get(e)]),
+  }));
+  lineChart($("#compare-cost"), [...series((e) => e.cost), ...series((e) => e.val_cost, true)], { log: state.logScale });
+  const acc = [...series((e) => e.accuracy), ...series((e) => e.val_accuracy, true)];
+  const anyAcc = acc.some((l) => l.points.length);
+  $("#compare-acc-figure").hidden = !anyAcc;
+  if (anyAcc) lineChart($("#compare-acc"), acc, { yRange: [0, 1], yFormat: (v) => `${Math.round(v * 100)}%` });
+  $("#compare-legend").replaceChildren(...jobs.map((j, i) => {
+    const li = document.createElement("li");
+    const sw = document.createElement("span");
+    sw.className = `swatch ${colour(i)}`;
+    const p = j.params;
+    const last = hs[i].epochs[hs[i].epochs.length - 1];
+    li.append(sw, ` ${name(j)}: lr ${p.learning_rate}, batch ${p.batch_size}, ${j.status}${last ? `, final cost ${fmt(last.cost)}` : ""}`);
+    return li;
+  }));
+  if (!jobs.length) {
+    const li = document.createElement("li");
+    li.textContent = "No job chosen.";
+    $("#compare-legend").replaceChildren(li);
+  }
+}
+
+// ---- Versions and serving -------------------------------------------------------------------
+
+let versionsKey = "";
+let versionsSeq = 0;
+
+/** Reloads the chosen model's versions when they or what it serves changed (or when forced). */
+async function loadVersions(force = false) {
+  const name = $("#versions-model").value;
+  const m = state.models.find((x) => x.name === name);
+  const key = m ? `${name}|${m.versions.join(",")}|${m.serving_version}|${m.serving_policy}|${JSON.stringify(m.aliases)}` : "";
+  if (!force && key === versionsKey) return;
+  versionsKey = key;
+  if (!m) {
+    $("#versions tbody").replaceChildren();
+    $("#serving-state").textContent = "Train a model to see its versions here.";
+    $("#unpin").hidden = true;
+    return;
+  }
+  const seq = ++versionsSeq;
+  const path = `/v1/models/${encodeURIComponent(name)}`;
+  const [list, serving] = await Promise.all([api("GET", `${path}/versions`), api("GET", `${path}/serving`)]);
+  const evals = await Promise.all(list.versions.map((v) =>
+    api("GET", `${path}/versions/${v.version}/evaluations`).then((r) => r.evaluations, () => [])));
+  if (seq !== versionsSeq) return; // a newer call renders
+  renderVersions(name, list.versions, serving, evals);
+}
+
+function badge(text, cls = "") {
+  const b = document.createElement("span");
+  b.className = `badge ${cls}`;
+  b.textContent = text;
+  return b;
+}
+
+function button(text, onClick, cls = "") {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  if (cls) b.className = cls;
+  b.addEventListener("click", () => attempt(onClick));
+  return b;
+}
+
+/** A bar of `fraction` of its width: accuracy as a picture. */
+function bar(fraction) {
+  const svg = svgEl("svg", { class: "bar", viewBox: "0 0 100 8", "aria-hidden": "true", preserveAspectRatio: "none" });
+  svg.append(svgEl("rect", { x: 0, y: 0, height: 8, width: (Math.max(0, Math.min(1, fraction)) * 100).toFixed(1) }));
+  return svg;
+}
+
+function renderVersions(name, versions, serving, evals) {
+  const served = serving.version;
+  const pinned = serving.policy === "pinned";
+  $("#serving-state").textContent = served === undefined
+    ? `${name} has no version yet.`
+    : `${name} serves version ${served}: ${pinned
+      ? "pinned (new versions are stored, not served, until you return to latest)"
+      : "the latest (each new version is served as soon as it is trained)"}.`
+      + (serving.history && serving.history.length ? ` Last change: ${describeChange(serving.history[0])}.` : "");
+  $("#unpin").hidden = !pinned;
+  // Evaluate on the data the newest version learned from, until another model is shown.
+  const choice = $("#eval-dataset");
+  const trainedOn = versions.length ? versions[versions.length - 1].dataset_id : undefined;
+  if (choice.dataset.model !== name && [...choice.options].some((o) => o.value === trainedOn)) {
+    choice.value = trainedOn;
+    choice.dataset.model = name;
+  }
+  const body = $("#versions tbody");
+  body.replaceChildren();
+  versions.slice().reverse().forEach((v) => {
+    const i = versions.indexOf(v);
+    const mt = v.metrics;
+    const tr = document.createElement("tr");
+    tr.dataset.version = String(v.version);
+    if (v.served) tr.className = "serving-row";
+    cell(tr, `v${v.version}`);
+    cell(tr, v.parent_version ? `v${v.parent_version}` : "–");
+    cell(tr, `${mt.epochs} epochs, lr ${v.params.learning_rate}, batch ${v.params.batch_size}`);
+    cell(tr, `${fmt(mt.cost)}${mt.val_cost !== undefined ? ` (val ${fmt(mt.val_cost)})` : ""}`);
+    const acc = mt.val_accuracy ?? mt.accuracy;
+    const accCell = cell(tr, mt.accuracy !== undefined
+      ? `${(mt.accuracy * 100).toFixed(1)}%${mt.val_accuracy !== undefined ? ` (val ${(mt.val_accuracy * 100).toFixed(1)}%)` : ""}`
+      : "–");
+    if (acc !== undefined) accCell.append(bar(acc));
+    const badges = document.createElement("span");
+    if (v.served) badges.append(badge("serving", "serving"));
+    if (v.pinned) badges.append(badge("pinned", "pinned"));
+    for (const a of v.aliases || []) badges.append(badge(a));
+    cell(tr, badges);
+    const actions = document.createElement("span");
+    if (!v.served && served !== undefined) {
+      const up = v.version > served;
+      const b = button(up ? `Promote v${v.version}` : `Roll back to v${v.version}`, () => pin(name, v.version, served));
+      b.dataset.action = up ? "promote" : "rollback";
+      actions.append(b);
+    }
+    const ev = button("Evaluate", () => evaluate(name, v.version), "secondary");
+    ev.dataset.action = "evaluate";
+    actions.append(ev);
+    if (evals[i].length) {
+      const show = button(`Evaluation (${evals[i].length})`, async () => showEvaluation(evals[i][0]), "secondary");
+      show.dataset.action = "show-evaluation";
+      actions.append(show);
+    }
+    cell(tr, actions);
+    body.append(tr);
+  });
+}
+
+function describeChange(c) {
+  const when = new Date(c.at).toLocaleTimeString();
+  const what = c.alias ? `alias ${c.alias}` : "served version";
+  return `${what} ${c.from ? `v${c.from}` : "none"} → ${c.to ? `v${c.to}` : "none"} (${c.cause.replace(/_/g, " ")}, ${when})`;
+}
+
+/** Asks in a modal dialog; true when confirmed. */
+function confirmed(text, action) {
+  const d = $("#confirm");
+  $("#confirm-text").textContent = text;
+  $("#confirm-yes").textContent = action;
+  d.returnValue = "";
+  return new Promise((resolve) => {
+    d.addEventListener("close", () => resolve(d.returnValue === "yes"), { once: true });
+    d.showModal();
+    $("#confirm-no").focus();
+  });
+}
+
+async function pin(name, version, from) {
+  const verb = version > from ? "Promote" : "Roll back to";
+  const ok = await confirmed(`${verb} version ${version} of ${name}? Predictions will use version ${version} instead of ${from} at once, and new versions will be stored without being served until you return to latest.`,
+    `${verb} v${version}`);
+  if (!ok) return;
+  await api("PUT", `/v1/models/${encodeURIComponent(name)}/serving`, { version });
+  notify(`${name} now serves version ${version}.`, true);
+  await refresh();
+  await loadVersions(true);
+}
+
+async function unpin() {
+  const name = $("#versions-model").value;
+  const ok = await confirmed(`Return ${name} to its latest version? Predictions will use the newest version at once, and each new version will be served as soon as it is trained.`,
+    "Return to latest");
+  if (!ok) return;
+  const s = await api("DELETE", `/v1/models/${encodeURIComponent(name)}/serving`);
+  notify(`${name} serves its latest version (v${s.version}) again.`, true);
+  await refresh();
+  await loadVersions(true);
+}
+
+async function evaluate(name, version) {
+  const dataset = $("#eval-dataset").value;
+  if (!dataset) throw new ApiError("Choose a dataset to evaluate on.");
+  const e = await api("POST", `/v1/models/${encodeURIComponent(name)}/versions/${version}/evaluate`, { dataset_id: dataset });
+  await loadVersions(true);
+  showEvaluation(e);
+}
+
+// ---- Evaluations ----------------------------------------------------------------------------
+
+function showEvaluation(e) {
+  const d = state.datasets.find((x) => x.id === e.dataset_id);
+  $("#evaluation-title").textContent = `Evaluation of ${e.model} v${e.version} on ${d ? datasetName(d) : e.dataset_id ? e.dataset_id.slice(0, 8) : "data sent with it"}`;
+  const s = e.scores;
+  const skipped = e.rows_skipped ? ` (${e.rows_skipped} left out: a target was missing)` : "";
+  const classes = s.task === "classification";
+  $("#confusion-figure").hidden = !classes;
+  $("#per-class-wrap").hidden = !classes;
+  $("#scatter-figure").hidden = classes;
+  if (classes) {
+    $("#evaluation-summary").textContent = `${e.rows} rows${skipped}: accuracy ${(s.accuracy * 100).toFixed(1)}%, macro F1 ${fmt(s.macro_f1, 3)}`
+      + `${s.log_loss !== undefined ? `, log loss ${fmt(s.log_loss, 3)}` : ""}${s.roc_auc !== undefined ? `, ROC AUC ${fmt(s.roc_auc, 3)}` : ""}.`;
+    heatMap($("#confusion"), s.labels, s.confusion_matrix);
+    const body = $("#per-class tbody");
+    body.replaceChildren(...s.per_class.map((c) => {
+      const tr = document.createElement("tr");
+      cell(tr, c.label);
+      cell(tr, fmt(c.precision, 3));
+      cell(tr, fmt(c.recall, 3));
+      cell(tr, fmt(c.f1, 3));
+      cell(tr, String(c.support));
+      return tr;
+    }));
+  } else {
+    const t = s.targets[0];
+    $("#evaluation-summary").textContent = `${e.rows} rows${skipped}: ` + s.targets.map((x) =>
+      `${x.target}: R² ${x.r2 !== undefined ? fmt(x.r2, 3) : "–"}, RMSE ${fmt(x.rmse, 3)}, MAE ${fmt(x.mae, 3)}`).join("; ") + ".";
+    $("#scatter-title").textContent = `Predicted versus actual ${t.target}${s.targets.length > 1 ? ` (the first of ${s.targets.length} targets)` : ""}: on the dashed line, the prediction is exact`;
+    scatter($("#scatter"), t.pairs || []);
+  }
+  $("#evaluation-panel").hidden = false;
+  $("#evaluation-panel").dataset.evaluation = e.id;
+}
+
+/** The confusion matrix as a heat map: each cell's shade is its share of the true class's rows,
+ *  its count written in it. */
+function heatMap(svg, labels, matrix) {
+  const k = labels.length;
+  const cellSize = Math.max(34, Math.min(90, Math.floor(420 / k)));
+  const longest = Math.max(...labels.map((l) => l.length));
+  const L = Math.min(130, 30 + 7 * longest), T = 46;
+  const W = L + k * cellSize + 8, H = T + k * cellSize + 8;
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  const short = (l) => (l.length * 7 > cellSize - 4 ? `${l.slice(0, Math.max(1, Math.floor((cellSize - 4) / 7) - 1))}…` : l);
+  const kids = [
+    svgEl("text", { class: "axis-label", x: L + (k * cellSize) / 2, y: 14, "text-anchor": "middle" }, "predicted"),
+    svgEl("text", { class: "axis-label", x: 12, y: T + (k * cellSize) / 2, "text-anchor": "middle",
+      transform: `rotate(-90 12 ${T + (k * cellSize) / 2})` }, "true"),
+  ];
+  labels.forEach((l, j) => {
+    const t = svgEl("text", { x: L + j * cellSize + cellSize / 2, y: T - 8, "text-anchor": "middle" }, short(l));
+    t.append(svgEl("title", {}, l));
+    kids.push(t);
+    kids.push(svgEl("text", { x: L - 6, y: T + j * cellSize + cellSize / 2 + 4, "text-anchor": "end" }, l.length > 16 ? `${l.slice(0, 15)}…` : l));
+  });
+  matrix.forEach((row, i) => {
+    const total = row.reduce((a, b) => a + b, 0);
+    row.forEach((count, j) => {
+      const share = total ? count / total : 0;
+      const rect = svgEl("rect", { class: "cell", x: L + j * cellSize, y: T + i * cellSize, width: cellSize - 1, height: cellSize - 1,
+        fill: shade(share, i === j), "data-row": i, "data-col": j, "data-count": count });
+      rect.append(svgEl("title", {}, `${count} of ${total} rows of class ${labels[i]} predicted as ${labels[j]}`));
+      kids.push(rect);
+      kids.push(svgEl("text", { class: `cell-text${share > 0.5 ? " dark" : ""}`, x: L + j * cellSize + cellSize / 2,
+        y: T + i * cellSize + cellSize / 2 + 4, "text-anchor": "middle" }, String(count)));
+    });
+  });
+  svg.replaceChildren(...kids);
+}
+
+/** White to blue (right answers) or to red (mistakes) by `share`. */
+function shade(share, diagonal) {
+  const [r, g, b] = diagonal ? [9, 105, 218] : [207, 34, 46];
+  const mix = (c) => Math.round(255 + (c - 255) * Math.sqrt(share));
+  return `rgb(${mix(r)}, ${mix(g)}, ${mix(b)})`;
+}
+
+/** Predicted (x) against actual (y) with the line y = x. */
+function scatter(svg, pairs) {
+  const W = 420, H = 420, L = 56, R = 12, T = 12, B = 40;
+  if (!pairs.length) {
+    svg.replaceChildren(svgEl("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "No rows kept with this evaluation: evaluate again."));
+    svg.dataset.points = "0";
+    return;
+  }
+  const vals = pairs.flatMap((p) => [p.predicted, p.actual]);
+  let lo = Math.min(...vals), hi = Math.max(...vals);
+  const pad = (hi - lo) * 0.04 || 1;
+  lo -= pad; hi += pad;
+  const x = (v) => L + ((v - lo) / (hi - lo)) * (W - L - R);
+  const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (H - T - B);
+  const kids = [];
+  for (let i = 0; i <= 4; i++) {
+    const v = lo + ((hi - lo) * i) / 4;
+    kids.push(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }));
+    kids.push(svgEl("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, fmt(v, 3)));
+    kids.push(svgEl("text", { x: x(v), y: H - B + 16, "text-anchor": "middle" }, fmt(v, 3)));
+  }
+  kids.push(
+    svgEl("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }),
+    svgEl("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }),
+    svgEl("text", { class: "axis-label", x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, "predicted"),
+    svgEl("text", { class: "axis-label", x: 14, y: (T + H - B) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${(T + H - B) / 2})` }, "actual"),
+    svgEl("line", { class: "identity", x1: x(lo), y1: y(lo), x2: x(hi), y2: y(hi) }),
+  );
+  for (const p of pairs) kids.push(svgEl("circle", { class: "point", cx: x(p.predicted).toFixed(1), cy: y(p.actual).toFixed(1), r: 3 }));
+  svg.replaceChildren(...kids);
+  svg.dataset.points = String(pairs.length);
 }
 
 // ---- Forms ----------------------------------------------------------------------------------
@@ -590,6 +1095,22 @@ function wire() {
   });
 
   $("#predict-model").addEventListener("change", () => attempt(loadRecordForm));
+
+  $("#welcome-upload").addEventListener("click", () => {
+    $("#csv-file").scrollIntoView();
+    $("#csv-file").focus();
+  });
+  $("#log-scale").addEventListener("change", () => {
+    state.logScale = $("#log-scale").checked;
+    compareChanged();
+  });
+  $("#versions-model").addEventListener("change", () => {
+    $("#evaluation-panel").hidden = true;
+    attempt(() => loadVersions(true));
+  });
+  $("#unpin").addEventListener("click", () => attempt(unpin));
+  $("#confirm-yes").addEventListener("click", () => $("#confirm").close("yes"));
+  $("#confirm-no").addEventListener("click", () => $("#confirm").close("no"));
 
   $("#predict-form").addEventListener("submit", (e) => {
     e.preventDefault();

@@ -227,6 +227,66 @@ async fn a_regressions_scores_equal_those_recomputed_from_its_predictions() {
         close(t["residuals"]["p50"].as_f64().unwrap(), median, 1e-12),
         "{t}"
     );
+
+    // Predicted versus actual, for a scatter plot: every row of these 442, as /predict said.
+    let same_pairs = |pairs: &Value, rows: &[usize]| {
+        let pairs = pairs.as_array().unwrap();
+        assert_eq!(pairs.len(), rows.len());
+        for (pair, &row) in pairs.iter().zip(rows) {
+            assert_eq!(pair["row"], row, "{pair}");
+            let i = row % y.len();
+            assert!(
+                close(pair["predicted"].as_f64().unwrap(), yhat[i], 1e-12),
+                "{pair} vs {}",
+                yhat[i]
+            );
+            assert!(
+                close(pair["actual"].as_f64().unwrap(), y[i], 1e-12),
+                "{pair} vs {}",
+                y[i]
+            );
+        }
+    };
+    same_pairs(&t["pairs"], &(0..442).collect::<Vec<_>>());
+    // Kept with the evaluation in the store.
+    let listed = expect(
+        app.get("/v1/models/diabetes/versions/1/evaluations").await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(listed["evaluations"][0]["scores"], e["scores"]);
+
+    // More than 500 rows (the data three times over): 500 of them, evenly spread, the same
+    // ones every time.
+    let header: Vec<String> = csv::Reader::from_path(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/diabetes.csv"),
+    )
+    .unwrap()
+    .headers()
+    .unwrap()
+    .iter()
+    .map(str::to_owned)
+    .collect();
+    let records: Vec<Value> = (0..3 * x.len())
+        .map(|r| {
+            let i = r % x.len();
+            let mut m = serde_json::Map::new();
+            for (j, name) in header.iter().enumerate() {
+                let v = if j < x[i].len() { x[i][j] } else { y[i] };
+                m.insert(name.clone(), json!(v));
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let body = json!({"dataset": {"target": "progression", "records": records}});
+    let big = evaluate(&app, "diabetes", body.clone()).await;
+    let chosen: Vec<usize> = (0..500).map(|i| i * 1326 / 500).collect();
+    same_pairs(&big["scores"]["targets"][0]["pairs"], &chosen);
+    let again = evaluate(&app, "diabetes", body).await;
+    assert_eq!(
+        again["scores"]["targets"][0]["pairs"],
+        big["scores"]["targets"][0]["pairs"]
+    );
 }
 
 #[tokio::test]

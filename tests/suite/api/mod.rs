@@ -20,6 +20,7 @@ mod postgres;
 mod predict;
 mod process;
 mod properties;
+mod samples;
 mod serving;
 mod sweeps;
 mod tables;
