@@ -67,17 +67,7 @@ pub async fn events(
                 )
             })?,
     };
-    let permit = state
-        .event_streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::Overloaded,
-                "too many event streams are open; retry later",
-            )
-            .retry_after(5)
-        })?;
+    let permit = stream_permit(&state)?;
     let reader = Reader {
         progress: job.progress(),
         job,
@@ -145,6 +135,22 @@ impl Reader {
             }
         }
     }
+}
+
+/// A place among the `--max-event-streams` open streams (job or sweep), held as long as the
+/// stream; none free: 503 with `Retry-After`.
+pub(super) fn stream_permit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    state
+        .event_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::Overloaded,
+                "too many event streams are open; retry later",
+            )
+            .retry_after(5)
+        })
 }
 
 fn epoch_event(r: &EpochReport) -> Event {

@@ -5,6 +5,7 @@
 //! `end`; `POST /v1/sweeps/{id}/cancel` cancels every trial. What ends a sweep is
 //! [`crate::sweeps`].
 
+use super::events::stream_permit;
 use super::extract::{Json, Path, Query};
 use super::jobs::{cancel_job, input_of, page_bounds, prepare};
 use super::models::parse_name;
@@ -458,17 +459,7 @@ pub async fn events(
     Path(id): Path<Uuid>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let first = now(&state, id).await?.ok_or_else(|| sweep_not_found(id))?;
-    let permit = state
-        .event_streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| {
-            ApiError::new(
-                ErrorCode::Overloaded,
-                "too many event streams are open; retry later",
-            )
-            .retry_after(5)
-        })?;
+    let permit = stream_permit(&state)?;
     let keep_alive =
         KeepAlive::new().interval(Duration::from_secs(state.config.sse_keepalive_secs.max(1)));
     let reader = Reader {
