@@ -122,7 +122,7 @@ impl App {
             cluster.clone(),
         );
         tokio::spawn(sweeps.clone().run(shutdown.clone()));
-        let state = AppState {
+        let state = AppState::new(crate::state::Services {
             tokens: Arc::new(tokens),
             batcher: crate::batcher::Batcher::start(config.batching())
                 .context("cannot start the prediction threads")?,
@@ -137,7 +137,7 @@ impl App {
             cluster,
             admin: Arc::new(Mutex::new(())),
             shutdown,
-        };
+        });
         let router = api::router(state.clone())
             .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -1,4 +1,6 @@
-//! The state every handler shares: cheap handles only.
+//! The state every handler shares: one `Arc` around the services, so that the clones axum
+//! makes per request (each extractor and middleware that takes the state) cost one atomic
+//! increment, not one per service.
 
 use crate::config::Config;
 use crate::datasets::Datasets;
@@ -10,7 +12,24 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard, Semaphore, watch};
 
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Services {
     pub config: Arc<Config>,
     /// Bearer tokens and their roles (empty: authentication off).
     pub tokens: Arc<crate::auth::Tokens>,

@@ -74,7 +74,9 @@ impl<'a> Parser<'a> {
         if !p.eat(b'[') {
             return Err(ApiError::invalid(field, "must be an array of rows"));
         }
-        let mut values = Vec::new();
+        // Each number takes two bytes at least ("0,"): room for all, up to 64 Ki values
+        // before growing (a one-row body never reallocates).
+        let mut values = Vec::with_capacity((p.s.len() / 2).min(1 << 16));
         let mut width = None;
         let mut rows = 0usize;
         p.ws();
@@ -238,8 +240,18 @@ fn exact(m: u64, exp: i32, lost: i32) -> Option<f32> {
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
         1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
     ];
+    const POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
     if lost > 0 || m > 1 << 53 {
         return None;
+    }
+    // The common case, in f32 alone (Clinger's fast path): m ≤ 2²⁴ and 10^|exp| ≤ 10¹⁰ are
+    // exact f32s, so one correctly rounded division or product is the nearest f32.
+    if m <= 1 << 24 {
+        if let Some(&p) = POW10_F32.get(usize::try_from(exp.unsigned_abs()).ok()?) {
+            #[allow(clippy::cast_precision_loss)] // m ≤ 2²⁴: exact
+            let m = m as f32;
+            return Some(if exp < 0 { m / p } else { m * p });
+        }
     }
     let p = *POW10.get(usize::try_from(exp.unsigned_abs()).ok()?)?;
     #[allow(clippy::cast_precision_loss)] // m ≤ 2⁵³: exact
