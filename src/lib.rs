@@ -26,6 +26,7 @@ pub mod state;
 pub mod store;
 pub mod sweeps;
 pub mod tabular;
+pub mod versions;
 pub mod telemetry;
 
 pub use config::Config;

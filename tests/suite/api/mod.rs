@@ -24,5 +24,6 @@ mod samples;
 mod serving;
 mod sweeps;
 mod tables;
+mod version_cache;
 mod training;
 mod warm_start;
