@@ -26,8 +26,8 @@ pub mod state;
 pub mod store;
 pub mod sweeps;
 pub mod tabular;
-pub mod versions;
 pub mod telemetry;
+pub mod versions;
 
 pub use config::Config;
 pub use startup::App;

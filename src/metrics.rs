@@ -201,7 +201,10 @@ pub fn render(now: &Snapshot) -> String {
     );
     let c = &now.cache;
     let mut level = |name: &str, kind: &str, help: &str, v: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     };
     level(
         "mlpd_version_cache_bytes",

@@ -4,7 +4,9 @@
 //! of them imports another for these types). Plain data: no locks, no I/O.
 
 use crate::error::ErrorCode;
-use crate::nn::{EpochReport, LabelSet, NetworkSpec, Scaler, StopReason, TrainParams, TrainedModel};
+use crate::nn::{
+    EpochReport, LabelSet, NetworkSpec, Scaler, StopReason, TrainParams, TrainedModel,
+};
 use crate::scoring::Scores;
 use crate::tabular::{ColumnInfo, Signature, Table, Task, Values};
 use serde::{Deserialize, Serialize};

@@ -23,9 +23,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use time::OffsetDateTime;
 
-pub use crate::records::{VersionMeta, VersionMetrics};
 /// A trained version is exactly what the store keeps of it.
 pub use crate::records::VersionRecord as ModelVersion;
+pub use crate::records::{VersionMeta, VersionMetrics};
 
 /// A model: its definition, its versions' metadata (oldest first) and what it serves.
 #[derive(Clone, Debug)]

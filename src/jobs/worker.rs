@@ -302,7 +302,10 @@ impl Worker {
         let warm_start = match job.init_from_version {
             None => None,
             Some(v) => {
-                let parent = match self.registry.select_blocking(&job.model, Select::Version(v)) {
+                let parent = match self
+                    .registry
+                    .select_blocking(&job.model, Select::Version(v))
+                {
                     Ok(p) => Some(p),
                     // This replica may not have heard of the version yet.
                     Err(_) => self

@@ -24,6 +24,6 @@ mod samples;
 mod serving;
 mod sweeps;
 mod tables;
-mod version_cache;
 mod training;
+mod version_cache;
 mod warm_start;

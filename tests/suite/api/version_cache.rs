@@ -134,7 +134,11 @@ async fn versions_beyond_the_budget_are_dropped_and_load_again_with_the_same_ans
     // others on demand.
     let app = in_dir(&dir, ONE_VERSION_MB).await;
     let [_, _, entries, hits, misses, _] = cache_metrics(&app).await;
-    assert_eq!((entries, hits, misses), (1, 0, 1), "the served version preloaded");
+    assert_eq!(
+        (entries, hits, misses),
+        (1, 0, 1),
+        "the served version preloaded"
+    );
     assert_eq!(outputs(&app, "").await, answers[2]);
     let [_, _, _, hits, misses, _] = cache_metrics(&app).await;
     assert_eq!((hits, misses), (1, 1), "served from the cache");
