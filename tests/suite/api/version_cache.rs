@@ -159,3 +159,43 @@ async fn versions_beyond_the_budget_are_dropped_and_load_again_with_the_same_ans
     app.stop().await;
     super::helpers::remove_store(&dir);
 }
+
+/// Cluster mode: a replica that hears of a version published elsewhere loads its weights
+/// before it serves it, so its first prediction with it is a cache hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_replica_loads_a_version_published_elsewhere_before_serving_it() {
+    if super::helpers::postgres_server().is_none() {
+        return;
+    }
+    let db = super::helpers::TestDatabase::create().await;
+    let on_db = |url: String| {
+        spawn_with(move |c| {
+            c.database_url = Some(url.parse().unwrap());
+            c.version_cache_mb = ONE_VERSION_MB;
+        })
+    };
+    let a = on_db(db.url.clone()).await;
+    let b = on_db(db.url.clone()).await;
+    a.trained_iris("iris").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let m = b.get("/v1/models/iris").await;
+        if m.status() == StatusCode::OK
+            && m.json::<serde_json::Value>().await.unwrap()["serving_version"] == 1
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replica b never served v1"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let [_, _, entries, hits, misses, _] = cache_metrics(&b).await;
+    assert_eq!((entries, hits, misses), (1, 0, 0), "loaded with the model");
+    assert_eq!(outputs(&b, "").await, outputs(&a, "").await);
+    let [_, _, _, hits, misses, _] = cache_metrics(&b).await;
+    assert_eq!((hits, misses), (1, 0), "b's prediction was a hit");
+    a.stop().await;
+    b.stop().await;
+}
