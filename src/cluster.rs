@@ -172,8 +172,9 @@ impl Cluster {
             .apply_remote(id, record, |after| shared.epochs_after(id, after))
     }
 
-    /// Reads a model and its versions again (the versions' contents only for those the cache
-    /// lacks); `false` when the store has no such model.
+    /// Reads a model and its versions again (the metadata of those the registry lacks, and the
+    /// weights of the one to be served if the version cache lacks them: it is in memory before
+    /// it is served); `false` when the store has no such model.
     ///
     /// # Errors
     /// The store failed.
@@ -195,9 +196,20 @@ impl Cluster {
         };
         let mut fetched = Vec::new();
         for &n in numbers.iter().filter(|n| !have.contains(n)) {
-            if let Some(v) = shared.version(name, n)? {
+            if let Some(v) = self.store.version_meta(name, n)? {
                 fetched.push(v);
             }
+        }
+        let served = record
+            .pinned_version
+            .filter(|p| numbers.contains(p))
+            .or_else(|| numbers.iter().copied().max());
+        if let Some(n) = served
+            && !self.registry.is_cached(&parsed, record.created_at, n)
+            && let Some(v) = self.store.version(name, n)?
+        {
+            self.registry
+                .cache_version(record.created_at, std::sync::Arc::new(v));
         }
         self.registry.reconcile(record, &numbers, fetched);
         Ok(true)

@@ -117,6 +117,11 @@ pub struct Config {
     /// Finished jobs kept; older ones are deleted with their history.
     #[arg(long, env = "MLPD_MAX_FINISHED_JOBS", default_value_t = 1000)]
     pub max_finished_jobs: usize,
+    /// Memory for trained versions' weights, in MiB (fractions allowed): versions are loaded
+    /// from the store on demand and the least recently used are dropped beyond it. A version
+    /// larger than the whole budget is still served, loaded for each use. 0: nothing kept.
+    #[arg(long, env = "MLPD_VERSION_CACHE_MB", default_value_t = 1024.0)]
+    pub version_cache_mb: f64,
     /// Cap on the store's size in MiB (0: none); writes beyond it get 507.
     #[arg(long, env = "MLPD_MAX_STORE_MB", default_value_t = 0)]
     pub max_store_mb: u64,
@@ -185,6 +190,12 @@ impl Config {
             versions_per_model: usize::try_from(self.max_versions_per_model).unwrap_or(usize::MAX),
             finished_jobs: self.max_finished_jobs,
         }
+    }
+
+    /// The version cache's budget in bytes.
+    pub fn version_cache_bytes(&self) -> u64 {
+        // Saturating: a negative or NaN value is 0, a huge one u64::MAX.
+        (self.version_cache_mb * f64::from(1u32 << 20)) as u64
     }
 
     pub fn max_store_bytes(&self) -> Option<u64> {

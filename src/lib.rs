@@ -27,6 +27,7 @@ pub mod store;
 pub mod sweeps;
 pub mod tabular;
 pub mod telemetry;
+pub mod versions;
 
 pub use config::Config;
 pub use startup::App;

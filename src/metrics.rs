@@ -151,6 +151,8 @@ pub struct Snapshot {
     pub datasets: usize,
     /// Whether the store is up, and its outages so far.
     pub store: crate::store::Availability,
+    /// The version cache.
+    pub cache: crate::versions::CacheStats,
 }
 
 /// The Prometheus text exposition: the process's counters and histograms, then this server's
@@ -196,6 +198,49 @@ pub fn render(now: &Snapshot) -> String {
         "# HELP mlpd_store_outages_total Times the database became unavailable\n\
          # TYPE mlpd_store_outages_total counter\nmlpd_store_outages_total {}",
         now.store.outages
+    );
+    let c = &now.cache;
+    let mut level = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    };
+    level(
+        "mlpd_version_cache_bytes",
+        "gauge",
+        "Trained versions' weights held in memory, estimated bytes",
+        c.bytes,
+    );
+    level(
+        "mlpd_version_cache_budget_bytes",
+        "gauge",
+        "The version cache's budget (--version-cache-mb), bytes",
+        c.budget,
+    );
+    level(
+        "mlpd_version_cache_entries",
+        "gauge",
+        "Trained versions held in memory",
+        c.entries as u64,
+    );
+    level(
+        "mlpd_version_cache_hits_total",
+        "counter",
+        "Versions found in the cache",
+        c.hits,
+    );
+    level(
+        "mlpd_version_cache_misses_total",
+        "counter",
+        "Versions loaded from the store",
+        c.misses,
+    );
+    level(
+        "mlpd_version_cache_evictions_total",
+        "counter",
+        "Versions dropped from the cache to stay within its budget",
+        c.evictions,
     );
     out
 }

@@ -4,7 +4,9 @@
 //! of them imports another for these types). Plain data: no locks, no I/O.
 
 use crate::error::ErrorCode;
-use crate::nn::{EpochReport, LabelSet, NetworkSpec, StopReason, TrainParams, TrainedModel};
+use crate::nn::{
+    EpochReport, LabelSet, NetworkSpec, Scaler, StopReason, TrainParams, TrainedModel,
+};
 use crate::scoring::Scores;
 use crate::tabular::{ColumnInfo, Signature, Table, Task, Values};
 use serde::{Deserialize, Serialize};
@@ -114,6 +116,94 @@ pub struct VersionRecord {
     /// The version whose weights training started from (a warm start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_version: Option<u32>,
+}
+
+impl VersionRecord {
+    /// About the memory the version takes once parsed: 4 bytes a weight and scaling value, a
+    /// little per signature feature, and a fixed overhead. An estimate (allocator slack and the
+    /// signature's category names are not counted), used to keep the version cache in budget.
+    pub fn resident_bytes(&self) -> u64 {
+        let t = &self.trained;
+        let target = t.target_scaler.as_ref().map_or(0, |s| s.shift.len() * 2);
+        resident_bytes(&t.spec, &t.input_scaler, target, self.signature.as_ref())
+    }
+}
+
+fn resident_bytes(
+    spec: &NetworkSpec,
+    input_scaler: &Scaler,
+    target_words: usize,
+    signature: Option<&Signature>,
+) -> u64 {
+    let scalers = input_scaler.shift.len() + input_scaler.scale.len() + target_words;
+    let features = signature.map_or(0, |s| s.features.len());
+    let words = spec.parameter_count().saturating_add(scalers);
+    (words as u64)
+        .saturating_mul(4)
+        .saturating_add(features as u64 * 256)
+        .saturating_add(4096)
+}
+
+impl VersionMeta {
+    /// [`VersionRecord::resident_bytes`] of the whole version, as far as the metadata tells
+    /// (target scaling, a few bytes, aside).
+    pub fn resident_bytes(&self) -> u64 {
+        resident_bytes(
+            &self.trained.spec,
+            &self.trained.input_scaler,
+            0,
+            self.signature.as_ref(),
+        )
+    }
+}
+
+/// What the registry keeps of a trained version while its weights are not needed: everything
+/// but the network's weights (and target scaling), which the version cache loads on demand.
+/// Deserializes from a stored [`VersionRecord`] (the weights, if present, are skipped).
+#[derive(Clone, Debug, Deserialize)]
+pub struct VersionMeta {
+    pub model: String,
+    pub version: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub job_id: Option<Uuid>,
+    pub dataset_id: Option<Uuid>,
+    pub params: TrainParams,
+    pub metrics: VersionMetrics,
+    pub trained: TrainedMeta,
+    #[serde(default)]
+    pub signature: Option<Signature>,
+    #[serde(default)]
+    pub parent_version: Option<u32>,
+}
+
+/// A trained model without its weights: what describes its inputs and outputs.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TrainedMeta {
+    pub spec: NetworkSpec,
+    pub input_scaler: Scaler,
+    pub labels: Option<LabelSet>,
+}
+
+impl From<&VersionRecord> for VersionMeta {
+    fn from(v: &VersionRecord) -> Self {
+        VersionMeta {
+            model: v.model.clone(),
+            version: v.version,
+            created_at: v.created_at,
+            job_id: v.job_id,
+            dataset_id: v.dataset_id,
+            params: v.params.clone(),
+            metrics: v.metrics.clone(),
+            trained: TrainedMeta {
+                spec: v.trained.spec.clone(),
+                input_scaler: v.trained.input_scaler.clone(),
+                labels: v.trained.labels.clone(),
+            },
+            signature: v.signature.clone(),
+            parent_version: v.parent_version,
+        }
+    }
 }
 
 /// A dataset's description (its data is stored beside it and loaded on demand).

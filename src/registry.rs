@@ -7,26 +7,34 @@
 //! version before or the version after, never a mix. Changes of serving state are applied in
 //! the order the store committed them: writers hold [`Registry::serving_lock`] across the
 //! store call and the memory update.
+//!
+//! Memory holds every version's metadata ([`VersionMeta`]: what listings and views show),
+//! never all the weights: a full version ([`ModelVersion`]) comes from the [`VersionCache`],
+//! which loads it from the store on a miss (on a blocking thread, no registry lock held) and
+//! keeps the most recently used under `--version-cache-mb`. A version just published goes
+//! into the cache at once (it is served next), so the served version is a cache hit.
 
 use crate::domain::ModelName;
 use crate::nn::NetworkSpec;
 use crate::records::ModelRecord;
+use crate::store::{Store, StoreError};
+use crate::versions::{CacheStats, VersionCache, VersionKey};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use time::OffsetDateTime;
 
-pub use crate::records::VersionMetrics;
 /// A trained version is exactly what the store keeps of it.
 pub use crate::records::VersionRecord as ModelVersion;
+pub use crate::records::{VersionMeta, VersionMetrics};
 
-/// A model: its definition, its versions (oldest first) and what it serves.
+/// A model: its definition, its versions' metadata (oldest first) and what it serves.
 #[derive(Clone, Debug)]
 pub struct ModelEntry {
     pub name: ModelName,
     pub spec: NetworkSpec,
     pub description: Option<String>,
     pub created_at: OffsetDateTime,
-    pub versions: Vec<Arc<ModelVersion>>,
+    pub versions: Vec<Arc<VersionMeta>>,
     /// The number the next version gets (numbers are never reused).
     pub next_version: u32,
     /// The version served whatever is newer; none: the newest is served.
@@ -45,28 +53,33 @@ pub enum Select<'a> {
 }
 
 impl ModelEntry {
-    pub fn latest(&self) -> Option<&Arc<ModelVersion>> {
+    pub fn latest(&self) -> Option<&Arc<VersionMeta>> {
         self.versions.last()
     }
 
     /// The version predictions use by default: the pinned one, else the newest.
-    pub fn served(&self) -> Option<&Arc<ModelVersion>> {
+    pub fn served(&self) -> Option<&Arc<VersionMeta>> {
         match self.pinned_version {
             Some(p) => self.versions.iter().find(|v| v.version == p),
             None => self.latest(),
         }
     }
 
-    fn select(&self, which: Select<'_>) -> Result<Arc<ModelVersion>, Lookup> {
-        let find = |n: u32| self.versions.iter().find(|x| x.version == n).cloned();
+    fn select(&self, which: Select<'_>) -> Result<&Arc<VersionMeta>, Lookup> {
+        let find = |n: u32| self.versions.iter().find(|x| x.version == n);
         match which {
-            Select::Served => self.served().cloned().ok_or(Lookup::NotTrained),
+            Select::Served => self.served().ok_or(Lookup::NotTrained),
             Select::Version(n) => find(n).ok_or(Lookup::NoVersion),
             Select::Alias(a) => {
                 let n = self.aliases.get(a).ok_or(Lookup::NoAlias)?;
                 find(*n).ok_or(Lookup::NoVersion)
             }
         }
+    }
+
+    /// The cache key of this model's version `version`.
+    pub fn key(&self, version: u32) -> VersionKey {
+        VersionKey::new(self.name.as_str(), self.created_at, version)
     }
 
     pub fn record(&self) -> ModelRecord {
@@ -88,18 +101,37 @@ pub enum Lookup {
     NotTrained,
     NoVersion,
     NoAlias,
+    /// The version's weights could not be loaded: the store failed (the cause is logged).
+    Unavailable,
 }
 
-#[derive(Default)]
 pub struct Registry {
     models: RwLock<BTreeMap<ModelName, ModelEntry>>,
     /// Held across a store change of serving state and its memory update (see the module doc).
     serving: Mutex<()>,
+    /// Full versions, loaded on demand.
+    cache: Arc<VersionCache>,
+    /// Where the cache loads them from.
+    store: Arc<dyn Store>,
 }
 
+/// How often a request for the served version follows it to another one that became served
+/// while its weights loaded, before it answers with the one it loaded.
+const RESELECTS: usize = 3;
+
 impl Registry {
+    /// An empty registry whose versions load from `store`, at most `cache_bytes` of them kept.
+    pub fn new(store: Arc<dyn Store>, cache_bytes: u64) -> Self {
+        Registry {
+            models: RwLock::default(),
+            serving: Mutex::default(),
+            cache: Arc::new(VersionCache::new(cache_bytes)),
+            store,
+        }
+    }
+
     /// Rebuilds the registry from stored records (versions in any order).
-    pub fn restore(&self, models: Vec<ModelRecord>, versions: Vec<ModelVersion>) {
+    pub fn restore(&self, models: Vec<ModelRecord>, versions: Vec<VersionMeta>) {
         let mut m = self.models.write().expect("registry lock");
         for r in models {
             let Ok(name) = ModelName::parse(&r.name) else {
@@ -171,26 +203,148 @@ impl Registry {
     }
 
     pub fn remove(&self, name: &ModelName) -> bool {
-        self.models
+        let removed = self
+            .models
             .write()
             .expect("registry lock")
             .remove(name)
-            .is_some()
+            .is_some();
+        self.cache.remove_model(name.as_str());
+        removed
+    }
+
+    /// The metadata of the version a request selects (no weights: never loads).
+    pub fn meta(&self, name: &ModelName, which: Select<'_>) -> Result<Arc<VersionMeta>, Lookup> {
+        let m = self.models.read().expect("registry lock");
+        m.get(name).ok_or(Lookup::NoModel)?.select(which).cloned()
+    }
+
+    /// The cache key of the version a request selects.
+    fn locate(&self, name: &ModelName, which: Select<'_>) -> Result<VersionKey, Lookup> {
+        let m = self.models.read().expect("registry lock");
+        let e = m.get(name).ok_or(Lookup::NoModel)?;
+        Ok(e.key(e.select(which)?.version))
     }
 
     /// The version to predict with: `version`, or the one served.
-    pub fn serving(
+    pub async fn serving(
         &self,
         name: &ModelName,
         version: Option<u32>,
     ) -> Result<Arc<ModelVersion>, Lookup> {
         self.select(name, version.map_or(Select::Served, Select::Version))
+            .await
     }
 
-    /// The version a request selects.
-    pub fn select(&self, name: &ModelName, which: Select<'_>) -> Result<Arc<ModelVersion>, Lookup> {
-        let m = self.models.read().expect("registry lock");
-        m.get(name).ok_or(Lookup::NoModel)?.select(which)
+    /// The version a request selects, weights and all: from the cache, else loaded from the
+    /// store on a blocking thread (no lock held meanwhile). When what `which` selects changed
+    /// during the load (a newer version published, a pin), the answer follows it: a request
+    /// never answers with a version older than one served before it finished.
+    pub async fn select(
+        &self,
+        name: &ModelName,
+        which: Select<'_>,
+    ) -> Result<Arc<ModelVersion>, Lookup> {
+        let mut key = self.locate(name, which)?;
+        for attempt in 0..=RESELECTS {
+            if let Some(v) = self.cache.get(&key) {
+                return Ok(v);
+            }
+            let (cache, store, k) = (self.cache.clone(), self.store.clone(), key.clone());
+            let loaded = tokio::task::spawn_blocking(move || fetch(&cache, &*store, &k))
+                .await
+                .map_err(|_| Lookup::Unavailable)?;
+            match self.settle(name, which, key, loaded, attempt == RESELECTS)? {
+                Settled::Done(v) => return Ok(v),
+                Settled::Again(k) => key = k,
+            }
+        }
+        Err(Lookup::NoVersion)
+    }
+
+    /// [`Registry::select`] on a blocking thread (a training worker).
+    pub fn select_blocking(
+        &self,
+        name: &ModelName,
+        which: Select<'_>,
+    ) -> Result<Arc<ModelVersion>, Lookup> {
+        let mut key = self.locate(name, which)?;
+        for attempt in 0..=RESELECTS {
+            let loaded = fetch(&self.cache, &*self.store, &key);
+            match self.settle(name, which, key, loaded, attempt == RESELECTS)? {
+                Settled::Done(v) => return Ok(v),
+                Settled::Again(k) => key = k,
+            }
+        }
+        Err(Lookup::NoVersion)
+    }
+
+    /// After loading `key`: the answer, or the key to load instead.
+    fn settle(
+        &self,
+        name: &ModelName,
+        which: Select<'_>,
+        key: VersionKey,
+        loaded: Result<Option<Arc<ModelVersion>>, StoreError>,
+        last: bool,
+    ) -> Result<Settled, Lookup> {
+        let loaded = loaded.map_err(|e| {
+            tracing::warn!(model = %name, version = key.version, error = %e, "cannot load a version");
+            Lookup::Unavailable
+        })?;
+        let now = self.locate(name, which)?;
+        match loaded {
+            Some(v) if now == key || last => Ok(Settled::Done(v)),
+            // Listed in memory, gone from the store: deleted meanwhile.
+            None if now == key || last => Err(Lookup::NoVersion),
+            _ => Ok(Settled::Again(now)),
+        }
+    }
+
+    /// Loads the served version of every model into the cache, as far as the budget goes
+    /// (those that do not fit in what is left are skipped). Blocking; store failures are
+    /// logged (the version loads on first use instead). Returns how many were loaded.
+    pub fn preload(&self) -> usize {
+        let wanted: Vec<(VersionKey, u64)> = {
+            let m = self.models.read().expect("registry lock");
+            m.values()
+                .filter_map(|e| e.served().map(|v| (e.key(v.version), v.resident_bytes())))
+                .collect()
+        };
+        let mut loaded = 0;
+        for (k, bytes) in wanted {
+            let s = self.cache.stats();
+            if s.bytes.saturating_add(bytes) > s.budget {
+                continue;
+            }
+            match fetch(&self.cache, &*self.store, &k) {
+                Ok(Some(_)) => loaded += 1,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(model = %k.model, version = k.version, error = %e, "cannot preload a version");
+                }
+            }
+        }
+        loaded
+    }
+
+    /// The version cache's levels and counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Whether the weights of `name`'s version `version` are in the cache (with the model's
+    /// current creation time).
+    pub fn is_cached(&self, name: &ModelName, created_at: OffsetDateTime, version: u32) -> bool {
+        self.cache
+            .contains(&VersionKey::new(name.as_str(), created_at, version))
+    }
+
+    /// Puts a full version read from the store into the cache (cluster reconcile: the version
+    /// about to be served). `created_at` is its model's creation time.
+    pub fn cache_version(&self, created_at: OffsetDateTime, v: Arc<ModelVersion>) {
+        let key = VersionKey::new(&v.model, created_at, v.version);
+        self.cache.insert(key, v);
     }
 
     /// Hold it across a store change of serving state (a pin, an alias, a version published
@@ -215,12 +369,17 @@ impl Registry {
             return false;
         };
         e.next_version = e.next_version.max(v.version + 1);
+        // In the cache before it is listed: once served, it is a hit.
+        self.cache.insert(e.key(v.version), v.clone());
         // The change feed may have brought it first.
         if !e.versions.iter().any(|x| x.version == v.version) {
-            e.versions.push(v);
+            e.versions.push(Arc::new(VersionMeta::from(&*v)));
             e.versions.sort_by_key(|x| x.version);
         }
         e.versions.retain(|x| !pruned.contains(&x.version));
+        for &p in pruned {
+            self.cache.remove(&e.key(p));
+        }
         if let Some(r) = record {
             e.pinned_version = r.pinned_version;
             e.aliases = r.aliases.clone();
@@ -236,10 +395,10 @@ impl Registry {
     }
 
     /// Makes the cached model what the store holds: `record` with the versions `numbers`, of
-    /// which `fetched` are the ones the cache lacked. A model recreated under the same name
+    /// which `fetched` are the ones the cache lacked (their metadata). A model recreated under the same name
     /// (another creation time) replaces the cached one. Versions only come and go by number,
     /// so the one served never goes back to an older one.
-    pub fn reconcile(&self, record: ModelRecord, numbers: &[u32], fetched: Vec<ModelVersion>) {
+    pub fn reconcile(&self, record: ModelRecord, numbers: &[u32], fetched: Vec<VersionMeta>) {
         let Ok(name) = ModelName::parse(&record.name) else {
             return;
         };
@@ -257,6 +416,9 @@ impl Registry {
         let e = m.entry(name.clone()).or_insert_with(fresh);
         if e.created_at != record.created_at {
             *e = fresh();
+            let created = record.created_at.unix_timestamp_nanos();
+            self.cache
+                .remove_where(|k| k.model == name.as_str() && k.created != created);
         }
         e.next_version = e.next_version.max(record.next_version);
         // The pin and aliases are the store's (callers hold `serving_lock` across the read).
@@ -265,8 +427,13 @@ impl Registry {
         // A version newer than any the store listed was published after this read began:
         // kept (dropping it would serve an older version after a newer one).
         let newest = numbers.iter().copied().max().unwrap_or(0);
-        e.versions
-            .retain(|v| numbers.contains(&v.version) || v.version > newest);
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut e.versions)
+            .into_iter()
+            .partition(|v| numbers.contains(&v.version) || v.version > newest);
+        e.versions = kept;
+        for v in gone {
+            self.cache.remove(&e.key(v.version));
+        }
         for v in fetched {
             if numbers.contains(&v.version) && !e.versions.iter().any(|x| x.version == v.version) {
                 e.versions.push(Arc::new(v));
@@ -294,6 +461,21 @@ impl Registry {
     pub fn remove_version(&self, name: &ModelName, version: u32) {
         if let Some(e) = self.models.write().expect("registry lock").get_mut(name) {
             e.versions.retain(|x| x.version != version);
+            self.cache.remove(&e.key(version));
         }
     }
+}
+
+enum Settled {
+    Done(Arc<ModelVersion>),
+    Again(VersionKey),
+}
+
+/// The version of `k` from the cache, else the store. Blocking.
+fn fetch(
+    cache: &VersionCache,
+    store: &dyn Store,
+    k: &VersionKey,
+) -> Result<Option<Arc<ModelVersion>>, StoreError> {
+    cache.load(k, || store.version(&k.model, k.version))
 }

@@ -46,7 +46,7 @@ impl App {
             Some(url) => tracing::info!(database = %url, "store: PostgreSQL"),
             None => tracing::info!(dir = %config.data_dir.display(), "store: embedded SQLite"),
         }
-        let registry = Arc::new(Registry::default());
+        let registry = Arc::new(Registry::new(store.clone(), config.version_cache_bytes()));
         let datasets = Arc::new(Datasets::default());
         let jobs = JobManager::start(
             registry.clone(),
@@ -61,6 +61,17 @@ impl App {
             },
         )?;
         restore(store.clone(), &registry, &datasets, &jobs).await?;
+        // The served versions' weights, so first predictions do not wait for the store.
+        let (r, t) = (registry.clone(), Instant::now());
+        let preloaded = tokio::task::spawn_blocking(move || r.preload()).await?;
+        let cache = registry.cache_stats();
+        tracing::info!(
+            preloaded,
+            bytes = cache.bytes,
+            budget = cache.budget,
+            ms = t.elapsed().as_millis() as u64,
+            "served versions loaded"
+        );
         let (s, c) = (store.clone(), config.clone());
         let purged = tokio::task::spawn_blocking(move || api::idempotency::purge(&*s, &c))
             .await?

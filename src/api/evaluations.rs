@@ -61,6 +61,7 @@ pub async fn evaluate(
     let served = state
         .registry
         .serving(&name, Some(version))
+        .await
         .map_err(|e| lookup_error(&name, e))?;
     let (dataset_id, table) = match (req.dataset_id, req.dataset) {
         (Some(id), None) => {
@@ -142,7 +143,7 @@ pub async fn list(
     let name = parse_name(&name)?;
     state
         .registry
-        .serving(&name, Some(version))
+        .meta(&name, crate::registry::Select::Version(version))
         .map_err(|e| lookup_error(&name, e))?;
     let model = name.to_string();
     let evaluations = state.store(move |s| s.evaluations(&model, version)).await?;

@@ -1,13 +1,14 @@
 //! Training jobs: submit (`POST /v1/models/{name}/train` → 202), inspect, list, cancel.
 
 use super::extract::{Json, Path, Query};
-use super::models::{model_not_found, parse_name};
+use super::models::{lookup_error, model_not_found, parse_name};
 use super::views::JobView;
 use crate::domain::train::{DataSource, TrainRequest};
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::jobs::{Job, JobStatus};
 use crate::nn::{EpochReport, MAX_EPOCHS, NetworkSpec};
 use crate::records::RowCounts;
+use crate::registry::Lookup;
 use crate::state::AppState;
 use crate::store::Canceled;
 use crate::tabular::Signature;
@@ -115,12 +116,17 @@ pub async fn prepare(
     // A warm start's parent, held from now on (a prune after this does not take it away).
     let parent = match warm {
         Some((v, refit)) => {
-            let p = state.registry.serving(&name, Some(v)).map_err(|_| {
-                ApiError::invalid(
-                    "init_from_version",
-                    format!("model {name} has no version {v}"),
-                )
-            })?;
+            let p = state
+                .registry
+                .serving(&name, Some(v))
+                .await
+                .map_err(|e| match e {
+                    Lookup::Unavailable => lookup_error(&name, e),
+                    _ => ApiError::invalid(
+                        "init_from_version",
+                        format!("model {name} has no version {v}"),
+                    ),
+                })?;
             Some((p, refit))
         }
         None => None,

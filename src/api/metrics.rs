@@ -21,6 +21,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         versions,
         datasets: state.datasets.len(),
         store: state.store.availability(),
+        cache: state.registry.cache_stats(),
     };
     (
         [(

@@ -79,6 +79,11 @@ pub fn lookup_error(name: &ModelName, e: Lookup) -> ApiError {
             ErrorCode::AliasNotFound,
             format!("model {:?} has no such alias", name.as_str()),
         ),
+        Lookup::Unavailable => ApiError::new(
+            ErrorCode::StoreUnavailable,
+            "the version's weights cannot be loaded from storage; retry in a few seconds",
+        )
+        .retry_after(crate::store::breaker::RETRY_AFTER_SECS),
     }
 }
 
@@ -310,7 +315,7 @@ pub async fn version(
     let entry = find(&state, &name)?;
     let v = state
         .registry
-        .serving(&name, Some(version))
+        .meta(&name, Select::Version(version))
         .map_err(|e| select_error(&name, Select::Version(version), e))?;
     Ok(axum::Json(VersionView::of(v.as_ref(), &entry)))
 }
@@ -392,6 +397,8 @@ pub struct ExportQuery {
             content((ModelExport = "application/json"), (Vec<u8> = "application/octet-stream"))),
         (status = 404, description = "No such model or version", body = ErrorBody),
         (status = 422, description = "Unknown format, or `format=onnx` for a model with a feature named like a value inside the graph", body = ErrorBody),
+        (status = 503, description = "The version's weights, not in memory, cannot be read from storage; retry", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn export(
     State(state): State<AppState>,
@@ -404,6 +411,7 @@ pub async fn export(
     let v = state
         .registry
         .serving(&name, Some(version))
+        .await
         .map_err(|e| lookup_error(&name, e))?;
     if q.format.unwrap_or_default() == ExportFormat::Onnx {
         let (model, description) = (name.to_string(), entry.description.clone());

@@ -87,7 +87,7 @@ pub struct PredictResponse {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Neither JSON nor CSV", body = ErrorBody),
         (status = 422, description = "Both `version` and `alias`, or not an alias name; rows of the wrong width or not finite; an unknown field, text in a numeric feature, an unseen level refused", body = ErrorBody),
-        (status = 503, description = "Too many predictions at once; retry", body = ErrorBody,
+        (status = 503, description = "Too many predictions at once, or the version's weights, not in memory, cannot be read from storage (`store_unavailable`); retry", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn predict(
@@ -101,6 +101,7 @@ pub async fn predict(
     let served = state
         .registry
         .select(&name, which)
+        .await
         .map_err(|e| select_error(&name, which, e))?;
     // Small bodies decode inline; records, columns and CSV of any size on a blocking thread.
     let x = if input.decodes_quickly() {

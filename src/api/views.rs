@@ -2,7 +2,7 @@
 
 use crate::jobs::{Job, JobError, JobStatus};
 use crate::nn::{EpochReport, LabelSet, LayerSpec, Loss, Normalization, StopReason, TrainParams};
-use crate::registry::{ModelEntry, ModelVersion, VersionMetrics};
+use crate::registry::{ModelEntry, VersionMeta, VersionMetrics};
 use crate::store::DatasetRecord;
 use crate::tabular::{ColumnInfo, Feature, Signature, Task};
 use serde::Serialize;
@@ -109,8 +109,8 @@ impl SignatureView {
     }
 }
 
-impl From<&ModelVersion> for VersionView {
-    fn from(v: &ModelVersion) -> Self {
+impl From<&VersionMeta> for VersionView {
+    fn from(v: &VersionMeta) -> Self {
         VersionView {
             version: v.version,
             created_at: v.created_at,
@@ -134,7 +134,7 @@ impl From<&ModelVersion> for VersionView {
 
 impl VersionView {
     /// The version with its serving state in model `m`.
-    pub fn of(v: &ModelVersion, m: &ModelEntry) -> Self {
+    pub fn of(v: &VersionMeta, m: &ModelEntry) -> Self {
         VersionView {
             served: m.served().is_some_and(|s| s.version == v.version),
             pinned: m.pinned_version == Some(v.version),

@@ -411,7 +411,6 @@ mod tests {
 
     #[test]
     fn a_panicking_job_fails_and_the_worker_carries_on() {
-        let registry = Arc::new(Registry::default());
         let spec = NetworkSpec {
             inputs: 1,
             layers: vec![LayerSpec {
@@ -433,6 +432,7 @@ mod tests {
         };
         let dir = std::env::temp_dir().join(format!("mlpd-unit-{}", Uuid::new_v4()));
         let store: Arc<dyn Store> = Arc::new(crate::store::SqliteStore::open(&dir, None).unwrap());
+        let registry = Arc::new(Registry::new(store.clone(), 1 << 20));
         store.insert_model(&entry.record(), 0).unwrap();
         registry.create(entry);
         let data = Arc::new(
@@ -491,7 +491,8 @@ mod tests {
             "the same worker ran the next job"
         );
         assert!(jobs.workers_alive());
-        assert_eq!(registry.serving(&name, None).unwrap().version, 1);
+        let served = registry.select_blocking(&name, crate::registry::Select::Served);
+        assert_eq!(served.unwrap().version, 1);
         jobs.shutdown(Duration::from_secs(5));
         // The store agrees: one failed job, one succeeded with its version.
         let snap = store.load().unwrap();

@@ -21,7 +21,7 @@ use super::job::{Job, JobEnd};
 use super::{JobTable, SharedQueue};
 use crate::error::ErrorCode;
 use crate::nn::{self, EpochReport, Observer, TrainError};
-use crate::registry::{ModelVersion, Registry, VersionMetrics};
+use crate::registry::{ModelVersion, Registry, Select, VersionMetrics};
 use crate::store::{Claim, Retention, Store, StoreError, breaker};
 use crate::tabular::Signature;
 use std::ops::ControlFlow;
@@ -302,12 +302,17 @@ impl Worker {
         let warm_start = match job.init_from_version {
             None => None,
             Some(v) => {
-                let parent = match self.registry.serving(&job.model, Some(v)) {
+                let parent = match self
+                    .registry
+                    .select_blocking(&job.model, Select::Version(v))
+                {
                     Ok(p) => Some(p),
+                    // This replica may not have heard of the version yet.
                     Err(_) => self
                         .store
-                        .shared()
-                        .and_then(|s| s.version(job.model.as_str(), v).ok().flatten())
+                        .version(job.model.as_str(), v)
+                        .ok()
+                        .flatten()
                         .map(Arc::new),
                 };
                 let Some(parent) = parent else {

@@ -24,7 +24,7 @@ pub use sqlite::SqliteStore;
 
 pub use crate::records::{
     Claimed, DatasetRecord, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord,
-    ServingChange, ServingUpdate, StoredAnswer, SweepRecord, VersionRecord,
+    ServingChange, ServingUpdate, StoredAnswer, SweepRecord, VersionMeta, VersionRecord,
 };
 
 use crate::error::{ApiError, ErrorCode};
@@ -138,8 +138,9 @@ impl From<StoreError> for ApiError {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub models: Vec<ModelRecord>,
-    /// Oldest first within each model.
-    pub versions: Vec<VersionRecord>,
+    /// Oldest first within each model; without their weights (the version cache loads those
+    /// on demand with [`Store::version`]).
+    pub versions: Vec<VersionMeta>,
     pub datasets: Vec<DatasetRecord>,
     pub jobs: Vec<(JobRecord, Vec<EpochReport>)>,
 }
@@ -187,8 +188,12 @@ pub const EVALUATIONS_PER_VERSION: usize = 100;
 
 /// The persistence interface. Every method commits before it returns `Ok`.
 pub trait Store: Send + Sync + 'static {
-    /// Everything but dataset contents.
+    /// Everything but dataset contents and versions' weights.
     fn load(&self) -> Result<Snapshot, StoreError>;
+    /// One version with its weights; `None` when there is no such version.
+    fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, StoreError>;
+    /// One version without its weights; `None` when there is no such version.
+    fn version_meta(&self, model: &str, version: u32) -> Result<Option<VersionMeta>, StoreError>;
     /// Stores a new model unless `max` models (0: no limit) are stored already: the count and
     /// the insert are one transaction, so writers racing for the last place get one success.
     ///
@@ -438,7 +443,6 @@ pub trait Shared: Send + Sync {
     fn job_statuses(&self) -> Result<Vec<(Uuid, JobStatus)>, StoreError>;
     /// A model and its version numbers.
     fn model(&self, name: &str) -> Result<Option<(ModelRecord, Vec<u32>)>, StoreError>;
-    fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, StoreError>;
     /// Every model's name, creation time and version numbers.
     fn model_versions(&self) -> Result<Vec<(String, time::OffsetDateTime, Vec<u32>)>, StoreError>;
     fn dataset(&self, id: Uuid) -> Result<Option<DatasetRecord>, StoreError>;

@@ -23,8 +23,8 @@ use super::cells::{column_words, table_from_words, words};
 use super::{
     Canceled, Change, Changes, Claim, Claimed, DatasetRecord, EndedSweep, EvaluationRecord,
     IdempotencyClaim, JobInput, JobRecord, ModelRecord, Published, ServingChange, ServingChanged,
-    ServingUpdate, Shared, Snapshot, Store, StoreError, StoredAnswer, SweepRecord, VersionRecord,
-    retention, serving, sweeps,
+    ServingUpdate, Shared, Snapshot, Store, StoreError, StoredAnswer, SweepRecord, VersionMeta,
+    VersionRecord, retention, serving, sweeps,
 };
 use crate::error::ErrorCode;
 use crate::nn::EpochReport;
@@ -729,7 +729,33 @@ fn enqueue_in(
     Ok(())
 }
 
+/// A version record without its weights, dropped by the database (so they do not cross the
+/// network). `jsonb` holds at most 255 MiB: a larger record (a network of tens of millions of
+/// weights) comes whole, and its weights are skipped while parsing.
+const VERSION_META: &str = "CASE WHEN octet_length(record) < 200000000 \
+     THEN (record::jsonb #- '{trained,network}')::text ELSE record END";
+
 impl Store for PostgresStore {
+    fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, StoreError> {
+        self.conn()?
+            .query_opt(
+                "SELECT record FROM versions WHERE model = $1 AND version = $2",
+                &[&model, &i64::from(version)],
+            )?
+            .map(|r| parse(r.get(0)))
+            .transpose()
+    }
+
+    fn version_meta(&self, model: &str, version: u32) -> Result<Option<VersionMeta>, StoreError> {
+        self.conn()?
+            .query_opt(
+                &format!("SELECT {VERSION_META} FROM versions WHERE model = $1 AND version = $2"),
+                &[&model, &i64::from(version)],
+            )?
+            .map(|r| parse(r.get(0)))
+            .transpose()
+    }
+
     fn load(&self) -> Result<Snapshot, StoreError> {
         let mut c = self.conn()?;
         let mut tx = c.build_transaction().read_only(true).start()?;
@@ -737,7 +763,11 @@ impl Store for PostgresStore {
         for r in tx.query("SELECT record FROM models ORDER BY name", &[])? {
             snap.models.push(parse(r.get(0))?);
         }
-        for r in tx.query("SELECT record FROM versions ORDER BY model, version", &[])? {
+        // Without the weights: they are loaded on demand.
+        for r in tx.query(
+            &format!("SELECT {VERSION_META} FROM versions ORDER BY model, version"),
+            &[],
+        )? {
             snap.versions.push(parse(r.get(0))?);
         }
         for r in tx.query("SELECT record FROM datasets ORDER BY id", &[])? {
@@ -1480,16 +1510,6 @@ impl Shared for PostgresStore {
             .collect();
         tx.commit()?;
         Ok(Some((m, numbers)))
-    }
-
-    fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, StoreError> {
-        self.conn()?
-            .query_opt(
-                "SELECT record FROM versions WHERE model = $1 AND version = $2",
-                &[&model, &i64::from(version)],
-            )?
-            .map(|r| parse(r.get(0)))
-            .transpose()
     }
 
     fn model_versions(&self) -> Result<Vec<(String, OffsetDateTime, Vec<u32>)>, StoreError> {

@@ -10,7 +10,7 @@ use super::cells::{column_words, table_from_words};
 use super::{
     Claimed, DatasetRecord, EndedSweep, EvaluationRecord, IdempotencyClaim, JobRecord, ModelRecord,
     Published, ServingChange, ServingChanged, ServingUpdate, Snapshot, Store, StoreError,
-    StoredAnswer, SweepRecord, VersionRecord, retention, serving, sweeps,
+    StoredAnswer, SweepRecord, VersionMeta, VersionRecord, retention, serving, sweeps,
 };
 use crate::error::ErrorCode;
 use crate::nn::{Dataset, EpochReport, Label};
@@ -478,6 +478,31 @@ fn read_sweep(tx: &Connection, id: Uuid) -> Result<Option<SweepRecord>, StoreErr
 }
 
 impl Store for SqliteStore {
+    fn version(&self, model: &str, version: u32) -> Result<Option<VersionRecord>, StoreError> {
+        let record: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT record FROM versions WHERE model = ?1 AND version = ?2",
+                params![model, version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        record.as_deref().map(parse).transpose()
+    }
+
+    fn version_meta(&self, model: &str, version: u32) -> Result<Option<VersionMeta>, StoreError> {
+        let record: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT json_remove(record, '$.trained.network') FROM versions \
+                 WHERE model = ?1 AND version = ?2",
+                params![model, version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        record.as_deref().map(parse).transpose()
+    }
+
     fn load(&self) -> Result<Snapshot, StoreError> {
         let conn = self.conn();
         let mut snap = Snapshot::default();
@@ -485,7 +510,10 @@ impl Store for SqliteStore {
         for r in stmt.query_map([], |r| r.get::<_, String>(0))? {
             snap.models.push(parse(&r?)?);
         }
-        let mut stmt = conn.prepare("SELECT record FROM versions ORDER BY model, version")?;
+        // Without the weights (SQLite drops them from the JSON): they are loaded on demand.
+        let mut stmt = conn.prepare(
+            "SELECT json_remove(record, '$.trained.network') FROM versions ORDER BY model, version",
+        )?;
         for r in stmt.query_map([], |r| r.get::<_, String>(0))? {
             snap.versions.push(parse(&r?)?);
         }

@@ -137,7 +137,7 @@ pub enum OutputData {
         (status = 404, description = "No such model", body = InferenceError),
         (status = 409, description = "The model has no trained version yet", body = InferenceError),
         (status = 413, description = "Body too large", body = InferenceError),
-        (status = 503, description = "Too many predictions at once; retry", body = InferenceError,
+        (status = 503, description = "Too many predictions at once, or the version's weights, not in memory, cannot be read from storage; retry", body = InferenceError,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn infer(
@@ -160,7 +160,7 @@ pub async fn infer(
         (status = 400, description = "Not a valid inference request for this model", body = InferenceError),
         (status = 404, description = "No such model or version", body = InferenceError),
         (status = 413, description = "Body too large", body = InferenceError),
-        (status = 503, description = "Too many predictions at once; retry", body = InferenceError,
+        (status = 503, description = "Too many predictions at once, or the version's weights, not in memory, cannot be read from storage; retry", body = InferenceError,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ))]
 pub async fn infer_version(
@@ -180,7 +180,7 @@ async fn run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, V2Error> {
     let body = body.map_err(|e| V2Error::from(body_error(e)))?;
-    let served = lookup(state, name, version)?;
+    let served = lookup(state, name, version).await?;
     let (json, binary) = split(headers, &body)?;
     let req: InferRequest = serde_json::from_slice(json)
         .map_err(|e| V2Error::bad_request(format!("not a valid inference request: {e}")))?;

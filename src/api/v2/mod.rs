@@ -22,7 +22,7 @@ use super::extract::Path;
 use super::models::parse_name;
 use crate::error::{ApiError, ErrorCode, ErrorMessage};
 use crate::nn::LabelSet;
-use crate::registry::ModelVersion;
+use crate::registry::{Lookup, ModelVersion, Select, VersionMeta};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -218,8 +218,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The version `version` of model `name` (or the latest), mapped to protocol errors.
-pub(crate) fn lookup(
+/// The version `version` of model `name` (or the one served), weights and all (loaded if not
+/// in memory), mapped to protocol errors.
+pub(crate) async fn lookup(
     state: &AppState,
     name: &str,
     version: Option<u32>,
@@ -228,20 +229,42 @@ pub(crate) fn lookup(
     state
         .registry
         .serving(&model, version)
-        .map_err(|e| match e {
-            crate::registry::Lookup::NoModel => unknown_model(name),
-            crate::registry::Lookup::NotTrained => V2Error {
-                status: StatusCode::CONFLICT,
-                message: format!("model {name:?} has no trained version yet"),
-                retry_after: None,
-            },
-            crate::registry::Lookup::NoVersion | crate::registry::Lookup::NoAlias => {
-                V2Error::not_found(format!(
-                    "model {name:?} has no version {}",
-                    version.unwrap_or(0)
-                ))
-            }
-        })
+        .await
+        .map_err(|e| lookup_error(name, version, e))
+}
+
+/// [`lookup`] without the weights (never loads).
+fn lookup_meta(
+    state: &AppState,
+    name: &str,
+    version: Option<u32>,
+) -> Result<Arc<VersionMeta>, V2Error> {
+    let model = parse_name(name).map_err(|_| unknown_model(name))?;
+    state
+        .registry
+        .meta(&model, version.map_or(Select::Served, Select::Version))
+        .map_err(|e| lookup_error(name, version, e))
+}
+
+fn lookup_error(name: &str, version: Option<u32>, e: Lookup) -> V2Error {
+    match e {
+        Lookup::NoModel => unknown_model(name),
+        Lookup::NotTrained => V2Error {
+            status: StatusCode::CONFLICT,
+            message: format!("model {name:?} has no trained version yet"),
+            retry_after: None,
+        },
+        Lookup::NoVersion | Lookup::NoAlias => V2Error::not_found(format!(
+            "model {name:?} has no version {}",
+            version.unwrap_or(0)
+        )),
+        Lookup::Unavailable => V2Error {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the version's weights cannot be loaded from storage; retry in a few seconds"
+                .into(),
+            retry_after: Some(crate::store::breaker::RETRY_AFTER_SECS),
+        },
+    }
 }
 
 fn unknown_model(name: &str) -> V2Error {
@@ -258,7 +281,7 @@ fn metadata(state: &AppState, name: &str, version: Option<u32>) -> Result<ModelM
         .ok_or_else(|| unknown_model(name))?;
     let served = match version {
         None => entry.served().cloned(),
-        Some(_) => Some(lookup(state, name, version)?),
+        Some(_) => Some(lookup_meta(state, name, version)?),
     };
     let spec = served.as_ref().map_or(&entry.spec, |v| &v.trained.spec);
     let rows = -1i64;
@@ -291,7 +314,7 @@ fn metadata(state: &AppState, name: &str, version: Option<u32>) -> Result<ModelM
 /// takes one tensor per feature: FP32 for a numeric one, BYTES for a categorical one, each
 /// `[-1, 1]`. Any other takes the network's input matrix `input` (and accepts per-feature
 /// tensors too, which metadata does not list, so that clients reading it send one tensor).
-fn input_tensors(served: Option<&ModelVersion>, width: usize) -> Vec<TensorMetadata> {
+fn input_tensors(served: Option<&VersionMeta>, width: usize) -> Vec<TensorMetadata> {
     match served.and_then(|v| v.signature.as_ref()) {
         Some(sig) if !sig.is_identity() => sig
             .features
@@ -350,7 +373,7 @@ pub async fn model_version_metadata(
 }
 
 fn readiness(state: &AppState, name: &str, version: Option<u32>) -> Result<Response, V2Error> {
-    let ready = match lookup(state, name, version) {
+    let ready = match lookup_meta(state, name, version) {
         Ok(_) => true,
         Err(e) if e.status == StatusCode::CONFLICT => false,
         Err(e) => return Err(e),

@@ -25,4 +25,5 @@ mod serving;
 mod sweeps;
 mod tables;
 mod training;
+mod version_cache;
 mod warm_start;
