@@ -15,10 +15,10 @@
 
 use crate::records::VersionRecord;
 use crate::store::StoreError;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use time::OffsetDateTime;
 
 /// A version's identity in the cache.
@@ -41,16 +41,16 @@ impl VersionKey {
 }
 
 /// A least-recently-used map under a budget of "bytes" (whatever sizes its callers give).
-/// Pure: no locks, no I/O.
+/// Pure: no locks, no I/O. A use only stamps its entry from a clock (atomics, so that lookups
+/// share a read lock and the prediction path never waits for another); making room scans
+/// for the oldest stamp, which is rare and over few entries.
 #[derive(Debug)]
 pub struct Lru<K, V> {
     budget: u64,
     used: u64,
-    /// Bumped on every use: the key of `order`.
-    clock: u64,
+    /// Bumped on every use: the stamp of the entry used.
+    clock: AtomicU64,
     map: HashMap<K, Slot<V>>,
-    /// Last use → key; the first is the least recently used.
-    order: BTreeMap<u64, K>,
     evictions: u64,
 }
 
@@ -58,7 +58,7 @@ pub struct Lru<K, V> {
 struct Slot<V> {
     value: V,
     bytes: u64,
-    used: u64,
+    used: AtomicU64,
 }
 
 impl<K: Clone + Eq + Hash, V: Clone> Lru<K, V> {
@@ -66,25 +66,33 @@ impl<K: Clone + Eq + Hash, V: Clone> Lru<K, V> {
         Lru {
             budget,
             used: 0,
-            clock: 0,
+            clock: AtomicU64::new(0),
             map: HashMap::new(),
-            order: BTreeMap::new(),
             evictions: 0,
         }
     }
 
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// The value of `k`, now the most recently used.
-    pub fn get(&mut self, k: &K) -> Option<V> {
-        self.clock += 1;
-        let slot = self.map.get_mut(k)?;
-        self.order.remove(&slot.used);
-        slot.used = self.clock;
-        self.order.insert(self.clock, k.clone());
+    pub fn get(&self, k: &K) -> Option<V> {
+        let slot = self.map.get(k)?;
+        slot.used.store(self.tick(), Ordering::Relaxed);
         Some(slot.value.clone())
     }
 
     pub fn contains(&self, k: &K) -> bool {
         self.map.contains_key(k)
+    }
+
+    /// The least recently used key.
+    fn oldest(&self) -> Option<K> {
+        self.map
+            .iter()
+            .min_by_key(|(_, s)| s.used.load(Ordering::Relaxed))
+            .map(|(k, _)| k.clone())
     }
 
     /// Keeps `v` under `k` (replacing what `k` held), evicting the least recently used until
@@ -96,7 +104,7 @@ impl<K: Clone + Eq + Hash, V: Clone> Lru<K, V> {
             return false;
         }
         while self.used + bytes > self.budget {
-            let Some((_, oldest)) = self.order.pop_first() else {
+            let Some(oldest) = self.oldest() else {
                 break;
             };
             if let Some(s) = self.map.remove(&oldest) {
@@ -104,14 +112,13 @@ impl<K: Clone + Eq + Hash, V: Clone> Lru<K, V> {
                 self.evictions += 1;
             }
         }
-        self.clock += 1;
-        self.order.insert(self.clock, k.clone());
+        let used = AtomicU64::new(self.tick());
         self.map.insert(
             k,
             Slot {
                 value: v,
                 bytes,
-                used: self.clock,
+                used,
             },
         );
         self.used += bytes;
@@ -120,7 +127,6 @@ impl<K: Clone + Eq + Hash, V: Clone> Lru<K, V> {
 
     pub fn remove(&mut self, k: &K) -> Option<V> {
         let s = self.map.remove(k)?;
-        self.order.remove(&s.used);
         self.used -= s.bytes;
         Some(s.value)
     }
@@ -157,7 +163,13 @@ impl<K: Clone + Eq + Hash, V: Clone> Lru<K, V> {
 
     /// Keys from least to most recently used.
     pub fn keys_by_age(&self) -> Vec<K> {
-        self.order.values().cloned().collect()
+        let mut keys: Vec<(u64, K)> = self
+            .map
+            .iter()
+            .map(|(k, s)| (s.used.load(Ordering::Relaxed), k.clone()))
+            .collect();
+        keys.sort_by_key(|(used, _)| *used);
+        keys.into_iter().map(|(_, k)| k).collect()
     }
 }
 
@@ -174,7 +186,8 @@ pub struct CacheStats {
 
 /// Trained versions under a memory budget (see the module doc).
 pub struct VersionCache {
-    lru: Mutex<Lru<VersionKey, Arc<VersionRecord>>>,
+    /// Lookups share the read lock; only a change of entries writes.
+    lru: RwLock<Lru<VersionKey, Arc<VersionRecord>>>,
     /// One gate per key being loaded.
     loading: Mutex<HashMap<VersionKey, Arc<Mutex<()>>>>,
     hits: AtomicU64,
@@ -184,15 +197,19 @@ pub struct VersionCache {
 impl VersionCache {
     pub fn new(budget: u64) -> Self {
         VersionCache {
-            lru: Mutex::new(Lru::new(budget)),
+            lru: RwLock::new(Lru::new(budget)),
             loading: Mutex::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
     }
 
-    fn lru(&self) -> MutexGuard<'_, Lru<VersionKey, Arc<VersionRecord>>> {
-        self.lru.lock().unwrap_or_else(|p| p.into_inner())
+    fn lru(&self) -> RwLockReadGuard<'_, Lru<VersionKey, Arc<VersionRecord>>> {
+        self.lru.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lru_mut(&self) -> RwLockWriteGuard<'_, Lru<VersionKey, Arc<VersionRecord>>> {
+        self.lru.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The cached version (a hit, counted), or `None` (not counted: the load that follows is).
@@ -210,7 +227,7 @@ impl VersionCache {
     /// budget.
     pub fn insert(&self, k: VersionKey, v: Arc<VersionRecord>) -> bool {
         let bytes = v.resident_bytes();
-        self.lru().insert(k, v, bytes)
+        self.lru_mut().insert(k, v, bytes)
     }
 
     /// The version of `k`: the cached one, else what `fetch` reads from the store (kept in
@@ -252,7 +269,7 @@ impl VersionCache {
     }
 
     pub fn remove(&self, k: &VersionKey) {
-        self.lru().remove(k);
+        self.lru_mut().remove(k);
     }
 
     /// Drops every version of the model `name` (any creation time).
@@ -262,7 +279,7 @@ impl VersionCache {
 
     /// Drops the versions whose key matches.
     pub fn remove_where(&self, mut gone: impl FnMut(&VersionKey) -> bool) {
-        self.lru().retain(|k| !gone(k));
+        self.lru_mut().retain(|k| !gone(k));
     }
 
     pub fn stats(&self) -> CacheStats {
