@@ -74,9 +74,10 @@ impl<'a> Parser<'a> {
         if !p.eat(b'[') {
             return Err(ApiError::invalid(field, "must be an array of rows"));
         }
-        // Each number takes two bytes at least ("0,"): room for all, up to 64 Ki values
-        // before growing (a one-row body never reallocates).
-        let mut values = Vec::with_capacity((p.s.len() / 2).min(1 << 16));
+        // Values are one more than the commas between them, at most: room for all at once
+        // (exactly for one row), up to 64 Ki values before growing.
+        let commas = p.s[p.i..].iter().filter(|&&c| c == b',').count();
+        let mut values = Vec::with_capacity((commas + 1).min(1 << 16));
         let mut width = None;
         let mut rows = 0usize;
         p.ws();
