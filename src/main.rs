@@ -7,11 +7,6 @@ use mlpd::{App, Config, startup, telemetry};
 use std::io::{Read, Write};
 use std::time::Duration;
 
-/// mimalloc instead of glibc's malloc: a request's short-lived buffers (body, input matrix,
-/// answer) come from per-thread pages without glibc's bin consolidation on every large free.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         std::process::exit(if healthcheck() { 0 } else { 1 });
