@@ -247,12 +247,12 @@ fn exact(m: u64, exp: i32, lost: i32) -> Option<f32> {
     }
     // The common case, in f32 alone (Clinger's fast path): m ≤ 2²⁴ and 10^|exp| ≤ 10¹⁰ are
     // exact f32s, so one correctly rounded division or product is the nearest f32.
-    if m <= 1 << 24 {
-        if let Some(&p) = POW10_F32.get(usize::try_from(exp.unsigned_abs()).ok()?) {
-            #[allow(clippy::cast_precision_loss)] // m ≤ 2²⁴: exact
-            let m = m as f32;
-            return Some(if exp < 0 { m / p } else { m * p });
-        }
+    if m <= 1 << 24
+        && let Some(&p) = POW10_F32.get(usize::try_from(exp.unsigned_abs()).ok()?)
+    {
+        #[allow(clippy::cast_precision_loss)] // m ≤ 2²⁴: exact
+        let m = m as f32;
+        return Some(if exp < 0 { m / p } else { m * p });
     }
     let p = *POW10.get(usize::try_from(exp.unsigned_abs()).ok()?)?;
     #[allow(clippy::cast_precision_loss)] // m ≤ 2⁵³: exact
