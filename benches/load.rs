@@ -18,8 +18,8 @@
 //!   MLPD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
 //!     cargo bench --bench load -- --replicas 3 --secs 180
 //!
-//! Exits non-zero if any request got an undocumented 5xx, a job was lost, or a server died
-//! (other than the one the benchmark kills).
+//! Exits non-zero if any request got an undocumented 5xx, a job was lost or failed (other than
+//! `interrupted`, on the replica the benchmark kills), or a server died (other than that one).
 
 use futures_util::StreamExt;
 use reqwest::{Client, StatusCode};
@@ -628,10 +628,12 @@ async fn main() {
                     Some((StatusCode::OK, j))
                         if !matches!(j["status"].as_str(), Some("queued" | "running")) =>
                     {
-                        l.ended
-                            .lock()
-                            .unwrap()
-                            .insert(id, j["status"].as_str().unwrap_or("?").to_string());
+                        // A failed job is counted with its error code.
+                        let status = match (j["status"].as_str(), j["error"]["code"].as_str()) {
+                            (Some("failed"), Some(code)) => format!("failed/{code}"),
+                            (status, _) => status.unwrap_or("?").to_string(),
+                        };
+                        l.ended.lock().unwrap().insert(id, status);
                     }
                     Some((StatusCode::NOT_FOUND, _)) => l.lost.lock().unwrap().push(id),
                     _ => {}
@@ -724,6 +726,14 @@ async fn main() {
     for status in load.ended.lock().unwrap().values() {
         *ended.entry(status.clone()).or_default() += 1;
     }
+    // Only the jobs the killed replica was running may fail, and only as `interrupted`.
+    let failed_otherwise: u64 = ended
+        .iter()
+        .filter(|(status, _)| {
+            status.starts_with("failed") && (victim.is_none() || *status != "failed/interrupted")
+        })
+        .map(|(_, n)| n)
+        .sum();
     let mut lost = load.lost.lock().unwrap().clone();
     let seen = load.ended.lock().unwrap().len();
     if seen + lost.len() < submitted {
@@ -763,7 +773,7 @@ async fn main() {
             );
         }
         println!(
-            "jobs: {submitted} accepted, after draining: {ended:?}; lost: {}",
+            "jobs: {submitted} accepted, after draining: {ended:?}; lost: {}; failed other than by the kill: {failed_otherwise}",
             lost.len()
         );
         for (i, r) in replicas.iter().enumerate() {
@@ -797,7 +807,10 @@ async fn main() {
         for u in t.unexpected.iter().take(10) {
             println!("  {u}");
         }
-        t.unexpected.is_empty() && lost.is_empty() && t.transport_errors == 0
+        t.unexpected.is_empty()
+            && lost.is_empty()
+            && failed_otherwise == 0
+            && t.transport_errors == 0
     };
     drop(nginx);
     for r in &mut replicas {

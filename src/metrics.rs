@@ -1,8 +1,11 @@
 //! Prometheus metrics: one recorder per process (many servers may run in one process, as in the
 //! tests; they share it), the names in one place, and the text rendering served at `/metrics`.
 
-use metrics::{counter, gauge, histogram};
+use axum::http::Method;
+use metrics::{Counter, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -85,21 +88,76 @@ fn describe() {
     );
 }
 
-pub fn http_request(route: &str, method: &str, status: u16, elapsed: Duration) {
-    let labels = [
-        ("route", route.to_owned()),
-        ("method", method.to_owned()),
-        ("status", status.to_string()),
-    ];
-    counter!("mlpd_http_requests_total", &labels).increment(1);
-    histogram!("mlpd_http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+/// A request's method as a label: the standard methods by name, any other "other" (a client that
+/// invents methods must not mint a series per method).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The handles of one (route, method, status) series.
+struct RouteSeries {
+    method: &'static str,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+thread_local! {
+    /// Each runtime thread keeps the handles it has registered, by matched route (a finite set:
+    /// route templates, not paths), so counting a request builds no labels and takes no lock.
+    static ROUTE_SERIES: RefCell<HashMap<Box<str>, Vec<RouteSeries>>> = RefCell::default();
+}
+
+/// Counts a request that matched `route` (a route template) and records its duration.
+pub fn http_request(route: &str, method: &'static str, status: u16, elapsed: Duration) {
+    ROUTE_SERIES.with_borrow_mut(|routes| {
+        if !routes.contains_key(route) {
+            routes.insert(route.into(), Vec::new());
+        }
+        let Some(series) = routes.get_mut(route) else {
+            return;
+        };
+        let at = match series
+            .iter()
+            .position(|s| s.status == status && s.method == method)
+        {
+            Some(at) => at,
+            None => {
+                let labels = [
+                    ("route", route.to_owned()),
+                    ("method", method.to_owned()),
+                    ("status", status.to_string()),
+                ];
+                series.push(RouteSeries {
+                    method,
+                    status,
+                    requests: counter!("mlpd_http_requests_total", &labels),
+                    duration: histogram!("mlpd_http_request_duration_seconds", &labels),
+                });
+                series.len() - 1
+            }
+        };
+        series[at].requests.increment(1);
+        series[at].duration.record(elapsed.as_secs_f64());
+    });
 }
 
 /// A request no route matched (404/405 fallbacks): counted under `route="unmatched"`.
-pub fn unmatched_request(method: &str, status: u16) {
+pub fn unmatched_request(method: &Method, status: u16) {
     let labels = [
         ("route", "unmatched".to_owned()),
-        ("method", method.to_owned()),
+        ("method", method_label(method).to_owned()),
         ("status", status.to_string()),
     ];
     counter!("mlpd_http_requests_total", &labels).increment(1);

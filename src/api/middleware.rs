@@ -87,15 +87,12 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
 /// Counts each request and times it to its response headers, labelled by the matched route.
 pub async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = crate::metrics::method_label(req.method());
     let resp = next.run(req).await;
     crate::metrics::http_request(
-        &route,
-        method.as_str(),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        method,
         resp.status().as_u16(),
         started.elapsed(),
     );

@@ -160,7 +160,7 @@ async fn serve_openapi() -> impl axum::response::IntoResponse {
 }
 
 async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    crate::metrics::unmatched_request(method.as_str(), 404);
+    crate::metrics::unmatched_request(&method, 404);
     ApiError::new(
         ErrorCode::RouteNotFound,
         format!("no route for {}", uri.path()),
@@ -168,7 +168,7 @@ async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    crate::metrics::unmatched_request(method.as_str(), 405);
+    crate::metrics::unmatched_request(&method, 405);
     ApiError::new(
         ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),

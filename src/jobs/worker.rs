@@ -430,13 +430,6 @@ impl Worker {
             Ok(Err(e @ TrainError::Invalid(_))) => {
                 JobEnd::failed(ErrorCode::InvalidData, e.to_string())
             }
-            Ok(Err(e @ TrainError::Threads(_))) => {
-                tracing::error!(error = %e, "training could not start");
-                JobEnd::failed(
-                    ErrorCode::Internal,
-                    "training could not start; see the server log",
-                )
-            }
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()

@@ -11,6 +11,7 @@
 use super::matmul::{Threads, gemm};
 use super::optim::{Gradient, OptState};
 use super::spec::FieldError;
+use super::team;
 use super::{Head, Loss, Network, Optimizer, Scalar};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, s};
 
@@ -158,7 +159,8 @@ impl<F: Scalar> Fitter<F> {
             if l == last && needs_z {
                 self.z_out.slice_mut(s![..m, ..]).assign(&out);
             }
-            layer.activation.forward(&mut out);
+            let activation = layer.activation;
+            team::rows(out, &|_, mut block| activation.forward(&mut block));
         }
         let a = self.acts[last].slice(s![..m, ..]);
         let z = self.z_out.slice(s![..m, ..]);
@@ -196,7 +198,11 @@ impl<F: Scalar> Fitter<F> {
                     self.threads,
                 );
                 let aprev = self.acts[l - 1].slice(s![..m, ..]);
-                layers[l - 1].activation.backward(&aprev, &mut dprev);
+                let activation = layers[l - 1].activation;
+                team::rows(dprev, &|first, mut block| {
+                    let a = aprev.slice(s![first..first + block.nrows(), ..]);
+                    activation.backward(&a, &mut block);
+                });
             }
             let a_prev = if l == 0 {
                 x

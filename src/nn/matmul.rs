@@ -5,17 +5,17 @@
 //!
 //! Threads: gemm's own threading gains at most 1.3× on training shapes here (and slows the small
 //! ones), so large products are instead cut into output panels, each computed single-threaded,
-//! spread over the current rayon pool. The panels depend on the shape alone — never on the
+//! shared among the training run's team ([`super::team`]). The panels depend on the shape alone — never on the
 //! thread count — so every element is computed by the same call whatever the thread count, and
 //! results are bit-identical with 1 or N threads.
 
-use super::Scalar;
+use super::{Scalar, team};
 use gemm::Parallelism;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis};
-use rayon::prelude::*;
+use std::sync::{Mutex, PoisonError};
 
-/// How many threads a product may use. `1` computes on the calling thread; more runs panels on
-/// the current rayon pool (install a pool of that size around the caller).
+/// How many threads a product may use. `1` computes on the calling thread; more shares the
+/// panels with the team the calling thread leads ([`team::with_team`]), if it leads one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Threads(pub usize);
 
@@ -62,7 +62,7 @@ pub fn gemm<F: Scalar>(
     if width >= if rows { m } else { n } {
         return gemm_one(alpha, dst, beta, lhs, rhs);
     }
-    let mut panels: Vec<(ArrayViewMut2<F>, ArrayView2<F>, ArrayView2<F>)> = if rows {
+    let panels: Vec<(ArrayViewMut2<F>, ArrayView2<F>, ArrayView2<F>)> = if rows {
         dst.axis_chunks_iter_mut(Axis(0), width)
             .zip(lhs.axis_chunks_iter(Axis(0), width))
             .map(|(d, l)| (d, l, rhs.view()))
@@ -73,14 +73,17 @@ pub fn gemm<F: Scalar>(
             .map(|(d, r)| (d, lhs.view(), r))
             .collect()
     };
-    if threads.0 > 1 {
-        panels
-            .par_iter_mut()
-            .for_each(|(d, l, r)| gemm_one(alpha, d, beta, l, r));
+    if threads.0 > 1 && team::leading() {
+        let panels: Vec<Mutex<_>> = panels.into_iter().map(Mutex::new).collect();
+        team::for_each_part(panels.len(), &|i| {
+            let mut panel = panels[i].lock().unwrap_or_else(PoisonError::into_inner);
+            let (d, l, r) = &mut *panel;
+            gemm_one(alpha, d, beta, l, r);
+        });
     } else {
-        panels
-            .iter_mut()
-            .for_each(|(d, l, r)| gemm_one(alpha, d, beta, l, r));
+        for (mut d, l, r) in panels {
+            gemm_one(alpha, &mut d, beta, &l, &r);
+        }
     }
 }
 
@@ -168,12 +171,8 @@ mod tests {
                 &b.view(),
                 Threads(1),
             );
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(2)
-                .build()
-                .unwrap();
             let mut two = Array2::<f32>::zeros((m, n));
-            pool.install(|| {
+            team::with_team(2, || {
                 gemm(
                     0.0,
                     &mut two.view_mut(),

@@ -1,8 +1,9 @@
 //! The neural network: a multi-layer perceptron trained by back propagation and mini-batch
 //! gradient descent.
 //!
-//! Pure and synchronous: this module imports std, ndarray, num-traits, rand, serde, thiserror and the
-//! `gemm`/`rayon` pair that computes its matrix products — never tokio, axum or service types —
+//! Pure and synchronous: this module imports std, ndarray, num-traits, rand, serde, thiserror and
+//! `gemm`, which computes its matrix products (on the run's own threads, `team`) — never tokio,
+//! axum or service types —
 //! so it could become its own crate without edits. Everything is deterministic given a seed:
 //! the same data, spec, parameters and seed give bit-identical weights and cost history
 //! whatever the thread count. The OpenAPI schemas of its types are declared in `api::schemas`.
@@ -26,6 +27,7 @@ mod network;
 mod optim;
 mod scaling;
 mod spec;
+mod team;
 mod train;
 
 pub use activation::{Activation, LEAKY_SLOPE};

@@ -1,8 +1,8 @@
 //! Mini-batch assembly: rows of the dataset gathered into preallocated buffers, scaled and
 //! encoded on the way, and the classes an output row picks.
 
-use crate::nn::{Dataset, Scaler, Targets};
-use ndarray::{Array2, ArrayView1, ArrayView2};
+use crate::nn::{Dataset, Scaler, Targets, team};
+use ndarray::{Array2, ArrayView1, ArrayView2, s};
 
 use super::fit::Encoding;
 
@@ -18,8 +18,12 @@ pub(super) struct Gather<'a> {
 impl Gather<'_> {
     pub(super) fn rows(&self, idx: &[usize], x: &mut Array2<f32>, y: &mut Array2<f32>) {
         let feats = self.data.features();
+        team::rows(x.slice_mut(s![..idx.len(), ..]), &|first, mut block| {
+            for (mut row, &i) in block.rows_mut().into_iter().zip(&idx[first..]) {
+                self.input.apply_row(feats.row(i), row.view_mut());
+            }
+        });
         for (r, &i) in idx.iter().enumerate() {
-            self.input.apply_row(feats.row(i), x.row_mut(r));
             let mut yr = y.row_mut(r);
             match (self.data.targets(), self.encoding) {
                 (Targets::Values(t), _) => match &self.target {

@@ -1,8 +1,9 @@
 //! The training loop: a seeded validation split, scaling fitted on the training rows, epochs of
 //! shuffled mini-batches, a report per epoch, early stopping, a wall-clock limit, cancellation.
 //!
-//! Runs on the caller's thread; with `threads > 1` its matrix products use a rayon pool of that
-//! size built for the run, so the caller bounds the CPU a job takes. Randomness comes from three
+//! Runs on the caller's thread; with `threads > 1` its matrix products are shared with
+//! `threads − 1` helper threads started for the run ([`super::team`]), so the caller bounds the
+//! CPU a job takes. Randomness comes from three
 //! ChaCha8 streams of the seed (init, split, shuffle), so results do not depend on the thread
 //! count.
 //!
@@ -134,16 +135,9 @@ pub fn train_from(
     if let Some(w) = start {
         check_warm_start(spec, data, w.model)?;
     }
-    if threads > 1 {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("mlpd-gemm-{i}"))
-            .build()
-            .map_err(|e| TrainError::Threads(e.to_string()))?;
-        pool.install(|| run(spec, data, params, encoding, threads, observer, start))
-    } else {
-        run(spec, data, params, encoding, 1, observer, start)
-    }
+    super::team::with_team(threads, || {
+        run(spec, data, params, encoding, threads, observer, start)
+    })
 }
 
 fn run(

@@ -79,8 +79,6 @@ pub enum TrainError {
         "training diverged: the cost became non-finite in epoch {epoch}; try a smaller learning rate or normalized inputs"
     )]
     Diverged { epoch: u32 },
-    #[error("could not start training threads: {0}")]
-    Threads(String),
 }
 
 /// The alias kept for parameter errors.

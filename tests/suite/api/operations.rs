@@ -27,6 +27,17 @@ async fn metrics_count_requests_by_route_jobs_training_and_predictions() {
         expect(r, StatusCode::OK).await;
     }
     assert_eq!(app.get("/nowhere").await.status(), StatusCode::NOT_FOUND);
+    // Methods a client invents are one "other" series, not one series each.
+    for invented in ["BREW", "WHEN"] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
+        let r = app
+            .client
+            .request(method, format!("{}/v1/models", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
     let r = app.get("/metrics").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
@@ -53,6 +64,14 @@ async fn metrics_count_requests_by_route_jobs_training_and_predictions() {
         "requests no route matched are counted too"
     );
     assert!(!text.contains("/nowhere"));
+    assert!(!text.contains("BREW") && !text.contains("WHEN"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("mlpd_http_requests_total")
+                && l.contains(r#"method="other""#)
+                && l.contains(r#"status="405""#)),
+        "{text}"
+    );
     assert!(text.contains(
         r#"mlpd_http_request_duration_seconds_bucket{route="/v1/models/{name}/predict",method="POST",status="200",le="0.001"}"#
     ), "latency histogram by route");

@@ -1,0 +1,276 @@
+//! A training run's threads: the caller and `threads − 1` helpers that live as long as the run
+//! and wait for work by spinning, so that handing them a share of each product costs a few
+//! hundred nanoseconds instead of a wake-up through the kernel (a rayon pool's sleeping worker
+//! costs tens of microseconds per product, as long as a whole product of a small network).
+//!
+//! Work is a number of parts, each a pure function of its index; whoever is free claims the next
+//! part (the caller too), so the result never depends on which thread computed what, nor on how
+//! many there are. The caller never waits for a helper that has not started: it claims every
+//! part nobody has claimed, and waits only for parts already running elsewhere.
+
+use ndarray::{ArrayViewMut2, Axis};
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long an idle helper spins before it starts yielding, and before it starts sleeping.
+const SPIN: Duration = Duration::from_micros(50);
+const YIELD: Duration = Duration::from_millis(2);
+const NAP: Duration = Duration::from_micros(200);
+
+type Part<'a> = &'a (dyn Fn(usize) + Sync);
+
+/// The job board the caller posts to and the helpers watch.
+struct Board {
+    /// generation (32 bits) | parts (16 bits) | next part to claim (16 bits). One word, so a
+    /// claim is made against the job it read, never against the next one.
+    word: AtomicU64,
+    /// The job's function: written by the caller only while no part is claimed or running.
+    job: Mutex<Option<Part<'static>>>,
+    finished: AtomicUsize,
+    panicked: AtomicBool,
+    quit: AtomicBool,
+    /// Threads in the team, the caller included.
+    size: usize,
+}
+
+const PARTS_MAX: usize = u16::MAX as usize;
+
+fn unpack(word: u64) -> (u64, usize, usize) {
+    (
+        word >> 32,
+        ((word >> 16) & 0xffff) as usize,
+        (word & 0xffff) as usize,
+    )
+}
+
+impl Board {
+    /// Claims the next part of generation `generation`, if any is left.
+    fn claim(&self, generation: u64) -> Option<usize> {
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            let (g, parts, next) = unpack(word);
+            if g != generation || next >= parts {
+                return None;
+            }
+            match self.word.compare_exchange_weak(
+                word,
+                word + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(next),
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Runs claimed part `i` of the current job; a panic is recorded for the caller.
+    fn run(&self, i: usize) {
+        let job = *self.job.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(job) = job
+            && catch_unwind(AssertUnwindSafe(|| job(i))).is_err()
+        {
+            self.panicked.store(true, Ordering::Release);
+        }
+        self.finished.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn help(&self) {
+        let mut seen = self.word.load(Ordering::Acquire) >> 32;
+        let mut idle = Instant::now();
+        let mut polls = 0u32;
+        while !self.quit.load(Ordering::Acquire) {
+            let generation = self.word.load(Ordering::Acquire) >> 32;
+            if generation != seen {
+                seen = generation;
+                while let Some(i) = self.claim(generation) {
+                    self.run(i);
+                }
+                idle = Instant::now();
+                polls = 0;
+                continue;
+            }
+            polls = polls.wrapping_add(1);
+            // Spinning reads no clock (a sibling hyperthread would pay for it): look at the
+            // time every 256 polls only.
+            if !polls.is_multiple_of(256) {
+                std::hint::spin_loop();
+                continue;
+            }
+            let waited = idle.elapsed();
+            if waited < SPIN {
+                std::hint::spin_loop();
+            } else if waited < YIELD {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(NAP);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The board of the team this thread leads, while it leads one.
+    static LEADS: Cell<Option<&'static Board>> = const { Cell::new(None) };
+}
+
+/// Runs `f` on this thread with `threads − 1` helpers for [`for_each_part`] (none with 1).
+pub fn with_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    if threads <= 1 || LEADS.get().is_some() {
+        return f();
+    }
+    let board = Board {
+        word: AtomicU64::new(0),
+        job: Mutex::new(None),
+        finished: AtomicUsize::new(0),
+        panicked: AtomicBool::new(false),
+        quit: AtomicBool::new(false),
+        size: threads,
+    };
+    std::thread::scope(|scope| {
+        for i in 1..threads {
+            let board = &board;
+            let spawned = std::thread::Builder::new()
+                .name(format!("mlpd-train-{i}"))
+                .spawn_scoped(scope, move || board.help());
+            if spawned.is_err() {
+                // Fewer helpers: the caller claims what nobody else does.
+                break;
+            }
+        }
+        // SAFETY (lifetime extension): the reference is removed from LEADS before `board` goes
+        // out of scope (below, also on unwinding through the guard), and only this thread reads it.
+        let leader: &'static Board = unsafe { &*std::ptr::from_ref(&board) };
+        struct Lead<'a>(&'a Board);
+        impl Drop for Lead<'_> {
+            fn drop(&mut self) {
+                LEADS.set(None);
+                self.0.quit.store(true, Ordering::Release);
+            }
+        }
+        LEADS.set(Some(leader));
+        let _lead = Lead(&board);
+        f()
+    })
+}
+
+/// Elementwise passes over fewer values than this stay on one thread.
+const SPLIT_VALUES: usize = 1 << 14;
+
+/// Calls `f(first_row, rows)` over `a` cut into row blocks, one per thread of the team this
+/// thread leads (all of `a` at once outside a team or when `a` is small). For row-local work
+/// only: the result must not depend on where the cuts fall.
+pub fn rows<F: Send>(
+    mut a: ArrayViewMut2<'_, F>,
+    f: &(dyn Fn(usize, ArrayViewMut2<'_, F>) + Sync),
+) {
+    let size = LEADS.get().map_or(1, |b| b.size);
+    if size <= 1 || a.len() < SPLIT_VALUES || a.nrows() < size {
+        f(0, a);
+        return;
+    }
+    let height = a.nrows().div_ceil(size);
+    let blocks: Vec<Mutex<ArrayViewMut2<'_, F>>> = a
+        .axis_chunks_iter_mut(Axis(0), height)
+        .map(Mutex::new)
+        .collect();
+    for_each_part(blocks.len(), &|i| {
+        let mut block = blocks[i].lock().unwrap_or_else(PoisonError::into_inner);
+        f(i * height, block.view_mut());
+    });
+}
+
+/// Whether this thread leads a team (so [`for_each_part`] shares its parts).
+pub fn leading() -> bool {
+    LEADS.get().is_some()
+}
+
+/// Calls `part(i)` for every `i < parts`, on this thread and on the helpers of the team it
+/// leads (all on this thread outside a team). Returns when every part has returned.
+///
+/// # Panics
+/// When a part panicked (on whichever thread).
+pub fn for_each_part(parts: usize, part: &(dyn Fn(usize) + Sync)) {
+    let board = LEADS.get();
+    let Some(board) = board.filter(|_| parts > 1 && parts <= PARTS_MAX) else {
+        (0..parts).for_each(part);
+        return;
+    };
+    // SAFETY (lifetime extension): helpers call `part` only for a part they claimed of this
+    // generation, and this function returns only after every part has finished; the job is
+    // cleared before returning, so no reference outlives the call.
+    let job: Part<'static> = unsafe { std::mem::transmute::<Part<'_>, Part<'static>>(part) };
+    *board.job.lock().unwrap_or_else(PoisonError::into_inner) = Some(job);
+    board.finished.store(0, Ordering::Release);
+    let generation = (board.word.load(Ordering::Acquire) >> 32) + 1;
+    board.word.store(
+        (generation << 32) | ((parts as u64) << 16),
+        Ordering::Release,
+    );
+    while let Some(i) = board.claim(generation) {
+        board.run(i);
+    }
+    while board.finished.load(Ordering::Acquire) < parts {
+        std::hint::spin_loop();
+    }
+    *board.job.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    if board.panicked.swap(false, Ordering::AcqRel) {
+        panic!("a part of a parallel product panicked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[test]
+    fn every_part_runs_once_with_and_without_a_team() {
+        for threads in [1, 2, 3] {
+            with_team(threads, || {
+                for parts in [0, 1, 2, 7, 64] {
+                    let counts: Vec<AtomicU32> = (0..parts).map(|_| AtomicU32::new(0)).collect();
+                    for_each_part(parts, &|i| {
+                        counts[i].fetch_add(1, Ordering::Relaxed);
+                    });
+                    assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn row_blocks_cover_every_row_once() {
+        for threads in [1, 2, 3] {
+            with_team(threads, || {
+                for rows in [1, 2, 64, 257] {
+                    let mut a = ndarray::Array2::<f32>::zeros((rows, 300));
+                    super::rows(a.view_mut(), &|first, mut block| {
+                        for (r, mut row) in block.rows_mut().into_iter().enumerate() {
+                            row.fill((first + r) as f32 + 1.0);
+                        }
+                    });
+                    for (r, row) in a.rows().into_iter().enumerate() {
+                        assert!(row.iter().all(|&v| v == r as f32 + 1.0), "{threads} {rows}");
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn a_panicking_part_panics_the_caller_and_the_team_carries_on() {
+        with_team(2, || {
+            let r = catch_unwind(|| for_each_part(4, &|i| assert!(i != 2, "part 2")));
+            assert!(r.is_err());
+            let n = AtomicU32::new(0);
+            for_each_part(4, &|_| {
+                n.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(n.load(Ordering::Relaxed), 4);
+        });
+    }
+}
