@@ -23,7 +23,7 @@ pub struct Threads(pub usize);
 const SPLIT_WORK: usize = 1 << 20;
 /// The most panels a product is cut into, and the narrowest panel.
 const MAX_PANELS: usize = 4;
-const MIN_PANEL: usize = 128;
+const MIN_PANEL: usize = 64;
 
 /// Panel width along `dim` for a product of `work` multiply-adds (a function of the shape only).
 fn panel_width(dim: usize, work: usize) -> usize {
