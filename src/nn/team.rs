@@ -134,7 +134,7 @@ pub fn with_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
         for i in 1..threads {
             let board = &board;
             let spawned = std::thread::Builder::new()
-                .name(format!("mlpd-train-{i}"))
+                .name(format!("mlpd-help-{i}"))
                 .spawn_scoped(scope, move || board.help());
             if spawned.is_err() {
                 // Fewer helpers: the caller claims what nobody else does.
