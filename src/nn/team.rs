@@ -203,7 +203,16 @@ pub fn for_each_part(parts: usize, part: &(dyn Fn(usize) + Sync)) {
     // generation, and this function returns only after every part has finished; the job is
     // cleared before returning, so no reference outlives the call.
     let job: Part<'static> = unsafe { std::mem::transmute::<Part<'_>, Part<'static>>(part) };
-    *board.job.lock().unwrap_or_else(PoisonError::into_inner) = Some(job);
+    {
+        let mut posted = board.job.lock().unwrap_or_else(PoisonError::into_inner);
+        if posted.is_some() {
+            // Called from inside a part: the board is taken, so this runs here, in order.
+            drop(posted);
+            (0..parts).for_each(part);
+            return;
+        }
+        *posted = Some(job);
+    }
     board.finished.store(0, Ordering::Release);
     let generation = (board.word.load(Ordering::Acquire) >> 32) + 1;
     board.word.store(
@@ -259,6 +268,19 @@ mod tests {
                 }
             });
         }
+    }
+
+    #[test]
+    fn a_part_may_share_out_work_of_its_own() {
+        with_team(2, || {
+            let n = AtomicU32::new(0);
+            for_each_part(3, &|_| {
+                for_each_part(4, &|_| {
+                    n.fetch_add(1, Ordering::Relaxed);
+                });
+            });
+            assert_eq!(n.load(Ordering::Relaxed), 12);
+        });
     }
 
     #[test]
