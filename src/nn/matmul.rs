@@ -5,9 +5,9 @@
 //!
 //! Threads: gemm's own threading gains at most 1.3× on training shapes here (and slows the small
 //! ones), so large products are instead cut into output panels, each computed single-threaded,
-//! shared among the training run's team ([`super::team`]). The panels depend on the shape alone — never on the
-//! thread count — so every element is computed by the same call whatever the thread count, and
-//! results are bit-identical with 1 or N threads.
+//! shared among the training run's team ([`super::team`]). The panels depend on the shape
+//! alone — never on the thread count — so every element is computed by the same call whatever
+//! the thread count, and results are bit-identical with 1 or N threads.
 
 use super::{Scalar, team};
 use gemm::Parallelism;

@@ -3,10 +3,9 @@
 //!
 //! Pure and synchronous: this module imports std, ndarray, num-traits, rand, serde, thiserror and
 //! `gemm`, which computes its matrix products (on the run's own threads, `team`) — never tokio,
-//! axum or service types —
-//! so it could become its own crate without edits. Everything is deterministic given a seed:
-//! the same data, spec, parameters and seed give bit-identical weights and cost history
-//! whatever the thread count. The OpenAPI schemas of its types are declared in `api::schemas`.
+//! axum or service types — so it could become its own crate without edits. Everything is
+//! deterministic given a seed: the same data, spec, parameters and seed give bit-identical
+//! weights and cost history whatever the thread count. The OpenAPI schemas of its types are declared in `api::schemas`.
 //!
 //! Layout: samples are rows. A layer's weights are stored `out × in`, so one layer computes
 //! `Z = A·Wᵀ + b` for a batch and `z = W·x + b` for a single row (a matrix–vector product).

@@ -222,8 +222,16 @@ pub fn for_each_part(parts: usize, part: &(dyn Fn(usize) + Sync)) {
     while let Some(i) = board.claim(generation) {
         board.run(i);
     }
+    // Only parts already running elsewhere are left; a helper the OS has set aside gets the
+    // core back through the yields.
+    let mut polls = 0u32;
     while board.finished.load(Ordering::Acquire) < parts {
-        std::hint::spin_loop();
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(1024) {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
     }
     *board.job.lock().unwrap_or_else(PoisonError::into_inner) = None;
     if board.panicked.swap(false, Ordering::AcqRel) {
