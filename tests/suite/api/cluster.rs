@@ -354,24 +354,26 @@ async fn cluster_the_queue_capacity_counts_every_replica() {
     let r = three(&db, &["--queue-capacity", "2"]).await;
     create_iris(&r[0]).await;
     let ds = r[0].upload_iris().await;
-    // One running job per replica (one worker each)…
-    let mut jobs = Vec::new();
-    for x in &r {
-        jobs.push(x.train(&long_job(&ds)).await);
-    }
-    let t = Instant::now();
-    loop {
+    // One running job per replica (one worker each), each submitted once the one before runs:
+    // three submitted at once could find two still queued and the third refused, rightly.
+    let running = || async {
         let rows = db
             .sql("SELECT count(*) FROM jobs WHERE status = '\"running\"'")
             .await;
-        if rows[0].get::<_, i64>(0) == 3 {
-            break;
+        rows[0].get::<_, i64>(0)
+    };
+    let mut jobs = Vec::new();
+    for (n, x) in r.iter().enumerate() {
+        jobs.push(x.train(&long_job(&ds)).await);
+        let t = Instant::now();
+        while running().await < n as i64 + 1 {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "job {} never ran",
+                n + 1
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "three jobs never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // …then two queued, on two replicas: the third replica's submission finds the queue full.
     jobs.push(r[0].train(&long_job(&ds)).await);
