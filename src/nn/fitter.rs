@@ -8,12 +8,13 @@
 //! `W ← (1 − lr·λ)·W − (lr/m)·δᵀ·a` (one GEMM). Other optimizers write the gradient into a buffer
 //! and apply their rule. No step allocates once the buffers exist.
 
-use super::matmul::{Threads, gemm};
+use super::matmul::{Threads, gemm, gemm_beside};
 use super::optim::{Gradient, OptState};
 use super::spec::FieldError;
 use super::team;
 use super::{Head, Loss, Network, Optimizer, Scalar};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, s};
+use std::sync::{Mutex, PoisonError};
 
 /// Costs of one step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -210,39 +211,49 @@ impl<F: Scalar> Fitter<F> {
                 self.acts[l - 1].slice(s![..m, ..])
             };
             let layer = &mut layers[l];
+            // The bias's share is computed beside the weights' product, by whichever thread is
+            // free (it reads only `delta`).
             match lr {
                 Some(lr) if self.fused_sgd => {
                     let decay = F::one() - lr * self.l2;
-                    gemm(
+                    let bias = Mutex::new(&mut layer.bias);
+                    gemm_beside(
                         decay,
                         &mut layer.weights.view_mut(),
                         -lr * inv_m,
                         &delta.t(),
                         &a_prev,
                         self.threads,
+                        &|| {
+                            let mut bias = bias.lock().unwrap_or_else(PoisonError::into_inner);
+                            for row in delta.rows() {
+                                bias.scaled_add(-lr * inv_m, &row);
+                            }
+                        },
                     );
-                    for row in delta.rows() {
-                        layer.bias.scaled_add(-lr * inv_m, &row);
-                    }
                 }
                 _ => {
                     let g = &mut self.grads[l];
-                    gemm(
+                    let bias = Mutex::new(&mut g.bias);
+                    gemm_beside(
                         F::zero(),
                         &mut g.weights.view_mut(),
                         inv_m,
                         &delta.t(),
                         &a_prev,
                         self.threads,
+                        &|| {
+                            let mut bias = bias.lock().unwrap_or_else(PoisonError::into_inner);
+                            bias.fill(F::zero());
+                            for row in delta.rows() {
+                                **bias += &row;
+                            }
+                            **bias *= inv_m;
+                        },
                     );
                     if self.l2 != F::zero() {
                         g.weights.scaled_add(self.l2, &layer.weights);
                     }
-                    g.bias.fill(F::zero());
-                    for row in delta.rows() {
-                        g.bias += &row;
-                    }
-                    g.bias *= inv_m;
                     if let Some(lr) = lr {
                         self.state.apply(l, layer, g, lr);
                     }

@@ -11,7 +11,7 @@
 
 use super::{Scalar, team};
 use gemm::Parallelism;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, Axis, s};
 use std::sync::{Mutex, PoisonError};
 
 /// How many threads a product may use. `1` computes on the calling thread; more shares the
@@ -45,44 +45,161 @@ pub fn gemm<F: Scalar>(
     rhs: &ArrayView2<F>,
     threads: Threads,
 ) {
+    product(alpha, dst, beta, lhs, rhs, threads, Also::default());
+}
+
+/// `dst = bias + lhs · rhs`, the bias added to every row: each panel writes its share of the
+/// bias before its product, so no thread fills the whole of `dst` alone first.
+pub fn affine<F: Scalar>(
+    dst: &mut ArrayViewMut2<F>,
+    lhs: &ArrayView2<F>,
+    rhs: &ArrayView2<F>,
+    bias: ArrayView1<F>,
+    threads: Threads,
+) {
+    let also = Also {
+        bias: Some(bias),
+        beside: None,
+    };
+    product(F::one(), dst, F::one(), lhs, rhs, threads, also);
+}
+
+/// [`gemm`], with `beside` run as one more part among the product's panels (by whichever thread
+/// is free): independent work that would otherwise run alone before or after the product. It
+/// must not touch `dst`.
+pub fn gemm_beside<F: Scalar>(
+    alpha: F,
+    dst: &mut ArrayViewMut2<F>,
+    beta: F,
+    lhs: &ArrayView2<F>,
+    rhs: &ArrayView2<F>,
+    threads: Threads,
+    beside: &(dyn Fn() + Sync),
+) {
+    let also = Also {
+        bias: None,
+        beside: Some(beside),
+    };
+    product(alpha, dst, beta, lhs, rhs, threads, also);
+}
+
+/// What a product does besides `alpha·dst + beta·(lhs · rhs)`.
+struct Also<'a, F> {
+    /// `dst` starts as this row repeated (then `alpha` is 1).
+    bias: Option<ArrayView1<'a, F>>,
+    beside: Option<&'a (dyn Fn() + Sync)>,
+}
+
+impl<F> Default for Also<'_, F> {
+    fn default() -> Self {
+        Also {
+            bias: None,
+            beside: None,
+        }
+    }
+}
+
+fn product<F: Scalar>(
+    alpha: F,
+    dst: &mut ArrayViewMut2<F>,
+    beta: F,
+    lhs: &ArrayView2<F>,
+    rhs: &ArrayView2<F>,
+    threads: Threads,
+    also: Also<'_, F>,
+) {
     let (m, k) = lhs.dim();
     let (k2, n) = rhs.dim();
     assert_eq!(k, k2, "inner dimensions differ");
     assert_eq!(dst.dim(), (m, n), "destination shape");
-    if m == 0 || n == 0 {
-        return;
+    if let Some(b) = &also.bias {
+        assert_eq!(b.len(), n, "bias length");
     }
-    if k == 0 {
-        dst.mapv_inplace(|v| v * alpha);
-        return;
-    }
+    // One panel: its columns `cols` of the product.
+    let panel = |d: &mut ArrayViewMut2<F>, l: &ArrayView2<F>, r: &ArrayView2<F>, cols: usize| {
+        let alpha = match &also.bias {
+            Some(b) => {
+                let b = b.slice(s![cols..cols + d.ncols()]);
+                for mut row in d.rows_mut() {
+                    row.assign(&b);
+                }
+                F::one()
+            }
+            None => alpha,
+        };
+        if d.is_empty() {
+            return;
+        }
+        if k == 0 {
+            d.mapv_inplace(|v| v * alpha);
+        } else {
+            gemm_one(alpha, d, beta, l, r);
+        }
+    };
     // Split the larger output dimension into panels; `rows` says which one.
     let rows = m > n;
     let width = panel_width(if rows { m } else { n }, m * n * k);
-    if width >= if rows { m } else { n } {
-        return gemm_one(alpha, dst, beta, lhs, rhs);
+    let split = width < if rows { m } else { n };
+    if !(split && threads.0 > 1 && team::leading()) {
+        if split {
+            each_panel(dst, lhs, rhs, rows, width, |(mut d, l, r, c)| {
+                panel(&mut d, &l, &r, c)
+            });
+        } else {
+            panel(dst, lhs, rhs, 0);
+        }
+        if let Some(f) = also.beside {
+            f();
+        }
+        return;
     }
-    let panels: Vec<(ArrayViewMut2<F>, ArrayView2<F>, ArrayView2<F>)> = if rows {
-        dst.axis_chunks_iter_mut(Axis(0), width)
+    let mut panels = Vec::new();
+    each_panel(dst, lhs, rhs, rows, width, |p| panels.push(Mutex::new(p)));
+    let beside = also.beside;
+    team::for_each_part(panels.len() + usize::from(beside.is_some()), &|i| {
+        let Some(p) = panels.get(i) else {
+            if let Some(f) = beside {
+                f();
+            }
+            return;
+        };
+        let mut p = p.lock().unwrap_or_else(PoisonError::into_inner);
+        let (d, l, r, c) = &mut *p;
+        panel(d, l, r, *c);
+    });
+}
+
+/// A panel: its part of `dst`, `lhs` and `rhs`, and its first column in `dst`.
+type Panel<'a, F> = (
+    ArrayViewMut2<'a, F>,
+    ArrayView2<'a, F>,
+    ArrayView2<'a, F>,
+    usize,
+);
+
+/// Cuts the product into panels of `width` rows (`rows`) or columns of `dst`, in order.
+fn each_panel<'a, F: Scalar>(
+    dst: &'a mut ArrayViewMut2<'_, F>,
+    lhs: &'a ArrayView2<'_, F>,
+    rhs: &'a ArrayView2<'_, F>,
+    rows: bool,
+    width: usize,
+    mut f: impl FnMut(Panel<'a, F>),
+) {
+    if rows {
+        for (d, l) in dst
+            .axis_chunks_iter_mut(Axis(0), width)
             .zip(lhs.axis_chunks_iter(Axis(0), width))
-            .map(|(d, l)| (d, l, rhs.view()))
-            .collect()
+        {
+            f((d, l, rhs.view(), 0));
+        }
     } else {
-        dst.axis_chunks_iter_mut(Axis(1), width)
+        for (i, (d, r)) in dst
+            .axis_chunks_iter_mut(Axis(1), width)
             .zip(rhs.axis_chunks_iter(Axis(1), width))
-            .map(|(d, r)| (d, lhs.view(), r))
-            .collect()
-    };
-    if threads.0 > 1 && team::leading() {
-        let panels: Vec<Mutex<_>> = panels.into_iter().map(Mutex::new).collect();
-        team::for_each_part(panels.len(), &|i| {
-            let mut panel = panels[i].lock().unwrap_or_else(PoisonError::into_inner);
-            let (d, l, r) = &mut *panel;
-            gemm_one(alpha, d, beta, l, r);
-        });
-    } else {
-        for (mut d, l, r) in panels {
-            gemm_one(alpha, &mut d, beta, &l, &r);
+            .enumerate()
+        {
+            f((d, lhs.view(), r, i * width));
         }
     }
 }
@@ -194,6 +311,68 @@ mod tests {
                     .all(|(x, y)| (x - y).abs() < 1e-3),
                 "{m}×{n}×{k}"
             );
+        }
+    }
+    #[test]
+    fn a_bias_starts_every_row_and_work_beside_runs_once() {
+        use rand::{Rng, SeedableRng};
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        // Split by columns, by rows, and not split at all.
+        for (m, n, k) in [(64, 256, 784), (512, 64, 200), (3, 5, 4)] {
+            let a = Array2::from_shape_fn((m, k), |_| rng.random_range(-1.0f32..1.0));
+            let b = Array2::from_shape_fn((k, n), |_| rng.random_range(-1.0f32..1.0));
+            let bias = ndarray::Array1::from_shape_fn(n, |_| rng.random_range(-1.0f32..1.0));
+            let mut want = Array2::<f32>::zeros((m, n));
+            for mut row in want.rows_mut() {
+                row.assign(&bias);
+            }
+            gemm(
+                1.0,
+                &mut want.view_mut(),
+                1.0,
+                &a.view(),
+                &b.view(),
+                Threads(1),
+            );
+            for threads in [1, 2] {
+                let mut got = Array2::<f32>::from_elem((m, n), f32::NAN);
+                team::with_team(threads, || {
+                    affine(
+                        &mut got.view_mut(),
+                        &a.view(),
+                        &b.view(),
+                        bias.view(),
+                        Threads(threads),
+                    )
+                });
+                assert_eq!(
+                    got.mapv(f32::to_bits),
+                    want.mapv(f32::to_bits),
+                    "{m}×{n}×{k}"
+                );
+                let ran = AtomicU32::new(0);
+                let mut c = Array2::<f32>::zeros((m, n));
+                team::with_team(threads, || {
+                    gemm_beside(
+                        0.0,
+                        &mut c.view_mut(),
+                        1.0,
+                        &a.view(),
+                        &b.view(),
+                        Threads(threads),
+                        &|| {
+                            ran.fetch_add(1, Ordering::Relaxed);
+                        },
+                    )
+                });
+                assert_eq!(ran.load(Ordering::Relaxed), 1, "{m}×{n}×{k}");
+                assert!(
+                    c.iter()
+                        .zip(a.dot(&b).iter())
+                        .all(|(x, y)| (x - y).abs() < 1e-3)
+                );
+            }
         }
     }
 }

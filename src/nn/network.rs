@@ -1,6 +1,6 @@
 //! The network's parameters and its forward pass.
 
-use super::matmul::{Threads, gemm};
+use super::matmul::{self, Threads};
 use super::spec::FieldError;
 use super::{Activation, NetworkSpec, Scalar, init};
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, s};
@@ -21,10 +21,7 @@ pub struct Dense<F> {
 impl<F: Scalar> Dense<F> {
     /// `out ← input·Wᵀ + b` (pre-activation) for every row of `input`.
     pub fn affine(&self, input: &ArrayView2<F>, out: &mut ArrayViewMut2<F>, threads: Threads) {
-        for mut row in out.rows_mut() {
-            row.assign(&self.bias);
-        }
-        gemm(F::one(), out, F::one(), input, &self.weights.t(), threads);
+        matmul::affine(out, input, &self.weights.t(), self.bias.view(), threads);
     }
 
     pub fn inputs(&self) -> usize {
