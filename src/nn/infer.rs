@@ -7,10 +7,11 @@
 //!
 //! Each output is `bias + Σ_k x_k·w_k`, summed as 8 interleaved partial sums over the inner
 //! dimension (one fused multiply-add each), reduced in a fixed tree, then the `k mod 8` tail in
-//! order. Tiles of 4 rows × 2 units share loads; the edge tiles (and the portable path) perform
-//! the identical per-element operations. The AVX2+FMA kernel is chosen at run time; elsewhere
-//! the portable code computes the same values with `f32::mul_add` (exactly rounded, so the two
-//! agree bit for bit).
+//! order. Tiles of 4 rows × 2 units share loads; a row outside a group of 4 takes 8 units at
+//! once (8 independent sums: with 1 or 2 each multiply-add would wait on the one before). The
+//! edge tiles (and the portable path) perform the identical per-element operations. The
+//! AVX2+FMA kernel is chosen at run time; elsewhere the portable code computes the same values
+//! with `f32::mul_add` (exactly rounded, so the two agree bit for bit).
 //!
 //! Runs on the calling thread; allocates one buffer per layer per call.
 
@@ -20,6 +21,8 @@ use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 const LANES: usize = 8;
 const TILE_ROWS: usize = 4;
 const TILE_UNITS: usize = 2;
+/// Units per tile for a row outside a group of `TILE_ROWS`.
+const WIDE_UNITS: usize = 8;
 
 impl Network<f32> {
     /// Output activations for the rows of `x` (`rows × inputs`), row by row independent of the
@@ -112,7 +115,7 @@ mod portable {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{LANES, TILE_ROWS, TILE_UNITS};
+    use super::{LANES, TILE_ROWS, TILE_UNITS, WIDE_UNITS};
     use std::arch::x86_64::*;
 
     /// The fixed reduction of [`super::portable::reduce`], in registers.
@@ -184,54 +187,45 @@ mod avx2 {
     ) {
         let xrow = |r: usize| &x[r * k..(r + 1) * k];
         let wrow = |j: usize| &w[j * k..(j + 1) * k];
-        // Units outer, rows inner: a pair of weight rows stays in L1 while every row of the
-        // batch passes over it, so the weights are streamed once per batch.
+        let full = rows - rows % TILE_ROWS;
+        // Groups of 4 rows: units outer, rows inner, so a pair of weight rows stays in L1 while
+        // every group of the batch passes over it (the weights are streamed once per batch).
         let mut j = 0;
         while j < units {
             let nu = TILE_UNITS.min(units - j);
-            let mut r = 0;
-            while r < rows {
-                let nr = TILE_ROWS.min(rows - r);
-                // SAFETY: every slice below has exactly k values.
+            for r in (0..full).step_by(TILE_ROWS) {
+                let xs = std::array::from_fn(|i| xrow(r + i));
+                // SAFETY: every slice has exactly k values.
                 unsafe {
-                    match (nr, nu) {
-                        (TILE_ROWS, TILE_UNITS) => {
-                            let t = tile::<TILE_ROWS, TILE_UNITS>(
-                                std::array::from_fn(|i| xrow(r + i)),
-                                std::array::from_fn(|u| wrow(j + u)),
-                                k,
-                            );
-                            store(out, units, bias, r, j, &t);
-                        }
-                        (TILE_ROWS, _) => {
-                            let t = tile::<TILE_ROWS, 1>(
-                                std::array::from_fn(|i| xrow(r + i)),
-                                [wrow(j)],
-                                k,
-                            );
-                            store(out, units, bias, r, j, &t);
-                        }
-                        (_, TILE_UNITS) => {
-                            for i in 0..nr {
-                                let t = tile::<1, TILE_UNITS>(
-                                    [xrow(r + i)],
-                                    std::array::from_fn(|u| wrow(j + u)),
-                                    k,
-                                );
-                                store(out, units, bias, r + i, j, &t);
-                            }
-                        }
-                        _ => {
-                            for i in 0..nr {
-                                let t = tile::<1, 1>([xrow(r + i)], [wrow(j)], k);
-                                store(out, units, bias, r + i, j, &t);
-                            }
-                        }
+                    if nu == TILE_UNITS {
+                        let t = tile::<TILE_ROWS, TILE_UNITS>(xs, [wrow(j), wrow(j + 1)], k);
+                        store(out, units, bias, r, j, &t);
+                    } else {
+                        let t = tile::<TILE_ROWS, 1>(xs, [wrow(j)], k);
+                        store(out, units, bias, r, j, &t);
                     }
                 }
-                r += nr;
             }
             j += nu;
+        }
+        // The rows left over (a one-row request is all of them): one row against 8 units at a
+        // time, so that 8 independent sums hide the multiply-add latency that 2 would not.
+        for r in full..rows {
+            let xs = [xrow(r)];
+            let mut j = 0;
+            // SAFETY: every slice has exactly k values.
+            unsafe {
+                while j + WIDE_UNITS <= units {
+                    let t = tile::<1, WIDE_UNITS>(xs, std::array::from_fn(|u| wrow(j + u)), k);
+                    store(out, units, bias, r, j, &t);
+                    j += WIDE_UNITS;
+                }
+                while j < units {
+                    let t = tile::<1, 1>(xs, [wrow(j)], k);
+                    store(out, units, bias, r, j, &t);
+                    j += 1;
+                }
+            }
         }
     }
 
@@ -264,7 +258,7 @@ mod tests {
     #[test]
     fn each_row_is_the_same_whatever_the_batch_and_matches_the_portable_path() {
         // Inner widths with and without a tail, unit counts with and without an odd edge.
-        for (k, units) in [(19, 7), (784, 256), (8, 3), (3, 1)] {
+        for (k, units) in [(19, 7), (784, 256), (8, 3), (3, 1), (40, 10)] {
             let x = random(11, k, 1);
             let w = random(units, k, 2);
             let bias: Vec<f32> = random(1, units, 3).iter().copied().collect();
