@@ -212,12 +212,16 @@ fn run(
         train_idx.shuffle(&mut shuffle);
         let (mut cost, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut timed_out = false;
-        for chunk in train_idx.chunks(batch) {
+        let mut chunks = train_idx.chunks(batch).peekable();
+        while let Some(chunk) = chunks.next() {
             if observer.should_stop() {
                 return Err(TrainError::Canceled { epoch });
             }
             let m = chunk.len();
             gather.rows(chunk, &mut xb, &mut yb);
+            if let Some(next) = chunks.peek() {
+                gather.prefetch(next);
+            }
             let stats = fitter.step(xb.slice(s![..m, ..]), yb.slice(s![..m, ..]), lr as f32);
             cost += stats.cost_sum as f64;
             if let Some(c) = gather.correct(chunk, fitter.outputs(m)) {
