@@ -115,7 +115,7 @@ fn product<F: Scalar>(
     if let Some(b) = &also.bias {
         assert_eq!(b.len(), n, "bias length");
     }
-    // One panel: its columns `cols` of the product.
+    // One panel of the product; `cols` is its first column in `dst` (where its bias starts).
     let panel = |d: &mut ArrayViewMut2<F>, l: &ArrayView2<F>, r: &ArrayView2<F>, cols: usize| {
         let alpha = match &also.bias {
             Some(b) => {
