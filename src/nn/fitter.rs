@@ -8,7 +8,7 @@
 //! `W ← (1 − lr·λ)·W − (lr/m)·δᵀ·a` (one GEMM). Other optimizers write the gradient into a buffer
 //! and apply their rule. No step allocates once the buffers exist.
 
-use super::matmul::{Threads, gemm, gemm_beside};
+use super::matmul::{Threads, gemm, gemm_weights};
 use super::optim::{Gradient, OptState};
 use super::spec::FieldError;
 use super::team;
@@ -217,7 +217,7 @@ impl<F: Scalar> Fitter<F> {
                 Some(lr) if self.fused_sgd => {
                     let decay = F::one() - lr * self.l2;
                     let bias = Mutex::new(&mut layer.bias);
-                    gemm_beside(
+                    gemm_weights(
                         decay,
                         &mut layer.weights.view_mut(),
                         -lr * inv_m,
@@ -235,7 +235,7 @@ impl<F: Scalar> Fitter<F> {
                 _ => {
                     let g = &mut self.grads[l];
                     let bias = Mutex::new(&mut g.bias);
-                    gemm_beside(
+                    gemm_weights(
                         F::zero(),
                         &mut g.weights.view_mut(),
                         inv_m,

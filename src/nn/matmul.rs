@@ -59,15 +59,20 @@ pub fn affine<F: Scalar>(
 ) {
     let also = Also {
         bias: Some(bias),
-        beside: None,
+        ..Also::default()
     };
     product(F::one(), dst, F::one(), lhs, rhs, threads, also);
 }
 
-/// [`gemm`], with `beside` run as one more part among the product's panels (by whichever thread
-/// is free): independent work that would otherwise run alone before or after the product. It
-/// must not touch `dst`.
-pub fn gemm_beside<F: Scalar>(
+/// [`gemm`] into a layer's weights (`dst`: units × inputs), with `beside` run as one more part
+/// among the product's panels (by whichever thread is free): independent work that would
+/// otherwise run alone before or after the product. It must not touch `dst`.
+///
+/// The panels are cut by rows — by units — whatever the shape, as the forward pass cuts its
+/// output (batch × units) by columns: with the team's shares ([`team`]) a unit's weights are then
+/// written here and read there by the same core, and stay in its cache (on W, 784-256-128-10,
+/// this took 2 threads from 1.0× to 1.4–1.6× of 1 thread).
+pub fn gemm_weights<F: Scalar>(
     alpha: F,
     dst: &mut ArrayViewMut2<F>,
     beta: F,
@@ -77,8 +82,9 @@ pub fn gemm_beside<F: Scalar>(
     beside: &(dyn Fn() + Sync),
 ) {
     let also = Also {
-        bias: None,
         beside: Some(beside),
+        by_rows: true,
+        ..Also::default()
     };
     product(alpha, dst, beta, lhs, rhs, threads, also);
 }
@@ -88,6 +94,8 @@ struct Also<'a, F> {
     /// `dst` starts as this row repeated (then `alpha` is 1).
     bias: Option<ArrayView1<'a, F>>,
     beside: Option<&'a (dyn Fn() + Sync)>,
+    /// Cut `dst` by rows even when it has more columns.
+    by_rows: bool,
 }
 
 impl<F> Default for Also<'_, F> {
@@ -95,6 +103,7 @@ impl<F> Default for Also<'_, F> {
         Also {
             bias: None,
             beside: None,
+            by_rows: false,
         }
     }
 }
@@ -136,8 +145,8 @@ fn product<F: Scalar>(
             gemm_one(alpha, d, beta, l, r);
         }
     };
-    // Split the larger output dimension into panels; `rows` says which one.
-    let rows = m > n;
+    // Split the larger output dimension into panels (or the rows when asked); `rows` says which.
+    let rows = m > n || also.by_rows;
     let width = panel_width(if rows { m } else { n }, m * n * k);
     let split = width < if rows { m } else { n };
     if !(split && threads.0 > 1 && team::leading()) {
@@ -329,7 +338,7 @@ mod tests {
             for mut row in want.rows_mut() {
                 row += &bias;
             }
-            let mut alone = None;
+            let (mut alone, mut weights_alone) = (None, None);
             for threads in [1, 2] {
                 let mut got = Array2::<f32>::from_elem((m, n), f32::NAN);
                 team::with_team(threads, || {
@@ -352,7 +361,7 @@ mod tests {
                 let mut c = Array2::<f32>::zeros((m, n));
                 team::with_team(threads, || {
                     let (a, b) = (a.view(), b.view());
-                    gemm_beside(
+                    gemm_weights(
                         0.0,
                         &mut c.view_mut(),
                         1.0,
@@ -365,9 +374,17 @@ mod tests {
                     )
                 });
                 assert_eq!(ran.load(Ordering::Relaxed), 1, "{m}×{n}×{k}");
+                let want = product(&a, &b, 1);
+                assert!(
+                    c.iter().zip(want.iter()).all(|(x, y)| (x - y).abs() < 1e-4),
+                    "{m}×{n}×{k}"
+                );
+                // Cut by rows whatever the shape: still the same bits with 1 or 2 threads.
+                let bits = c.mapv(f32::to_bits);
                 assert_eq!(
-                    c.mapv(f32::to_bits),
-                    product(&a, &b, threads).mapv(f32::to_bits)
+                    *weights_alone.get_or_insert_with(|| bits.clone()),
+                    bits,
+                    "{m}×{n}×{k}"
                 );
             }
         }

@@ -3,10 +3,12 @@
 //! hundred nanoseconds instead of a wake-up through the kernel (a rayon pool's sleeping worker
 //! costs tens of microseconds per product, as long as a whole product of a small network).
 //!
-//! Work is a number of parts, each a pure function of its index; whoever is free claims the next
-//! part (the caller too), so the result never depends on which thread computed what, nor on how
-//! many there are. The caller never waits for a helper that has not started: it claims every
-//! part nobody has claimed, and waits only for parts already running elsewhere.
+//! Work is a number of parts, each a pure function of its index, so the result never depends on
+//! which thread computed what, nor on how many there are. Each thread first claims the parts of
+//! its own share (thread t of T takes parts [t·P/T, (t+1)·P/T)), so the same columns of a layer
+//! stay with the same core from product to product and its weights stay in that core's cache;
+//! then it claims whatever nobody has. The caller never waits for a helper that has not started:
+//! it claims every part nobody has claimed, and waits only for parts already running elsewhere.
 
 use ndarray::{ArrayViewMut2, Axis};
 use std::cell::Cell;
@@ -24,9 +26,13 @@ type Part<'a> = &'a (dyn Fn(usize) + Sync);
 
 /// The job board the caller posts to and the helpers watch.
 struct Board {
-    /// generation (32 bits) | parts (16 bits) | next part to claim (16 bits). One word, so a
-    /// claim is made against the job it read, never against the next one.
+    /// generation (32 bits) | taken parts (32 bits: bit i is set once part i is claimed, and
+    /// for every i ≥ parts). One word, so a claim is made against the job it read, never
+    /// against the next one.
     word: AtomicU64,
+    /// The current job's number of parts: only where a thread looks first (a stale value
+    /// misplaces a claim, never makes a wrong one).
+    parts: AtomicUsize,
     /// The job's function: written by the caller only while no part is claimed or running.
     job: Mutex<Option<Part<'static>>>,
     finished: AtomicUsize,
@@ -36,32 +42,30 @@ struct Board {
     size: usize,
 }
 
-const PARTS_MAX: usize = u16::MAX as usize;
-
-fn unpack(word: u64) -> (u64, usize, usize) {
-    (
-        word >> 32,
-        ((word >> 16) & 0xffff) as usize,
-        (word & 0xffff) as usize,
-    )
-}
+const PARTS_MAX: usize = 32;
 
 impl Board {
-    /// Claims the next part of generation `generation`, if any is left.
-    fn claim(&self, generation: u64) -> Option<usize> {
+    /// Claims a part of generation `generation` for thread `me`: one of its own share if any is
+    /// left, else any left.
+    fn claim(&self, generation: u64, me: usize) -> Option<usize> {
+        let parts = self.parts.load(Ordering::Relaxed).min(PARTS_MAX);
+        let (from, to) = (me * parts / self.size, (me + 1) * parts / self.size);
+        let own = (((1u64 << to) - 1) & !((1u64 << from) - 1)) as u32;
         let mut word = self.word.load(Ordering::Acquire);
         loop {
-            let (g, parts, next) = unpack(word);
-            if g != generation || next >= parts {
+            let free = !(word as u32);
+            if word >> 32 != generation || free == 0 {
                 return None;
             }
+            let mine = free & own;
+            let i = if mine != 0 { mine } else { free }.trailing_zeros();
             match self.word.compare_exchange_weak(
                 word,
-                word + 1,
+                word | (1 << i),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(next),
+                Ok(_) => return Some(i as usize),
                 Err(now) => word = now,
             }
         }
@@ -78,7 +82,7 @@ impl Board {
         self.finished.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn help(&self) {
+    fn help(&self, me: usize) {
         let mut seen = self.word.load(Ordering::Acquire) >> 32;
         let mut idle = Instant::now();
         let mut polls = 0u32;
@@ -86,7 +90,7 @@ impl Board {
             let generation = self.word.load(Ordering::Acquire) >> 32;
             if generation != seen {
                 seen = generation;
-                while let Some(i) = self.claim(generation) {
+                while let Some(i) = self.claim(generation, me) {
                     self.run(i);
                 }
                 idle = Instant::now();
@@ -123,7 +127,8 @@ pub fn with_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
         return f();
     }
     let board = Board {
-        word: AtomicU64::new(0),
+        word: AtomicU64::new(u64::from(u32::MAX)),
+        parts: AtomicUsize::new(0),
         job: Mutex::new(None),
         finished: AtomicUsize::new(0),
         panicked: AtomicBool::new(false),
@@ -135,7 +140,7 @@ pub fn with_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
             let board = &board;
             let spawned = std::thread::Builder::new()
                 .name(format!("mlpd-help-{i}"))
-                .spawn_scoped(scope, move || board.help());
+                .spawn_scoped(scope, move || board.help(i));
             if spawned.is_err() {
                 // Fewer helpers: the caller claims what nobody else does.
                 break;
@@ -172,7 +177,7 @@ pub fn rows<F: Send>(
         f(0, a);
         return;
     }
-    let height = a.nrows().div_ceil(size);
+    let height = a.nrows().div_ceil(size.min(PARTS_MAX));
     let blocks: Vec<Mutex<ArrayViewMut2<'_, F>>> = a
         .axis_chunks_iter_mut(Axis(0), height)
         .map(Mutex::new)
@@ -214,12 +219,13 @@ pub fn for_each_part(parts: usize, part: &(dyn Fn(usize) + Sync)) {
         *posted = Some(job);
     }
     board.finished.store(0, Ordering::Release);
-    let generation = (board.word.load(Ordering::Acquire) >> 32) + 1;
-    board.word.store(
-        (generation << 32) | ((parts as u64) << 16),
-        Ordering::Release,
-    );
-    while let Some(i) = board.claim(generation) {
+    board.parts.store(parts, Ordering::Relaxed);
+    let generation = ((board.word.load(Ordering::Acquire) >> 32) + 1) & u64::from(u32::MAX);
+    let absent = !((1u64 << parts) - 1) & u64::from(u32::MAX);
+    board
+        .word
+        .store((generation << 32) | absent, Ordering::Release);
+    while let Some(i) = board.claim(generation, 0) {
         board.run(i);
     }
     // Only parts already running elsewhere are left; a helper the OS has set aside gets the
