@@ -86,6 +86,11 @@ pub struct Config {
     /// in microseconds (0: never wait; a batch forms only from requests already waiting).
     #[arg(long, env = "MLPD_PREDICT_BATCH_DELAY_US", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub predict_batch_delay_us: u64,
+    /// Multiply-adds (rows × parameters) a forward pass on the async runtime's own threads may
+    /// take: predictions up to it are batched there, without a thread wake-up per request,
+    /// instead of handed to the batcher's threads (0: every pass on the batcher's threads).
+    #[arg(long, env = "MLPD_PREDICT_RUNTIME_WORK", default_value_t = crate::batcher::RUNTIME_WORK as u64)]
+    pub predict_runtime_work: u64,
     /// Time limit for a request to produce its response headers, in seconds (event streams
     /// are not cut).
     #[arg(long, env = "MLPD_REQUEST_TIMEOUT_SECS", default_value_t = 60)]
@@ -225,6 +230,7 @@ impl Config {
             max_rows: self.predict_batch_rows as usize,
             delay: Duration::from_micros(self.predict_batch_delay_us),
             wait: self.predict_wait(),
+            runtime_work: self.predict_runtime_work as usize,
         }
     }
 

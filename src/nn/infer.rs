@@ -59,6 +59,15 @@ fn dense_rows(x: ArrayView2<f32>, w: ArrayView2<f32>, bias: &[f32], out: &mut Ar
     let ws = w.as_slice().expect("standard layout");
     let os = out.as_slice_mut().expect("a fresh array is contiguous");
     #[cfg(target_arch = "x86_64")]
+    if rows >= 2
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: the CPU supports the features the kernel is compiled for (checked above).
+        unsafe { avx512::dense(xs, ws, bias, os, rows, units, k) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the kernel is compiled for (checked above).
         unsafe { avx2::dense(xs, ws, bias, os, rows, units, k) };
@@ -120,7 +129,7 @@ mod avx2 {
 
     /// The fixed reduction of [`super::portable::reduce`], in registers.
     #[target_feature(enable = "avx2,fma")]
-    fn reduce(v: __m256) -> f32 {
+    pub(super) fn reduce(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps::<1>(v);
         let h = _mm_add_ps(lo, hi); // [l0+l4, l1+l5, l2+l6, l3+l7]
@@ -229,7 +238,7 @@ mod avx2 {
         }
     }
 
-    fn store<const R: usize, const U: usize>(
+    pub(super) fn store<const R: usize, const U: usize>(
         out: &mut [f32],
         units: usize,
         bias: &[f32],
@@ -240,6 +249,174 @@ mod avx2 {
         for (i, row) in t.iter().enumerate() {
             for (u, &v) in row.iter().enumerate() {
                 out[(r + i) * units + j + u] = v + bias[j + u];
+            }
+        }
+    }
+}
+
+/// Two rows per 512-bit register: lanes 0–7 hold one row's 8 partial sums, lanes 8–15 the
+/// next row's, each against the same 8 weights broadcast to both halves. Every output is
+/// summed lane for lane as in the AVX2 kernel, then each half goes through the same reduction,
+/// so the two kernels agree bit for bit; only twice the sums run per instruction.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{LANES, avx2};
+    use std::arch::x86_64::*;
+
+    /// Rows per full group: 4 pairs, with 4 units 16 accumulators (the smaller groups take
+    /// more units, so at least 8 independent sums hide the multiply-add latency).
+    const PAIRS: usize = 4;
+
+    /// Rows `2p` and `2p+1`, chunk by chunk: `[x[2p][c..c+8], x[2p+1][c..c+8]]` for each
+    /// chunk `c` of the body (the `k mod 8` tail stays in `x`).
+    fn pack(x: &[f32], first: usize, pairs: usize, k: usize) -> Vec<f32> {
+        let body = k - k % LANES;
+        let mut packed = Vec::with_capacity(pairs * 2 * body);
+        for p in 0..pairs {
+            let a = &x[(first + 2 * p) * k..][..body];
+            let b = &x[(first + 2 * p + 1) * k..][..body];
+            for (ca, cb) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
+                packed.extend_from_slice(ca);
+                packed.extend_from_slice(cb);
+            }
+        }
+        packed
+    }
+
+    /// A `2P × U` tile: row pairs `xp[p]` (packed, `2·body` values), their rows `x[2p]`,
+    /// `x[2p+1]` for the tail, units `w[u]`.
+    ///
+    /// # Safety
+    /// Every `xp` slice holds `2·body` values, every `x` and `w` slice `k`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn tile<const P: usize, const U: usize>(
+        xp: [&[f32]; P],
+        x: [[&[f32]; 2]; P],
+        w: [&[f32]; U],
+        k: usize,
+    ) -> [[[f32; U]; 2]; P] {
+        let body = k - k % LANES;
+        let mut acc = [[_mm512_setzero_ps(); U]; P];
+        let mut c = 0;
+        while c < body {
+            let mut wv = [_mm512_setzero_ps(); U];
+            for u in 0..U {
+                // SAFETY: c + LANES <= body <= k <= every w slice's length.
+                let v = unsafe { _mm256_loadu_pd(w[u].as_ptr().add(c).cast()) };
+                wv[u] = _mm512_castpd_ps(_mm512_broadcast_f64x4(v));
+            }
+            for p in 0..P {
+                // SAFETY: 2c + 16 <= 2·body, the packed slice's length.
+                let xv = unsafe { _mm512_loadu_ps(xp[p].as_ptr().add(2 * c)) };
+                for u in 0..U {
+                    acc[p][u] = _mm512_fmadd_ps(xv, wv[u], acc[p][u]);
+                }
+            }
+            c += LANES;
+        }
+        let mut out = [[[0f32; U]; 2]; P];
+        for p in 0..P {
+            for u in 0..U {
+                let v = _mm512_castps_pd(acc[p][u]);
+                let halves = [
+                    _mm256_castpd_ps(_mm512_castpd512_pd256(v)),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(v)),
+                ];
+                for h in 0..2 {
+                    let mut s = avx2::reduce(halves[h]);
+                    for i in body..k {
+                        s = x[p][h][i].mul_add(w[u][i], s);
+                    }
+                    out[p][h][u] = s;
+                }
+            }
+        }
+        out
+    }
+
+    /// Rows `first..first + 2P` against every unit.
+    ///
+    /// # Safety
+    /// As [`dense`], with those rows in `x`.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn group<const P: usize, const U: usize>(
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        first: usize,
+        units: usize,
+        k: usize,
+    ) {
+        let packed = pack(x, first, P, k);
+        let body = k - k % LANES;
+        let xp: [&[f32]; P] = std::array::from_fn(|p| &packed[p * 2 * body..(p + 1) * 2 * body]);
+        let xr: [[&[f32]; 2]; P] = std::array::from_fn(|p| {
+            let r = first + 2 * p;
+            [&x[r * k..(r + 1) * k], &x[(r + 1) * k..(r + 2) * k]]
+        });
+        let wrow = |j: usize| &w[j * k..(j + 1) * k];
+        let mut j = 0;
+        // SAFETY: every slice has the length `tile` needs.
+        unsafe {
+            while j + U <= units {
+                let t = tile::<P, U>(xp, xr, std::array::from_fn(|u| wrow(j + u)), k);
+                for (p, pair) in t.iter().enumerate() {
+                    avx2::store(out, units, bias, first + 2 * p, j, pair);
+                }
+                j += U;
+            }
+            while j < units {
+                let t = tile::<P, 1>(xp, xr, [wrow(j)], k);
+                for (p, pair) in t.iter().enumerate() {
+                    avx2::store(out, units, bias, first + 2 * p, j, pair);
+                }
+                j += 1;
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU supports AVX-512F, AVX2 and FMA; `x` is `rows × k`, `w` is `units × k`, `out`
+    /// is `rows × units`, `bias` has `units` values.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn dense(
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        rows: usize,
+        units: usize,
+        k: usize,
+    ) {
+        // Groups of 8 rows, then of 4 and 2; each group's rows stay in L1 while the weights
+        // pass over them. An odd last row takes the AVX2 kernel's one-row path.
+        let mut r = 0;
+        // SAFETY: the caller's guarantees, for rows r.. of x and out.
+        unsafe {
+            while r + 2 * PAIRS <= rows {
+                group::<PAIRS, 4>(x, w, bias, out, r, units, k);
+                r += 2 * PAIRS;
+            }
+            if r + 4 <= rows {
+                group::<2, 4>(x, w, bias, out, r, units, k);
+                r += 4;
+            }
+            if r + 2 <= rows {
+                group::<1, 8>(x, w, bias, out, r, units, k);
+                r += 2;
+            }
+            if r < rows {
+                avx2::dense(
+                    &x[r * k..],
+                    w,
+                    bias,
+                    &mut out[r * units..],
+                    rows - r,
+                    units,
+                    k,
+                );
             }
         }
     }
@@ -257,20 +434,22 @@ mod tests {
 
     #[test]
     fn each_row_is_the_same_whatever_the_batch_and_matches_the_portable_path() {
-        // Inner widths with and without a tail, unit counts with and without an odd edge.
+        // Inner widths with and without a tail, unit counts with and without an odd edge;
+        // rows for every group size of the AVX-512 kernel (8, 4, 2) and an odd one.
+        const ROWS: usize = 23;
         for (k, units) in [(19, 7), (784, 256), (8, 3), (3, 1), (40, 10)] {
-            let x = random(11, k, 1);
+            let x = random(ROWS, k, 1);
             let w = random(units, k, 2);
             let bias: Vec<f32> = random(1, units, 3).iter().copied().collect();
-            let mut all = Array2::<f32>::zeros((11, units));
+            let mut all = Array2::<f32>::zeros((ROWS, units));
             dense_rows(x.view(), w.view(), &bias, &mut all.view_mut());
-            let mut portable = vec![0f32; 11 * units];
+            let mut portable = vec![0f32; ROWS * units];
             portable::dense(
                 x.as_slice().unwrap(),
                 w.as_slice().unwrap(),
                 &bias,
                 &mut portable,
-                11,
+                ROWS,
                 units,
                 k,
             );
@@ -279,9 +458,9 @@ mod tests {
                 portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 "k={k} units={units}"
             );
-            for start in 0..11 {
-                for len in [1, 2, 5] {
-                    if start + len > 11 {
+            for start in 0..ROWS {
+                for len in [1, 2, 3, 5, 8, 13] {
+                    if start + len > ROWS {
                         continue;
                     }
                     let part = x.slice(ndarray::s![start..start + len, ..]);
@@ -290,6 +469,29 @@ mod tests {
                     let want = all.slice(ndarray::s![start..start + len, ..]);
                     assert_eq!(some.mapv(f32::to_bits), want.mapv(f32::to_bits));
                 }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                let mut avx2 = vec![0f32; ROWS * units];
+                // SAFETY: the features are there; the slices have the shapes given.
+                unsafe {
+                    avx2::dense(
+                        x.as_slice().unwrap(),
+                        w.as_slice().unwrap(),
+                        &bias,
+                        &mut avx2,
+                        ROWS,
+                        units,
+                        k,
+                    );
+                }
+                assert_eq!(
+                    avx2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "AVX2, k={k} units={units}"
+                );
             }
             let reference = x.mapv(f64::from).dot(&w.mapv(f64::from).t());
             for ((r, j), &v) in all.indexed_iter() {
