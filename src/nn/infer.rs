@@ -443,21 +443,27 @@ mod tests {
             let bias: Vec<f32> = random(1, units, 3).iter().copied().collect();
             let mut all = Array2::<f32>::zeros((ROWS, units));
             dense_rows(x.view(), w.view(), &bias, &mut all.view_mut());
-            let mut portable = vec![0f32; ROWS * units];
-            portable::dense(
-                x.as_slice().unwrap(),
-                w.as_slice().unwrap(),
-                &bias,
-                &mut portable,
-                ROWS,
-                units,
-                k,
-            );
+            // Every kernel over all the rows, as bits.
+            type Kernel = unsafe fn(&[f32], &[f32], &[f32], &mut [f32], usize, usize, usize);
+            let (xs, ws) = (x.as_slice().unwrap(), w.as_slice().unwrap());
+            let bits_of = |kernel: Kernel| {
+                let mut out = vec![0f32; ROWS * units];
+                // SAFETY: the caller checked the kernel's features; the shapes are as given.
+                unsafe { kernel(xs, ws, &bias, &mut out, ROWS, units, k) };
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let portable = bits_of(portable::dense);
             assert_eq!(
                 all.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                portable,
                 "k={k} units={units}"
             );
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                assert_eq!(bits_of(avx2::dense), portable, "AVX2, k={k} units={units}");
+            }
             for start in 0..ROWS {
                 for len in [1, 2, 3, 5, 8, 13] {
                     if start + len > ROWS {
@@ -469,29 +475,6 @@ mod tests {
                     let want = all.slice(ndarray::s![start..start + len, ..]);
                     assert_eq!(some.mapv(f32::to_bits), want.mapv(f32::to_bits));
                 }
-            }
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                let mut avx2 = vec![0f32; ROWS * units];
-                // SAFETY: the features are there; the slices have the shapes given.
-                unsafe {
-                    avx2::dense(
-                        x.as_slice().unwrap(),
-                        w.as_slice().unwrap(),
-                        &bias,
-                        &mut avx2,
-                        ROWS,
-                        units,
-                        k,
-                    );
-                }
-                assert_eq!(
-                    avx2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    "AVX2, k={k} units={units}"
-                );
             }
             let reference = x.mapv(f64::from).dot(&w.mapv(f64::from).t());
             for ((r, j), &v) in all.indexed_iter() {
