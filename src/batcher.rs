@@ -159,7 +159,7 @@ struct Shared {
     /// Longer requests, for the worker threads.
     queue: Mutex<Queue>,
     arrived: Condvar,
-    /// Short requests, for the drain task on the async runtime.
+    /// Short requests, for the drain tasks on the async runtime.
     runtime: Mutex<Queue>,
     config: BatchConfig,
     passes: AtomicU64,
@@ -341,8 +341,8 @@ fn work(shared: &Shared) {
     }
 }
 
-/// The drain task's hold on the runtime queue: whoever ends the task (its own end, or the
-/// runtime dropping it) clears `draining`, so the next request starts a new one.
+/// A drain task's place in the runtime queue's `drains` count: whoever ends the task (its own
+/// end, or the runtime dropping it) gives it back, so a later request can start a new one.
 struct Draining {
     shared: Arc<Shared>,
     /// Cleared by the task itself, under the lock that found the queue empty.

@@ -9,11 +9,14 @@
 //! dimension (one fused multiply-add each), reduced in a fixed tree, then the `k mod 8` tail in
 //! order. Tiles of 4 rows × 2 units share loads; a row outside a group of 4 takes 8 units at
 //! once (8 independent sums: with 1 or 2 each multiply-add would wait on the one before). The
-//! edge tiles (and the portable path) perform the identical per-element operations. The
-//! AVX2+FMA kernel is chosen at run time; elsewhere the portable code computes the same values
-//! with `f32::mul_add` (exactly rounded, so the two agree bit for bit).
+//! edge tiles (and the portable path) perform the identical per-element operations. Where the
+//! CPU has AVX-512, passes of 2 or more rows hold two rows per 512-bit register (each half the
+//! same 8 partial sums and reduction), and an odd last row takes the AVX2 one-row path. The
+//! kernels are chosen at run time; elsewhere the portable code computes the same values with
+//! `f32::mul_add` (exactly rounded, so all of them agree bit for bit).
 //!
-//! Runs on the calling thread; allocates one buffer per layer per call.
+//! Runs on the calling thread; allocates one buffer per layer per call (and, for AVX-512, one
+//! packed copy of each group's rows).
 
 use super::Network;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
