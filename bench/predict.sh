@@ -2,14 +2,18 @@
 # Predict throughput and latency with wrk on loopback, beside the ceiling measured on the same
 # server in the same run: a 784→1 identity model (the same request body, next to no compute).
 #
-#   bench/predict.sh            # DURATION=10s CONNS="16 64" by default
+#   bench/predict.sh            # DURATION=10s CONNS="16 64" ROUNDS=3 by default
 #
 # Prints requests/s, p50 and p99 for a one-row predict on 784-30-10 and 784-256-128-10, idle and
 # while a training job runs, each as a share of the ceiling; and rows/s for a 100-row predict.
+# Idle figures are medians over ROUNDS rounds that run the ceiling and both models in turn
+# (consecutive runs on a shared host differ by up to 20%; a share within one round does not
+# drift as much), with each round's share listed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-"16 64"}
+ROUNDS=${ROUNDS:-3}
 PORT=${PORT:-18181}
 B=http://127.0.0.1:$PORT
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -76,12 +80,23 @@ PY
 
 printf '%-34s %6s %10s %9s %9s %8s %6s\n' "case" "conns" "req/s" "p50 ms" "p99 ms" "ceiling" "non2xx"
 declare -A CEIL IDLE99
+med() { python3 -c 'import statistics, sys; print(f"{statistics.median(map(float, sys.argv[1:])):.6g}")' "$@"; }
 for c in $CONNS; do
-  read -r rps p50 p99 bad < <(run ceiling "$c" "$WORK/one.json"); CEIL[$c]=$rps
-  printf '%-34s %6s %10s %9s %9s %8s %6s\n' "ceiling 784-1, 1 row" "$c" "$rps" "$p50" "$p99" "100%" "$bad"
+  # ROUNDS rounds of ceiling, n, w in turn: the host's drift hits all three alike; each figure
+  # is the median over the rounds, each share the median of the rounds' own shares.
+  declare -A RPS=() P50=() P99=() BAD=() SHARE=()
+  for _ in $(seq "$ROUNDS"); do
+    for m in ceiling n w; do
+      read -r rps p50 p99 bad < <(run $m "$c" "$WORK/one.json")
+      RPS[$m]+=" $rps"; P50[$m]+=" $p50"; P99[$m]+=" $p99"; BAD[$m]=$(( ${BAD[$m]:-0} + bad ))
+      if [ $m = ceiling ]; then ceil=$rps; else SHARE[$m]+=" $(echo "100*$rps/$ceil" | bc -l)"; fi
+    done
+  done
+  CEIL[$c]=$(med ${RPS[ceiling]})
+  printf '%-34s %6s %10.0f %9s %9s %8s %6s\n' "ceiling 784-1, 1 row" "$c" "${CEIL[$c]}" "$(med ${P50[ceiling]})" "$(med ${P99[ceiling]})" "100%" "${BAD[ceiling]}"
   for m in n w; do
-    read -r rps p50 p99 bad < <(run $m "$c" "$WORK/one.json"); IDLE99[$m$c]=$p99
-    printf '%-34s %6s %10s %9s %9s %7.0f%% %6s\n' "$m, 1 row, idle" "$c" "$rps" "$p50" "$p99" "$(echo "100*$rps/${CEIL[$c]}" | bc -l)" "$bad"
+    IDLE99[$m$c]=$(med ${P99[$m]})
+    printf '%-34s %6s %10.0f %9s %9s %7.0f%% %6s   shares:%s\n' "$m, 1 row, idle" "$c" "$(med ${RPS[$m]})" "$(med ${P50[$m]})" "${IDLE99[$m$c]}" "$(med ${SHARE[$m]})" "${BAD[$m]}" "$(printf ' %.0f%%' ${SHARE[$m]})"
   done
 done
 # The same with a training job running (784-256-128-10 on 4,000 rows, until canceled).

@@ -20,7 +20,7 @@ fn main() {
     let avx512 = false;
     println!("784-256-128-10 forward pass (AVX-512: {avx512})");
     let mut lone = 0.0;
-    for rows in [1usize, 2, 4, 8, 16, 32, 64] {
+    for rows in [1usize, 2, 3, 4, 8, 9, 16, 17, 32, 64] {
         let x = ndarray::Array2::<f32>::from_shape_fn((rows, 784), |(r, c)| {
             ((r * 7 + c) % 13) as f32 / 13.0
         });

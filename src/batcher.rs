@@ -18,7 +18,10 @@
 //!   between its chunks.
 //! - **Overload is answered.** A request not started within `wait` is withdrawn and gets
 //!   [`PredictError::Overloaded`] (503 + Retry-After at the edge); once started it completes.
-//!   A request whose client went away is withdrawn if not started.
+//!   A request whose client went away is withdrawn if not started. On the worker threads a
+//!   timer answers it; on the runtime the drain task does, when it reaches a request queued
+//!   longer than `wait` (drain tasks run while their queue is not empty, so no timer is armed
+//!   per request).
 //! - Small forward passes (under [`INLINE_WORK`] multiply-adds) are computed on the caller's
 //!   thread: the hand-off would cost more than the work.
 //!
@@ -114,11 +117,13 @@ struct Request {
     model: Arc<dyn Servable>,
     x: Array2<f32>,
     state: AtomicU8,
+    queued: Instant,
     /// The first row not yet handed to a worker (changed under the queue lock only).
     next: AtomicUsize,
     /// Rows not yet computed; whoever computes the last ones answers.
     pending: AtomicUsize,
-    outputs: Mutex<Array2<f32>>,
+    /// Rows computed so far, for a request computed in more than one part.
+    outputs: Mutex<Option<Array2<f32>>>,
     reply: Mutex<Option<oneshot::Sender<Result<Prediction, PredictError>>>>,
 }
 
@@ -271,39 +276,44 @@ impl Batcher {
             return Ok(trained.finish(outputs)?);
         }
         let work = rows.saturating_mul(trained.spec.parameter_count());
-        let outputs = Array2::zeros((rows, trained.spec.outputs()));
         let (tx, rx) = oneshot::channel();
         let request = Arc::new(Request {
             model,
             x,
             state: AtomicU8::new(QUEUED),
+            queued: Instant::now(),
             next: AtomicUsize::new(0),
             pending: AtomicUsize::new(rows),
-            outputs: Mutex::new(outputs),
+            outputs: Mutex::new(None),
             reply: Mutex::new(Some(tx)),
         });
         if work <= self.shared.config.runtime_work
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            let mut q = self.shared.lock_runtime();
-            q.items.push_back(request.clone());
-            if q.drains < self.shared.config.workers {
-                q.drains += 1;
-                runtime.spawn(drain(Draining {
-                    shared: self.shared.clone(),
-                    done: false,
-                }));
-            }
-        } else {
             {
-                let mut q = self.shared.lock();
-                if q.closed {
-                    return Err(PredictError::Internal);
-                }
+                let mut q = self.shared.lock_runtime();
                 q.items.push_back(request.clone());
+                if q.drains < self.shared.config.workers {
+                    q.drains += 1;
+                    runtime.spawn(drain(Draining {
+                        shared: self.shared.clone(),
+                        done: false,
+                    }));
+                }
             }
-            self.shared.arrived.notify_all();
+            // The drain task answers, `Overloaded` too; the guard withdraws the request if
+            // this future is dropped first.
+            let _guard = Withdraw(&request);
+            return rx.await.unwrap_or(Err(PredictError::Internal));
         }
+        {
+            let mut q = self.shared.lock();
+            if q.closed {
+                return Err(PredictError::Internal);
+            }
+            q.items.push_back(request.clone());
+        }
+        self.shared.arrived.notify_all();
         let guard = Withdraw(&request);
         let mut rx = rx;
         let result = match tokio::time::timeout(self.shared.config.wait, &mut rx).await {
@@ -370,7 +380,8 @@ async fn drain(mut draining: Draining) {
                 let params = r.model.trained().spec.parameter_count().max(1);
                 (shared.config.runtime_work / params).clamp(1, shared.config.max_rows)
             };
-            match start_batch(&mut q, rows) {
+            let cutoff = Instant::now().checked_sub(shared.config.wait);
+            match start_batch(&mut q, rows, cutoff) {
                 Some((_, _, batch)) => batch,
                 None => {
                     q.drains -= 1;
@@ -392,18 +403,16 @@ struct Part {
 /// Starts a batch under the queue lock: the oldest live request's rows (at most `max_rows` of
 /// its version), leftovers back to the end of the queue, then rows of later requests for the
 /// same version, in arrival order, while the batch has room. `None` when no request is live.
+/// Requests queued before `cutoff` that have not started are answered `Overloaded` instead.
 /// Returns the version's key and the room left.
 fn start_batch(
     q: &mut Queue,
     max_rows: impl Fn(&Request) -> usize,
+    cutoff: Option<Instant>,
 ) -> Option<(*const (), usize, Vec<Part>)> {
     let first = loop {
         let r = q.items.pop_front()?;
-        let fresh = r.next.load(Ordering::Relaxed) > 0
-            || r.state
-                .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-        if fresh {
+        if admit(&r, cutoff) {
             break r;
         }
         // Withdrawn before it started: drop it.
@@ -418,8 +427,29 @@ fn start_batch(
         // Rows left over: back of the queue, behind the requests that arrived meanwhile.
         q.items.push_back(first);
     }
-    gather_same(q, key, &mut room, &mut batch);
+    gather_same(q, key, &mut room, &mut batch, cutoff);
     Some((key, room, batch))
+}
+
+/// Whether a queued request goes into a batch: one already started (a large request's later
+/// rows) does; one not started is marked started, unless it was withdrawn or, queued before
+/// `cutoff`, is withdrawn now and answered `Overloaded`.
+fn admit(r: &Request, cutoff: Option<Instant>) -> bool {
+    if r.next.load(Ordering::Relaxed) > 0 {
+        return true;
+    }
+    let (to, late) = match cutoff {
+        Some(c) if r.queued < c => (WITHDRAWN, true),
+        _ => (STARTED, false),
+    };
+    let won = r
+        .state
+        .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok();
+    if won && late {
+        r.answer(Err(PredictError::Overloaded));
+    }
+    won && !late
 }
 
 /// Takes the next batch for a worker thread, waiting for one; with a `delay`, waits that long
@@ -428,7 +458,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Part>> {
     let config = &shared.config;
     let mut q = shared.lock();
     let (key, mut room, mut batch) = loop {
-        if let Some(started) = start_batch(&mut q, |_| config.max_rows) {
+        if let Some(started) = start_batch(&mut q, |_| config.max_rows, None) {
             break started;
         }
         if q.closed {
@@ -447,13 +477,20 @@ fn next_batch(shared: &Shared) -> Option<Vec<Part>> {
             .wait_timeout(q, deadline - now)
             .unwrap_or_else(|e| e.into_inner())
             .0;
-        gather_same(&mut q, key, &mut room, &mut batch);
+        gather_same(&mut q, key, &mut room, &mut batch, None);
     }
     Some(batch)
 }
 
-/// Moves rows of queued requests for `key` into the batch while there is room.
-fn gather_same(q: &mut Queue, key: *const (), room: &mut usize, batch: &mut Vec<Part>) {
+/// Moves rows of queued requests for `key` into the batch while there is room (see
+/// [`admit`] for `cutoff`).
+fn gather_same(
+    q: &mut Queue,
+    key: *const (),
+    room: &mut usize,
+    batch: &mut Vec<Part>,
+    cutoff: Option<Instant>,
+) {
     let mut i = 0;
     while *room > 0 && i < q.items.len() {
         let r = &q.items[i];
@@ -461,11 +498,7 @@ fn gather_same(q: &mut Queue, key: *const (), room: &mut usize, batch: &mut Vec<
             i += 1;
             continue;
         }
-        let started = r.next.load(Ordering::Relaxed) > 0
-            || r.state
-                .compare_exchange(QUEUED, STARTED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-        if !started {
+        if !admit(r, cutoff) {
             q.items.remove(i);
             continue;
         }
@@ -517,7 +550,7 @@ fn compute(batch: &[Part]) {
     }));
     crate::metrics::predicted(rows, started.elapsed());
     crate::metrics::predict_batch(rows);
-    let outputs = match result {
+    let mut outputs = match result {
         Ok(o) => o,
         Err(_) => {
             tracing::error!(rows, "a batched forward pass panicked");
@@ -531,14 +564,27 @@ fn compute(batch: &[Part]) {
     for p in batch {
         let n = p.rows.len();
         let r = &p.request;
+        let share = s![at..at + n, ..];
+        at += n;
+        if n == r.rows() {
+            // All of the request in this pass: answered from the pass's rows.
+            let out = if n == outputs.nrows() {
+                std::mem::take(&mut outputs)
+            } else {
+                outputs.slice(share).to_owned()
+            };
+            r.answer(r.model.trained().finish(out).map_err(PredictError::from));
+            continue;
+        }
         {
             let mut out = r.outputs.lock().unwrap_or_else(|e| e.into_inner());
-            out.slice_mut(s![p.rows.clone(), ..])
-                .assign(&outputs.slice(s![at..at + n, ..]));
+            out.get_or_insert_with(|| Array2::zeros((r.rows(), outputs.ncols())))
+                .slice_mut(s![p.rows.clone(), ..])
+                .assign(&outputs.slice(share));
         }
-        at += n;
         if r.pending.fetch_sub(n, Ordering::AcqRel) == n {
-            let out = std::mem::take(&mut *r.outputs.lock().unwrap_or_else(|e| e.into_inner()));
+            let out = r.outputs.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let out = out.expect("a request's parts store their rows before the last answers");
             r.answer(r.model.trained().finish(out).map_err(PredictError::from));
         }
     }

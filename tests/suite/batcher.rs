@@ -255,3 +255,29 @@ async fn bad_rows_are_refused_before_queueing() {
         Err(PredictError::Model(_))
     ));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_short_request_not_started_in_time_on_the_runtime_is_overloaded() {
+    let m = model(13);
+    let b = batcher(1, 16, Duration::from_millis(20), RUNTIME_WORK);
+    let late = {
+        let (b, m) = (b.clone(), m.clone());
+        // 10 rows: above the inline threshold, within the runtime's.
+        tokio::spawn(async move { b.predict(m, rows(10, 14)).await })
+    };
+    // The request queues (and its drain task is spawned, to run after this task yields)...
+    tokio::task::yield_now().await;
+    // ...then the runtime is held past the wait before the drain task reaches it.
+    std::thread::sleep(Duration::from_millis(60));
+    let late = late.await.unwrap();
+    assert!(matches!(late, Err(PredictError::Overloaded)), "{late:?}");
+    assert_eq!(b.stats().parts, 0, "the late request was not computed");
+    // A request reached in time is computed.
+    let x = rows(10, 15);
+    let got = b.predict(m.clone(), x.clone()).await.unwrap();
+    assert_eq!(
+        bits(&got.outputs),
+        bits(&m.predict(x.view()).unwrap().outputs)
+    );
+    assert_eq!(b.stats().parts, 1);
+}
