@@ -221,24 +221,52 @@ mod avx2 {
             j += nu;
         }
         // The rows left over (a one-row request is all of them): one row against 8 units at a
-        // time, so that 8 independent sums hide the multiply-add latency that 2 would not.
+        // time, so that 8 independent sums hide the multiply-add latency that 2 would not; the
+        // last 1–7 units in one tile too (one at a time, each would wait on its own sum: on
+        // 784-30-10 the 6 left over took as long as the 24 before them).
         for r in full..rows {
             let xs = [xrow(r)];
             let mut j = 0;
             // SAFETY: every slice has exactly k values.
             unsafe {
                 while j + WIDE_UNITS <= units {
-                    let t = tile::<1, WIDE_UNITS>(xs, std::array::from_fn(|u| wrow(j + u)), k);
-                    store(out, units, bias, r, j, &t);
+                    lone::<WIDE_UNITS>(xs, w, bias, out, r, j, units, k);
                     j += WIDE_UNITS;
                 }
-                while j < units {
-                    let t = tile::<1, 1>(xs, [wrow(j)], k);
-                    store(out, units, bias, r, j, &t);
-                    j += 1;
+                match units - j {
+                    0 => {}
+                    1 => lone::<1>(xs, w, bias, out, r, j, units, k),
+                    2 => lone::<2>(xs, w, bias, out, r, j, units, k),
+                    3 => lone::<3>(xs, w, bias, out, r, j, units, k),
+                    4 => lone::<4>(xs, w, bias, out, r, j, units, k),
+                    5 => lone::<5>(xs, w, bias, out, r, j, units, k),
+                    6 => lone::<6>(xs, w, bias, out, r, j, units, k),
+                    _ => lone::<7>(xs, w, bias, out, r, j, units, k),
                 }
             }
         }
+    }
+
+    /// Row `r` (`x[0]`) against units `j..j + U`.
+    ///
+    /// # Safety
+    /// As [`dense`], with units `j..j + U` in `w`.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn lone<const U: usize>(
+        x: [&[f32]; 1],
+        w: &[f32],
+        bias: &[f32],
+        out: &mut [f32],
+        r: usize,
+        j: usize,
+        units: usize,
+        k: usize,
+    ) {
+        let ws = std::array::from_fn(|u| &w[(j + u) * k..(j + u + 1) * k]);
+        // SAFETY: every slice has exactly k values.
+        let t = unsafe { tile::<1, U>(x, ws, k) };
+        store(out, units, bias, r, j, &t);
     }
 
     pub(super) fn store<const R: usize, const U: usize>(
