@@ -117,6 +117,7 @@ struct Request {
     model: Arc<dyn Servable>,
     x: Array2<f32>,
     state: AtomicU8,
+    /// When it joined the queue: a drain task answers `Overloaded` once it is older than `wait`.
     queued: Instant,
     /// The first row not yet handed to a worker (changed under the queue lock only).
     next: AtomicUsize,
@@ -415,7 +416,7 @@ fn start_batch(
         if admit(&r, cutoff) {
             break r;
         }
-        // Withdrawn before it started: drop it.
+        // Withdrawn before it started, or late and answered `Overloaded`: drop it.
     };
     let key = first.key();
     let mut room = max_rows(&first);
