@@ -2,7 +2,11 @@
 //! batch size, and of a lone 784-30-10 row. A lone row takes the one-row path (AVX2 where there
 //! is AVX2); batches of 2 or more take the two-rows-per-register kernel where there is AVX-512.
 //!
-//!   cargo bench --bench infer
+//! Then the predict body's text: µs to read a one-row body of 784 values into the input matrix
+//! (four decimals each, as `bench/predict.sh` sends, and shortest-f64 decimals, as Python's
+//! json.dumps writes), beside serde_json reading the same body into nested vectors.
+//!
+//!   cargo bench --bench infer [-- parse]     # `parse`: the body's text alone
 use mlpd::nn::{Network, NetworkSpec};
 use rand::SeedableRng;
 use std::time::Instant;
@@ -29,6 +33,9 @@ fn per_row(net: &Network<f32>, rows: usize, iters: usize) -> f64 {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "parse") {
+        return parse();
+    }
     let w = network(
         r#"{"inputs":784,"layers":[{"units":256,"activation":"relu"},{"units":128,"activation":"relu"},
             {"units":10,"activation":"softmax"}],"loss":"cross_entropy"}"#,
@@ -54,4 +61,53 @@ fn main() {
             "loss":"mse"}"#,
     );
     println!("784-30-10, a lone row: {:.3} µs", per_row(&n, 1, 200_000));
+    parse();
+}
+
+/// The best of 5 timings of `f` over `iters` calls, in µs per call.
+fn best_us(iters: usize, mut f: impl FnMut()) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / iters as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn parse() {
+    use rand::Rng;
+    #[derive(serde::Deserialize)]
+    struct Body {
+        inputs: Vec<Vec<f32>>,
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+    // As bench/predict.sh sends, and as Python's json.dumps writes a float (up to 17 digits).
+    for (what, digits) in [("4 decimals", Some(4)), ("shortest f64", None)] {
+        let row: Vec<String> = (0..784)
+            .map(|_| {
+                let v = rng.random::<f64>();
+                digits.map_or_else(|| format!("{v}"), |d| format!("{v:.d$}"))
+            })
+            .collect();
+        let body = format!("{{\"inputs\": [[{}]]}}", row.join(", "));
+        let ours = best_us(20_000, || {
+            let x = mlpd::domain::json_matrix::inputs_only(std::hint::black_box(body.as_bytes()));
+            std::hint::black_box(x.expect("a valid body"));
+        });
+        let serde = best_us(20_000, || {
+            let b: Body =
+                serde_json::from_slice(std::hint::black_box(body.as_bytes())).expect("valid");
+            std::hint::black_box(b.inputs);
+        });
+        println!(
+            "a one-row body of 784 values, {what} ({} bytes): {ours:.2} µs ({:.1} ns a value); \
+             serde_json into vectors {serde:.2} µs ({:.2}×)",
+            body.len(),
+            ours * 1e3 / 784.0,
+            serde / ours
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //!   W  784-256-128-10, relu + softmax/cross_entropy, sgd lr 0.1, batch 64
 //!   B  784-1024-1024-10, relu + softmax/cross_entropy, sgd lr 0.05, batch 256 (GEMM-bound)
 //!
-//! `cargo bench --bench train -- [--config N|W|B] [--threads T] [--epochs E]` prints samples/s per
+//! `cargo bench --bench train -- [--config N|W|B] [--threads T] [--epochs E] [--batch B]` prints samples/s per
 //! epoch and the median. `bench/compare.sh` runs it beside the NumPy/PyTorch baselines (1 and 2 threads) and
 //! prints the ratios.
 
@@ -78,7 +78,7 @@ fn main() {
     let params = TrainParams {
         epochs,
         learning_rate: lr,
-        batch_size: batch,
+        batch_size: arg("--batch").map_or(batch, |b| b.parse().expect("--batch N")),
         optimizer: Optimizer::Sgd,
         seed: 0,
         ..Default::default()

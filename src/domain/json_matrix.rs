@@ -76,7 +76,7 @@ impl<'a> Parser<'a> {
         }
         // Values are one more than the commas between them, at most: room for all at once
         // (exactly for one row), up to 64 Ki values before growing.
-        let commas = p.s[p.i..].iter().filter(|&&c| c == b',').count();
+        let commas = count(&p.s[p.i..], b',');
         let mut values = Vec::with_capacity((commas + 1).min(1 << 16));
         let mut width = None;
         let mut rows = 0usize;
@@ -146,6 +146,16 @@ impl<'a> Parser<'a> {
     }
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// How many times `byte` occurs in `s`: per block of 255 in a byte-wide sum, which the compiler
+/// turns into wide compares (a sum per block of `usize`s is several times slower).
+fn count(s: &[u8], byte: u8) -> usize {
+    s.chunks(255)
+        .map(|block| usize::from(block.iter().fold(0u8, |n, &c| n + u8::from(c == byte))))
+        .sum()
+}
+
 struct Parser<'a> {
     text: &'a str,
     s: &'a [u8],
@@ -167,8 +177,21 @@ impl Parser<'_> {
 
     /// Reads digits into `acc` (`acc · 10 + d` while it stays below 10¹⁹; `lost` counts the
     /// digits that did not fit). Returns how many digits it read.
+    #[inline(always)]
     fn digits_into(&mut self, acc: &mut u64, lost: &mut i32) -> usize {
         let from = self.i;
+        // Eight bytes at a time while `acc` stays below 10¹⁸ whatever they hold (10¹⁰ · 10⁸):
+        // then every digit is kept, as the loop below would keep it.
+        while *acc < 10_000_000_000
+            && let Some(bytes) = self.s.get(self.i..self.i + 8)
+        {
+            let (n, value) = swar_digits(u64::from_le_bytes(bytes.try_into().expect("8 bytes")));
+            *acc = *acc * POW10_U64[n] + value;
+            self.i += n;
+            if n < 8 {
+                return self.i - from;
+            }
+        }
         while let Some(&c) = self.s.get(self.i) {
             if !c.is_ascii_digit() {
                 break;
@@ -185,7 +208,12 @@ impl Parser<'_> {
 
     /// A JSON number (`-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`) as the nearest `f32`;
     /// `None` for anything else (a string, `null`, a nested array), leaving the position.
+    #[inline(always)]
     fn number(&mut self) -> Option<f32> {
+        if let Some((v, len)) = self.s.get(self.i..self.i + 24).and_then(short_number) {
+            self.i += len;
+            return Some(v);
+        }
         let from = self.i;
         let negative = self.eat(b'-');
         let (mut m, mut lost) = (0u64, 0i32);
@@ -229,6 +257,69 @@ impl Parser<'_> {
         };
         Some(if negative { -v } else { v })
     }
+}
+
+/// The usual number of a body, `-?(0|[1-9][0-9]*)(.[0-9]+)?` with at most 7 digits before the
+/// point and 7 after it, at the start of `w` (24 bytes of text): its value and length, read with
+/// two words instead of a byte at a time; `None` for any other text (the general path then
+/// reads it, to the same value: the same `m` and exponent go to the same [`exact`]).
+fn short_number(w: &[u8]) -> Option<(f32, usize)> {
+    let word = |at: usize| u64::from_le_bytes(w[at..at + 8].try_into().expect("8 bytes"));
+    let negative = w[0] == b'-';
+    let at = usize::from(negative);
+    let (n, int) = swar_digits(word(at));
+    // No digit, too many, or a leading zero (not JSON): the general path answers.
+    if n == 0 || n == 8 || (n > 1 && w[at] == b'0') {
+        return None;
+    }
+    let mut end = at + n;
+    let (mut m, mut frac) = (int, 0);
+    if w[end] == b'.' {
+        let (k, f) = swar_digits(word(end + 1));
+        if k == 0 || k == 8 {
+            return None;
+        }
+        (m, frac) = (int * POW10_U64[k] + f, k);
+        end += 1 + k;
+    }
+    // A digit cannot follow (fewer than 8 were read); an exponent or a second point can.
+    if matches!(w[end], b'e' | b'E' | b'.') {
+        return None;
+    }
+    let v = exact(m, -(frac as i32), 0)?;
+    Some((if negative { -v } else { v }, end))
+}
+
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The digits that open eight bytes of text (`x`, read little-endian: the first byte lowest):
+/// how many there are, and their value, found with a few word operations instead of a loop.
+fn swar_digits(x: u64) -> (usize, u64) {
+    // A byte is a digit when its high nibble is 3, and still 3 after adding 6. The addition can
+    // carry out of a byte only above 0xF9 (a non-digit), and only into the bytes after it.
+    let high = |v: u64| (v & (0xF0 * ONES)) ^ (0x30 * ONES);
+    let other = high(x) | high(x.wrapping_add(6 * ONES));
+    let n = (other.trailing_zeros() / 8) as usize;
+    if n == 0 {
+        return (0, 0);
+    }
+    // The n digits as values 0–9, moved to the top so that zero bytes lead them, then combined
+    // pairwise: bytes into 2-digit, 4-digit and 8-digit numbers (no step overflows its lane).
+    let mut v = x.wrapping_sub(0x30 * ONES) << (8 * (8 - n));
+    v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    v = (v.wrapping_mul(10_000) + (v >> 32)) & 0xFFFF_FFFF;
+    (n, v)
 }
 
 /// `m · 10^exp` as the nearest `f32` when that is quick to get exactly (Clinger's fast path):
@@ -312,9 +403,18 @@ mod tests {
             let digits = 1 + next() % 17;
             let m = next() % 10u64.pow(u32::try_from(digits).unwrap());
             let e = i64::try_from(next() % 60).unwrap() - 30;
-            for t in [format!("{m}e{e}"), format!("-{m}.{:03}", next() % 1000)] {
+            for t in [
+                format!("{m}e{e}"),
+                format!("-{m}.{:03}", next() % 1000),
+                format!("{}.{}", m % 10_000_000, next() % 10_000_000),
+            ] {
                 let mut p = Parser::new(&t);
                 assert_eq!(p.number(), Some(t.parse::<f32>().unwrap()), "{t}");
+                // With text after it, the short path may take it: the same value and length.
+                let padded = format!("{t}, {}", " ".repeat(24));
+                let mut p = Parser::new(&padded);
+                assert_eq!(p.number(), Some(t.parse::<f32>().unwrap()), "{t}");
+                assert_eq!(p.i, t.len(), "{t}");
             }
         }
         // Halfway between two f32s: the fast path gives way, and ties go to even.
@@ -334,6 +434,32 @@ mod tests {
         }
         assert_eq!(Parser::new("0.000").number(), Some(0.0));
         assert!(Parser::new("-0").number().unwrap().is_sign_negative());
+    }
+
+    #[test]
+    fn eight_bytes_at_once_read_as_the_byte_loop_reads() {
+        // Bytes next to the digits ('/' and ':'), and high ones whose +6 carries.
+        let alphabet = b"0123456789/:.,e -\xf9\xfa\xff";
+        let mut seed = 3u64;
+        for _ in 0..200_000 {
+            let mut bytes = [0u8; 8];
+            for b in &mut bytes {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                // Mostly digits, so that long runs occur.
+                let k = (seed >> 33) as usize % (alphabet.len() + 20);
+                *b = alphabet[if k < alphabet.len() { k } else { k % 10 }];
+            }
+            let n = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+            let value = bytes[..n]
+                .iter()
+                .fold(0u64, |v, &b| v * 10 + u64::from(b - b'0'));
+            assert_eq!(
+                swar_digits(u64::from_le_bytes(bytes)),
+                (n, value),
+                "{bytes:?}"
+            );
+        }
+        assert_eq!(count(&[b','; 1000], b','), 1000);
     }
 
     #[test]
@@ -394,5 +520,16 @@ mod tests {
         assert_eq!(field_of("[[1, .5]]"), "inputs[0][1]");
         assert_eq!(field_of("[[1, 1e]]"), "inputs[0][1]");
         assert_eq!(field_of("[[1, -]]"), "inputs[0][1]");
+        // The same with room for the short path after each.
+        let pad = " ".repeat(24);
+        for bad in ["01", "1.", ".5", "1e", "-", "-01.5", "1.5.5", "1 2", "1x"] {
+            let body = format!("[[1, {bad}{pad}]]");
+            let want = if bad.contains(' ') || bad.ends_with('x') || bad == "1.5.5" {
+                "inputs[0]"
+            } else {
+                "inputs[0][1]"
+            };
+            assert_eq!(field_of(&body), want, "{bad}");
+        }
     }
 }
