@@ -311,13 +311,8 @@ pub async fn delete(
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     state.find_dataset(id).await?;
+    // As for models: the store says whether a job uses it (`dataset_in_use`).
     let admin = state.admin_lock().await;
-    if state.jobs.active(|j| j.dataset_id == Some(id)) > 0 {
-        return Err(ApiError::new(
-            ErrorCode::DatasetInUse,
-            format!("dataset {id} is used by a queued or running job"),
-        ));
-    }
     if state.datasets.get(id).is_none() {
         return Err(dataset_not_found(id));
     }

@@ -316,16 +316,6 @@ impl JobManager {
         v
     }
 
-    /// Jobs not yet finished that match `pred`.
-    pub fn active(&self, pred: impl Fn(&Job) -> bool) -> usize {
-        self.jobs
-            .read()
-            .expect("jobs lock")
-            .values()
-            .filter(|j| !j.status().is_finished() && pred(j))
-            .count()
-    }
-
     /// Jobs by status: (queued, running, finished).
     pub fn counts(&self) -> (usize, usize, usize) {
         let jobs = self.jobs.read().expect("jobs lock");
