@@ -263,7 +263,7 @@ fn run(
             match &best {
                 Some((b, _, _)) if monitored >= b - es.min_delta => waited += 1,
                 _ => {
-                    let snapshot = es.restore_best.then(|| fitter.network().clone());
+                    let snapshot = es.restore_best.then(|| fitter.snapshot());
                     best = Some((monitored, epoch, snapshot));
                     waited = 0;
                 }
