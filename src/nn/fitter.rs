@@ -38,6 +38,13 @@ fn column_major<F: Scalar>(w: &Array2<F>) -> Array2<F> {
     f
 }
 
+/// `net` with its first layer's weights row-major again.
+fn row_major<F: Scalar>(mut net: Network<F>) -> Network<F> {
+    let first = &mut net.layers_mut()[0].weights;
+    *first = first.as_standard_layout().into_owned();
+    net
+}
+
 /// A network being trained, its optimizer state and its workspace.
 pub struct Fitter<F: Scalar> {
     net: Network<F>,
@@ -111,18 +118,12 @@ impl<F: Scalar> Fitter<F> {
     /// The trained network, every layer's weights row-major again (as the rest of the crate
     /// stores and serves them).
     pub fn into_network(self) -> Network<F> {
-        let mut net = self.net;
-        let first = &mut net.layers_mut()[0].weights;
-        *first = first.as_standard_layout().into_owned();
-        net
+        row_major(self.net)
     }
 
     /// A copy of the network as [`Fitter::into_network`] would return it now.
     pub fn snapshot(&self) -> Network<F> {
-        let mut net = self.net.clone();
-        let first = &mut net.layers_mut()[0].weights;
-        *first = first.as_standard_layout().into_owned();
-        net
+        row_major(self.net.clone())
     }
 
     pub fn head(&self) -> Head {
@@ -289,6 +290,42 @@ impl<F: Scalar> Fitter<F> {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{Activation, LayerSpec, NetworkSpec};
+    use rand::SeedableRng;
+
+    #[test]
+    fn the_network_comes_back_row_major_with_the_values_it_trained_to() {
+        let spec = NetworkSpec {
+            inputs: 5,
+            layers: vec![
+                LayerSpec {
+                    units: 4,
+                    activation: Activation::Relu,
+                },
+                LayerSpec {
+                    units: 3,
+                    activation: Activation::Softmax,
+                },
+            ],
+            loss: Loss::CrossEntropy,
+        };
+        let net = Network::<f32>::init(&spec, &mut rand_chacha::ChaCha8Rng::seed_from_u64(7));
+        let mut f = Fitter::new(net, Loss::CrossEntropy, &Optimizer::Sgd, 0.0, 6, 1).unwrap();
+        assert!(!f.network().layers()[0].weights.is_standard_layout());
+        let x = Array2::from_shape_fn((6, 5), |(r, c)| (r * 5 + c) as f32 / 30.0);
+        let y = Array2::from_shape_fn((6, 3), |(r, c)| f32::from(r % 3 == c));
+        f.step(x.view(), y.view(), 0.5);
+        let (snapshot, trained) = (f.snapshot(), f.network().clone());
+        for net in [snapshot, f.into_network()] {
+            assert!(net.layers().iter().all(|l| l.weights.is_standard_layout()));
+            assert_eq!(net, trained, "the same values, in row-major order");
         }
     }
 }
