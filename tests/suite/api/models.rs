@@ -57,6 +57,13 @@ async fn models_are_created_listed_fetched_and_deleted() {
         "model_not_found",
     )
     .await;
+    // Its serving state went with it (DELETE …/serving only unpins: that state stays).
+    expect_error(
+        app.get("/v1/models/m1/serving").await,
+        StatusCode::NOT_FOUND,
+        "model_not_found",
+    )
+    .await;
 }
 
 #[tokio::test]
