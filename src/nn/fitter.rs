@@ -25,13 +25,6 @@ pub struct BatchStats<F> {
 }
 
 /// The same matrix in column-major order.
-///
-/// The first layer's weights are kept so while training: the forward product then reads them
-/// (as gemm's left operand, units × inputs) down contiguous columns, where row-major weights
-/// must first be transposed into gemm's packed form, element by element, at every step; the
-/// update writes them in the same order. The layers above keep row-major weights, which the
-/// product for the δ below them reads down contiguous columns instead. On W (784-256-128-10)
-/// this took one thread from 81–97k to 91–109k samples/s on an AVX-512 Xeon.
 fn column_major<F: Scalar>(w: &Array2<F>) -> Array2<F> {
     let mut f = Array2::zeros(w.raw_dim().f());
     f.assign(w);
@@ -79,6 +72,11 @@ impl<F: Scalar> Fitter<F> {
                 "cross_entropy needs a softmax or sigmoid output layer",
             )
         })?;
+        // The first layer's weights are column-major while training: the forward product reads
+        // them (gemm's left operand, units × inputs) down contiguous columns, where row-major
+        // ones would be transposed into gemm's packed form, element by element, every step.
+        // The layers above stay row-major: the product for the δ below them reads them down
+        // contiguous columns as they are. The first layer has no such product.
         let mut net = net;
         let first = &mut net.layers_mut()[0].weights;
         *first = column_major(first);
