@@ -8,12 +8,13 @@
 //! `W ← (1 − lr·λ)·W − (lr/m)·δᵀ·a` (one GEMM). Other optimizers write the gradient into a buffer
 //! and apply their rule. No step allocates once the buffers exist.
 
+use super::buffer;
 use super::matmul::{Threads, gemm, gemm_weights};
 use super::optim::{Gradient, OptState};
 use super::spec::FieldError;
 use super::team;
 use super::{Head, Loss, Network, Optimizer, Scalar};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ShapeBuilder, s};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, s};
 use std::sync::{Mutex, PoisonError};
 
 /// Costs of one step.
@@ -24,17 +25,11 @@ pub struct BatchStats<F> {
     pub rows: usize,
 }
 
-/// The same matrix in column-major order.
-fn column_major<F: Scalar>(w: &Array2<F>) -> Array2<F> {
-    let mut f = Array2::zeros(w.raw_dim().f());
-    f.assign(w);
-    f
-}
-
-/// `net` with its first layer's weights row-major again.
+/// `net` with every layer's weights in an ordinary row-major array again.
 fn row_major<F: Scalar>(mut net: Network<F>) -> Network<F> {
-    let first = &mut net.layers_mut()[0].weights;
-    *first = first.as_standard_layout().into_owned();
+    for layer in net.layers_mut() {
+        layer.weights = layer.weights.as_standard_layout().to_owned();
+    }
     net
 }
 
@@ -77,9 +72,11 @@ impl<F: Scalar> Fitter<F> {
         // ones would be transposed into gemm's packed form, element by element, every step.
         // The layers above stay row-major: the product for the δ below them reads them down
         // contiguous columns as they are. The first layer has no such product.
+        // Every buffer the step writes starts on a cache line (see `buffer`).
         let mut net = net;
-        let first = &mut net.layers_mut()[0].weights;
-        *first = column_major(first);
+        for (l, layer) in net.layers_mut().iter_mut().enumerate() {
+            layer.weights = buffer::copy(&layer.weights, l == 0);
+        }
         let state = OptState::new(optimizer, net.layers());
         let grads = net.layers().iter().map(Gradient::zeros_like).collect();
         let mut f = Fitter {
@@ -138,9 +135,15 @@ impl<F: Scalar> Fitter<F> {
             return;
         }
         let units: Vec<usize> = self.net.layers().iter().map(|l| l.units()).collect();
-        self.acts = units.iter().map(|&u| Array2::zeros((rows, u))).collect();
-        self.deltas = units.iter().map(|&u| Array2::zeros((rows, u))).collect();
-        self.z_out = Array2::zeros((rows, self.net.outputs()));
+        self.acts = units
+            .iter()
+            .map(|&u| buffer::zeros(rows, u, false))
+            .collect();
+        self.deltas = units
+            .iter()
+            .map(|&u| buffer::zeros(rows, u, false))
+            .collect();
+        self.z_out = buffer::zeros(rows, self.net.outputs(), false);
         self.capacity = rows;
     }
 

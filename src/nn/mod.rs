@@ -14,6 +14,7 @@
 //! serving, `f64` for the gradient checks that verify the very same code).
 
 mod activation;
+mod buffer;
 mod data;
 mod fitter;
 mod infer;

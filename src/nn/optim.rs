@@ -6,7 +6,7 @@
 //! correction. L2 weight decay adds `λ·W` to weight gradients (not to biases).
 
 use super::{Dense, Scalar};
-use ndarray::{Array1, Array2, ShapeBuilder, Zip};
+use ndarray::{Array1, Array2, Zip};
 use serde::{Deserialize, Serialize};
 
 fn default_momentum() -> f64 {
@@ -165,11 +165,10 @@ impl<F: Scalar> Gradient<F> {
     pub fn zeros_like(layer: &Dense<F>) -> Self {
         Gradient {
             // In the layer's own order, so that updates walk both arrays alike.
-            weights: Array2::zeros(
-                layer
-                    .weights
-                    .raw_dim()
-                    .set_f(!layer.weights.is_standard_layout()),
+            weights: super::buffer::zeros(
+                layer.weights.nrows(),
+                layer.weights.ncols(),
+                !layer.weights.is_standard_layout(),
             ),
             bias: Array1::zeros(layer.bias.len()),
         }

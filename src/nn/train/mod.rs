@@ -26,6 +26,7 @@ pub use report::{
 };
 pub use split::{holdout, holdout_rows};
 
+use super::buffer;
 use super::spec::FieldError;
 use super::{
     Dataset, Fitter, Head, Network, NetworkSpec, Normalization, Scaler, Targets, TrainedModel,
@@ -33,7 +34,7 @@ use super::{
 use eval::Evaluator;
 use fit::{Encoding, check_fit};
 use gather::Gather;
-use ndarray::{Array1, Array2, s};
+use ndarray::{Array1, s};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -197,8 +198,8 @@ fn run(
     fitter.set_cost_weights(weights.clone());
 
     let outputs = spec.outputs();
-    let mut xb = Array2::<f32>::zeros((batch, spec.inputs));
-    let mut yb = Array2::<f32>::zeros((batch, outputs));
+    let mut xb = buffer::zeros::<f32>(batch, spec.inputs, false);
+    let mut yb = buffer::zeros::<f32>(batch, outputs, false);
     let mut eval = Evaluator::new(fitter.network(), head, weights, outputs);
     let mut shuffle = ChaCha8Rng::seed_from_u64(params.seed);
     shuffle.set_stream(STREAM_SHUFFLE);
