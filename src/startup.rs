@@ -48,6 +48,9 @@ impl App {
         }
         let registry = Arc::new(Registry::new(store.clone(), config.version_cache_bytes()));
         let datasets = Arc::new(Datasets::default());
+        // Before any worker starts: with a shared store, the reap of this replica id's earlier
+        // run must not catch a job this run's workers have just claimed.
+        let restored = restore(store.clone(), &registry, &datasets).await?;
         let jobs = JobManager::start(
             registry.clone(),
             store.clone(),
@@ -59,8 +62,8 @@ impl App {
                 retention: config.retention(),
                 lease: config.job_lease(),
             },
+            restored,
         )?;
-        restore(store.clone(), &registry, &datasets, &jobs).await?;
         // The served versions' weights, so first predictions do not wait for the store.
         let (r, t) = (registry.clone(), Instant::now());
         let preloaded = tokio::task::spawn_blocking(move || r.preload()).await?;
@@ -281,13 +284,13 @@ fn cors(origins: &[String]) -> anyhow::Result<CorsLayer> {
 /// Loads what the store holds. Jobs that were queued or running when the process stopped are
 /// recorded as `failed`/`interrupted`: nothing re-runs by surprise after a crash. With a shared
 /// store other replicas' jobs are left alone: only the running jobs this replica id held before
-/// it restarted, and those whose lease expired, are ended; queued jobs stay queued.
+/// it restarted, and those whose lease expired, are ended; queued jobs stay queued. Returns the
+/// jobs, for [`JobManager::start`].
 async fn restore(
     store: Arc<dyn Store>,
     registry: &Registry,
     datasets: &Datasets,
-    jobs: &JobManager,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Job>> {
     let t = Instant::now();
     let (snap, restored, interrupted) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -328,7 +331,6 @@ async fn restore(
     );
     registry.restore(snap.models, snap.versions);
     datasets.restore(snap.datasets);
-    jobs.restore(restored);
     tracing::info!(
         models,
         versions,
@@ -338,7 +340,7 @@ async fn restore(
         ms = t.elapsed().as_millis() as u64,
         "state loaded"
     );
-    Ok(())
+    Ok(restored)
 }
 
 /// Completes on SIGINT or SIGTERM.

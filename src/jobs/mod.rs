@@ -97,7 +97,9 @@ pub struct JobManager {
 pub struct QueueFull;
 
 impl JobManager {
-    /// Starts the training worker threads.
+    /// Starts the training worker threads, with the jobs loaded from the store (all finished,
+    /// unless the store is shared: then other replicas' jobs may be queued or running) already
+    /// in the table: a worker's first claim cannot race their loading.
     ///
     /// # Errors
     /// A thread cannot be spawned.
@@ -105,8 +107,9 @@ impl JobManager {
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
         settings: WorkerSettings,
+        restored: Vec<Job>,
     ) -> std::io::Result<Self> {
-        Self::start_with(registry, store, settings, crate::nn::train_from)
+        Self::start_with(registry, store, settings, restored, crate::nn::train_from)
     }
 
     /// [`JobManager::start`] with another training function (tests inject failures with it).
@@ -117,11 +120,14 @@ impl JobManager {
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
         settings: WorkerSettings,
+        restored: Vec<Job>,
         train_fn: TrainFn,
     ) -> std::io::Result<Self> {
         let queue = Arc::new(queue::Queue::new(settings.capacity));
         let shutting_down = Arc::new(AtomicBool::new(false));
-        let table: JobTable = Arc::new(RwLock::new(HashMap::new()));
+        let table: JobTable = Arc::new(RwLock::new(
+            restored.into_iter().map(|j| (j.id, Arc::new(j))).collect(),
+        ));
         let shared = store.shared().is_some().then(|| SharedQueue {
             wake: Arc::new(Wake::default()),
             running: Arc::new(Mutex::new(HashSet::new())),
@@ -166,17 +172,6 @@ impl JobManager {
             shutting_down,
             store,
         })
-    }
-
-    /// Adds jobs loaded from the store (all finished, unless the store is shared: then other
-    /// replicas' jobs may be queued or running).
-    pub fn restore(&self, jobs: Vec<Job>) {
-        let mut t = self.jobs.write().expect("jobs lock");
-        for j in jobs {
-            t.insert(j.id, Arc::new(j));
-        }
-        drop(t);
-        self.wake();
     }
 
     /// Whether jobs queue in a shared store (else in this process).
@@ -444,7 +439,8 @@ mod tests {
             lease: Duration::from_secs(10),
         };
         let jobs =
-            JobManager::start_with(registry.clone(), store.clone(), settings, flaky).unwrap();
+            JobManager::start_with(registry.clone(), store.clone(), settings, Vec::new(), flaky)
+                .unwrap();
         let submit = |epochs| {
             let params = TrainParams {
                 epochs,
