@@ -48,9 +48,10 @@ impl Evaluator {
         idx: &[usize],
     ) -> (f64, Option<f64>) {
         let (mut cost, mut correct) = (0f64, None::<usize>);
-        for chunk in idx.chunks(EVAL_CHUNK) {
+        let mut chunks = idx.chunks(EVAL_CHUNK).peekable();
+        while let Some(chunk) = chunks.next() {
             let m = chunk.len();
-            gather.rows(chunk, &mut self.x, &mut self.y);
+            gather.rows(chunk, chunks.peek().copied(), &mut self.x, &mut self.y);
             let x = self.x.slice(s![..m, ..]);
             net.forward_into(x, &mut self.bufs, Threads(1));
             let last = self.bufs.len() - 1;

@@ -16,11 +16,26 @@ pub(super) struct Gather<'a> {
 }
 
 impl Gather<'_> {
-    pub(super) fn rows(&self, idx: &[usize], x: &mut Array2<f32>, y: &mut Array2<f32>) {
+    /// Gathers the rows `idx` into `x` and `y`. With `next` (the following batch), each thread
+    /// then prefetches the rows of `next` it will gather next time: the rows are picked at random
+    /// from a dataset far larger than the caches, and gathering them would otherwise wait on
+    /// memory row after row. A thread prefetches into its own core's cache, so the rows are cut
+    /// alike for both batches and each block is fetched by the thread that gathers it.
+    pub(super) fn rows(
+        &self,
+        idx: &[usize],
+        next: Option<&[usize]>,
+        x: &mut Array2<f32>,
+        y: &mut Array2<f32>,
+    ) {
         let feats = self.data.features();
         team::rows(x.slice_mut(s![..idx.len(), ..]), &|first, mut block| {
             for (mut row, &i) in block.rows_mut().into_iter().zip(&idx[first..]) {
                 self.input.apply_row(feats.row(i), row.view_mut());
+            }
+            if let Some(next) = next {
+                let end = (first + block.nrows()).min(next.len());
+                self.prefetch(&next[first.min(end)..end]);
             }
         });
         for (r, &i) in idx.iter().enumerate() {
@@ -39,10 +54,9 @@ impl Gather<'_> {
         }
     }
 
-    /// Asks the CPU to start loading the feature rows of `idx` (the next batch) into its cache
-    /// while this batch trains: the rows are picked at random from a dataset far larger than the
-    /// caches, and gathering them would otherwise wait on memory row after row. A hint only.
-    pub(super) fn prefetch(&self, idx: &[usize]) {
+    /// Asks the CPU to start loading the feature rows of `idx` into this core's cache. A hint
+    /// only.
+    fn prefetch(&self, idx: &[usize]) {
         #[cfg(target_arch = "x86_64")]
         {
             use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};

@@ -219,10 +219,7 @@ fn run(
                 return Err(TrainError::Canceled { epoch });
             }
             let m = chunk.len();
-            gather.rows(chunk, &mut xb, &mut yb);
-            if let Some(next) = chunks.peek() {
-                gather.prefetch(next);
-            }
+            gather.rows(chunk, chunks.peek().copied(), &mut xb, &mut yb);
             let stats = fitter.step(xb.slice(s![..m, ..]), yb.slice(s![..m, ..]), lr as f32);
             cost += stats.cost_sum as f64;
             if let Some(c) = gather.correct(chunk, fitter.outputs(m)) {
