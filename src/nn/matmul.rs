@@ -124,6 +124,13 @@ fn product<F: Scalar>(
     if let Some(b) = &also.bias {
         assert_eq!(b.len(), n, "bias length");
     }
+    // Too small to share among threads, and narrow: the kernels for few units (`narrow`).
+    if m * n * k < SPLIT_WORK && F::narrow_product(alpha, dst, beta, lhs, rhs, also.bias) {
+        if let Some(f) = also.beside {
+            f();
+        }
+        return;
+    }
     // One panel of the product; `cols` is its first column in `dst` (where its bias starts).
     let panel = |d: &mut ArrayViewMut2<F>, l: &ArrayView2<F>, r: &ArrayView2<F>, cols: usize| {
         let alpha = match &also.bias {

@@ -23,6 +23,7 @@ pub mod integral;
 mod loss;
 mod matmul;
 mod model;
+mod narrow;
 mod network;
 mod optim;
 mod scaling;
@@ -61,6 +62,20 @@ pub trait Scalar:
 {
     fn from_f64(v: f64) -> Self;
     fn as_f64(self) -> f64;
+
+    /// `dst = alpha·dst + beta·(lhs · rhs)` (or `bias + lhs · rhs`) by [`narrow::product`]
+    /// where it applies: `f32` only; `false` for other types and shapes.
+    fn narrow_product(
+        alpha: Self,
+        dst: &mut ndarray::ArrayViewMut2<Self>,
+        beta: Self,
+        lhs: &ndarray::ArrayView2<Self>,
+        rhs: &ndarray::ArrayView2<Self>,
+        bias: Option<ndarray::ArrayView1<Self>>,
+    ) -> bool {
+        let _ = (alpha, dst, beta, lhs, rhs, bias);
+        false
+    }
 }
 
 impl Scalar for f32 {
@@ -69,6 +84,16 @@ impl Scalar for f32 {
     }
     fn as_f64(self) -> f64 {
         self as f64
+    }
+    fn narrow_product(
+        alpha: Self,
+        dst: &mut ndarray::ArrayViewMut2<Self>,
+        beta: Self,
+        lhs: &ndarray::ArrayView2<Self>,
+        rhs: &ndarray::ArrayView2<Self>,
+        bias: Option<ndarray::ArrayView1<Self>>,
+    ) -> bool {
+        narrow::product(alpha, dst, beta, lhs, rhs, bias)
     }
 }
 

@@ -1,0 +1,471 @@
+//! Products of layers with few units (at most [`MAX_UNITS`]) on small batches, such as the
+//! hidden layer of 784-30-10 on batches of 10: its forward product `Z = b + X·Wᵀ` and its
+//! update `W ← α·W + β·δᵀ·X`.
+//!
+//! `gemm` handles these shapes poorly: a unit count that is not a multiple of its 16-lane
+//! registers makes it copy (pack) all the weights, 784 × 30 of them, at every call, and its
+//! kernel walks a 10-deep inner dimension with more bookkeeping than arithmetic. Here the
+//! weights are read where they are: the layer's weights are column-major while training
+//! ([`super::fitter`]), so `Wᵀ` is `inputs × units` with each input's units contiguous — one or
+//! two AVX-512 registers, the tail masked.
+//!
+//! Every element is computed by a fixed sequence of fused multiply-adds that depends on the
+//! shape alone (`z = b; z = fma(x_i, w_i, z)` for i in order; `s = 0; s = fma(x_r, δ_r, s)` for
+//! r in order, then `w = fma(β, s, α·w)`), so results are the same whatever the thread count;
+//! the portable code in the tests computes the same bits with `f32::mul_add`. Used only where
+//! the CPU has AVX-512 (chosen at run time) and the product is too small to be shared among
+//! threads ([`super::matmul`]); elsewhere `gemm` computes it as before.
+
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
+
+/// The most units (columns of `Wᵀ`) a narrow product handles: two 16-lane registers.
+pub const MAX_UNITS: usize = 32;
+
+/// Whether the narrow kernels run on this CPU.
+fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `dst = alpha·dst + beta·(lhs · rhs)` (with `bias`: `dst = bias + lhs · rhs`, `alpha` and
+/// `beta` 1) when it is one of the two narrow forms and the kernels run here; `false` (and `dst`
+/// untouched) otherwise.
+///
+/// # Panics
+/// When the shapes do not chain: an internal invariant, never reachable from user input.
+///
+/// - forward: `dst` (rows × units) and `lhs` (rows × inputs) have contiguous rows, `rhs` is
+///   `Wᵀ` (inputs × units) with contiguous rows, `bias` given;
+/// - update: `dst` is `W` (units × inputs) with contiguous columns, `lhs` is `δᵀ` (units ×
+///   rows) with contiguous columns, `rhs` (rows × inputs) has contiguous rows, no bias. With
+///   `alpha == 0` the old contents of `dst` are not read.
+pub fn product(
+    alpha: f32,
+    dst: &mut ArrayViewMut2<f32>,
+    beta: f32,
+    lhs: &ArrayView2<f32>,
+    rhs: &ArrayView2<f32>,
+    bias: Option<ArrayView1<f32>>,
+) -> bool {
+    assert_eq!(lhs.ncols(), rhs.nrows(), "inner dimensions differ");
+    assert_eq!(dst.dim(), (lhs.nrows(), rhs.ncols()), "destination shape");
+    if dst.is_empty() || lhs.ncols() == 0 || !available() {
+        return false;
+    }
+    let (ds, ls, rs) = (dst.strides(), lhs.strides(), rhs.strides());
+    let to = |s: isize| usize::try_from(s).ok();
+    match bias {
+        Some(b)
+            if alpha == 1.0
+                && beta == 1.0
+                && b.len() == dst.ncols()
+                && dst.ncols() <= MAX_UNITS
+                && ds[1] == 1
+                && ls[1] == 1
+                && rs[1] == 1 =>
+        {
+            let (Some(ldd), Some(ldx), Some(ldw)) = (to(ds[0]), to(ls[0]), to(rs[0])) else {
+                return false;
+            };
+            let Some(b) = b.as_slice() else { return false };
+            // SAFETY: the kernels run here (checked above); the strides are positive and each
+            // pointer addresses an array of the shape passed with them.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx512::forward(
+                    lhs.as_ptr(),
+                    ldx,
+                    rhs.as_ptr(),
+                    ldw,
+                    b.as_ptr(),
+                    dst.as_mut_ptr(),
+                    ldd,
+                    (lhs.nrows(), lhs.ncols(), dst.ncols()),
+                );
+            }
+            true
+        }
+        None if dst.nrows() <= MAX_UNITS && ds[0] == 1 && ls[0] == 1 && rs[1] == 1 => {
+            let (Some(ldw), Some(ldd), Some(ldx)) = (to(ds[1]), to(ls[1]), to(rs[0])) else {
+                return false;
+            };
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx512::update(
+                    alpha,
+                    dst.as_mut_ptr(),
+                    ldw,
+                    beta,
+                    lhs.as_ptr(),
+                    ldd,
+                    rhs.as_ptr(),
+                    ldx,
+                    (rhs.nrows(), rhs.ncols(), dst.nrows()),
+                );
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Rows at once in the forward product, inputs at once in the update: 12 independent
+    /// accumulators, enough to cover the multiply-add's latency.
+    const STEP: usize = 6;
+
+    /// Lane masks of the two registers for `units` (≤ 32) units.
+    fn masks(units: usize) -> [__mmask16; 2] {
+        let bits = |n: usize| if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 };
+        [bits(units), bits(units.saturating_sub(16))]
+    }
+
+    /// `out[r, u] = bias[u]`, then `out[r, u] = fma(x[r, i], wt[i, u], out[r, u])` for i in order.
+    ///
+    /// # Safety
+    /// AVX-512F and FMA are available; `x` is `rows × inputs` (row stride `ldx`), `wt` is
+    /// `inputs × units` (row stride `ldw`), `bias` holds `units` values, `out` is `rows × units`
+    /// (row stride `ldo`), `units ≤ 32`.
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn forward(
+        x: *const f32,
+        ldx: usize,
+        wt: *const f32,
+        ldw: usize,
+        bias: *const f32,
+        out: *mut f32,
+        ldo: usize,
+        (rows, inputs, units): (usize, usize, usize),
+    ) {
+        // Groups of STEP rows, then the rest as one group (single rows would wait on their
+        // two accumulators' latency).
+        let mut r = 0;
+        // SAFETY: the caller's guarantees, for rows r.. of x and out.
+        unsafe {
+            while r < rows {
+                let (x, out) = (x.add(r * ldx), out.add(r * ldo));
+                let args = (x, ldx, wt, ldw, bias, out, ldo, inputs, units);
+                let n = match rows - r {
+                    1 => forward_rows::<1>(args),
+                    2 => forward_rows::<2>(args),
+                    3 => forward_rows::<3>(args),
+                    4 => forward_rows::<4>(args),
+                    5 => forward_rows::<5>(args),
+                    _ => forward_rows::<STEP>(args),
+                };
+                r += n;
+            }
+        }
+    }
+
+    /// The arguments of [`forward_rows`]: x, ldx, wt, ldw, bias, out, ldo, inputs, units.
+    type Rows = (
+        *const f32,
+        usize,
+        *const f32,
+        usize,
+        *const f32,
+        *mut f32,
+        usize,
+        usize,
+        usize,
+    );
+
+    /// [`forward`] for `R` rows.
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn forward_rows<const R: usize>(
+        (x, ldx, wt, ldw, bias, out, ldo, inputs, units): Rows,
+    ) -> usize {
+        let m = masks(units);
+        // SAFETY (the whole body): every access is inside the arrays the caller described:
+        // rows < R of x and out, inputs < `inputs` of x and wt, lanes masked to `units`.
+        unsafe {
+            let b = [
+                _mm512_maskz_loadu_ps(m[0], bias),
+                _mm512_maskz_loadu_ps(m[1], bias.wrapping_add(16)),
+            ];
+            let mut acc = [b; R];
+            for i in 0..inputs {
+                let w = wt.add(i * ldw);
+                let w = [
+                    _mm512_maskz_loadu_ps(m[0], w),
+                    _mm512_maskz_loadu_ps(m[1], w.wrapping_add(16)),
+                ];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let v = _mm512_set1_ps(*x.add(r * ldx + i));
+                    a[0] = _mm512_fmadd_ps(v, w[0], a[0]);
+                    a[1] = _mm512_fmadd_ps(v, w[1], a[1]);
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                let o = out.add(r * ldo);
+                _mm512_mask_storeu_ps(o, m[0], a[0]);
+                _mm512_mask_storeu_ps(o.wrapping_add(16), m[1], a[1]);
+            }
+        }
+        R
+    }
+
+    /// `s = 0; s = fma(x[r, i], d[r, u], s)` for r in order, then
+    /// `wt[i, u] = fma(beta, s, alpha·wt[i, u])` (`0` for `alpha·wt` when `alpha == 0`).
+    ///
+    /// # Safety
+    /// AVX-512F and FMA are available; `wt` is `inputs × units` (row stride `ldw`), `d` is
+    /// `rows × units` (row stride `ldd`), `x` is `rows × inputs` (row stride `ldx`), `units ≤ 32`.
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn update(
+        alpha: f32,
+        wt: *mut f32,
+        ldw: usize,
+        beta: f32,
+        d: *const f32,
+        ldd: usize,
+        x: *const f32,
+        ldx: usize,
+        (rows, inputs, units): (usize, usize, usize),
+    ) {
+        let mut i = 0;
+        // SAFETY: the caller's guarantees, for inputs i.. of wt and x.
+        unsafe {
+            while i + STEP <= inputs {
+                update_inputs::<STEP>(
+                    alpha,
+                    wt.add(i * ldw),
+                    ldw,
+                    beta,
+                    d,
+                    ldd,
+                    x.add(i),
+                    ldx,
+                    rows,
+                    units,
+                );
+                i += STEP;
+            }
+            while i < inputs {
+                update_inputs::<1>(
+                    alpha,
+                    wt.add(i * ldw),
+                    ldw,
+                    beta,
+                    d,
+                    ldd,
+                    x.add(i),
+                    ldx,
+                    rows,
+                    units,
+                );
+                i += 1;
+            }
+        }
+    }
+
+    /// [`update`] for `I` inputs.
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn update_inputs<const I: usize>(
+        alpha: f32,
+        wt: *mut f32,
+        ldw: usize,
+        beta: f32,
+        d: *const f32,
+        ldd: usize,
+        x: *const f32,
+        ldx: usize,
+        rows: usize,
+        units: usize,
+    ) {
+        let m = masks(units);
+        // SAFETY (the whole body): inputs < I of wt and x, rows < `rows` of d and x, lanes
+        // masked to `units`.
+        unsafe {
+            // The old weights are loaded first: they come from L2, and loaded last they held
+            // up the stores.
+            let (a, b) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+            let mut old = [[_mm512_setzero_ps(); 2]; I];
+            if alpha != 0.0 {
+                for (j, o) in old.iter_mut().enumerate() {
+                    let w = wt.add(j * ldw);
+                    for (h, (o, &mask)) in o.iter_mut().zip(&m).enumerate() {
+                        *o = _mm512_mul_ps(a, _mm512_maskz_loadu_ps(mask, w.wrapping_add(16 * h)));
+                    }
+                }
+            }
+            let mut acc = [[_mm512_setzero_ps(); 2]; I];
+            for r in 0..rows {
+                let dr = d.add(r * ldd);
+                let dv = [
+                    _mm512_maskz_loadu_ps(m[0], dr),
+                    _mm512_maskz_loadu_ps(m[1], dr.wrapping_add(16)),
+                ];
+                let xr = x.add(r * ldx);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let v = _mm512_set1_ps(*xr.add(j));
+                    a[0] = _mm512_fmadd_ps(v, dv[0], a[0]);
+                    a[1] = _mm512_fmadd_ps(v, dv[1], a[1]);
+                }
+            }
+            for (j, (s, old)) in acc.iter().zip(&old).enumerate() {
+                let w = wt.add(j * ldw);
+                for (h, &mask) in m.iter().enumerate() {
+                    let p = w.wrapping_add(16 * h);
+                    let new = _mm512_fmadd_ps(b, s[h], old[h]);
+                    if mask == 0xFFFF {
+                        _mm512_storeu_ps(p, new);
+                    } else {
+                        _mm512_mask_storeu_ps(p, mask, new);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array2, ShapeBuilder};
+    use rand::{Rng, SeedableRng};
+
+    fn random(rng: &mut rand_chacha::ChaCha8Rng, shape: (usize, usize), f: bool) -> Array2<f32> {
+        let a = Array2::from_shape_fn(shape.set_f(f), |_| rng.random_range(-1.0f32..1.0));
+        assert_eq!(a.is_standard_layout(), !f || shape.0 <= 1 || shape.1 <= 1);
+        a
+    }
+
+    /// The narrow forms computed element by element with `f32::mul_add`, in the order the
+    /// module header gives.
+    fn forward_portable(x: &Array2<f32>, wt: &Array2<f32>, bias: &Array1<f32>) -> Array2<f32> {
+        Array2::from_shape_fn((x.nrows(), wt.ncols()), |(r, u)| {
+            (0..x.ncols()).fold(bias[u], |z, i| x[[r, i]].mul_add(wt[[i, u]], z))
+        })
+    }
+
+    fn update_portable(
+        alpha: f32,
+        w: &Array2<f32>,
+        beta: f32,
+        d: &Array2<f32>,
+        x: &Array2<f32>,
+    ) -> Array2<f32> {
+        Array2::from_shape_fn(w.dim(), |(u, i)| {
+            let s = (0..x.nrows()).fold(0f32, |s, r| x[[r, i]].mul_add(d[[r, u]], s));
+            let old = if alpha == 0.0 { 0.0 } else { alpha * w[[u, i]] };
+            beta.mul_add(s, old)
+        })
+    }
+
+    #[test]
+    fn narrow_products_match_the_portable_order_bit_for_bit_and_a_plain_product() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let here = available();
+        // Units below, at and above one register; rows and inputs around the kernels' steps.
+        for (rows, inputs, units) in [
+            (10, 784, 30),
+            (1, 5, 1),
+            (7, 13, 16),
+            (13, 20, 17),
+            (6, 6, 32),
+        ] {
+            let x = random(&mut rng, (rows, inputs), false);
+            // W column-major (units × inputs), so Wᵀ has contiguous rows.
+            let w = random(&mut rng, (units, inputs), true);
+            let bias = random(&mut rng, (1, units), false).row(0).to_owned();
+            let mut z = Array2::from_elem((rows, units), f32::NAN);
+            let done = product(
+                1.0,
+                &mut z.view_mut(),
+                1.0,
+                &x.view(),
+                &w.t(),
+                Some(bias.view()),
+            );
+            assert_eq!(
+                done, here,
+                "the forward form is taken exactly where the kernels run"
+            );
+            let want = forward_portable(&x, &w.t().to_owned(), &bias);
+            let plain = x.dot(&w.t()) + &bias;
+            assert!(want.iter().zip(&plain).all(|(a, b)| (a - b).abs() < 1e-3));
+            if here {
+                assert_eq!(
+                    z.mapv(f32::to_bits),
+                    want.mapv(f32::to_bits),
+                    "{rows}×{inputs}×{units}"
+                );
+            }
+
+            let d = random(&mut rng, (rows, units), false);
+            for alpha in [0.0, 0.99] {
+                let mut got = w.clone();
+                if alpha == 0.0 {
+                    got.fill(f32::NAN);
+                }
+                let done = product(alpha, &mut got.view_mut(), -0.3, &d.t(), &x.view(), None);
+                assert_eq!(done, here);
+                let want = update_portable(alpha, &w, -0.3, &d, &x);
+                let plain = &w * alpha - d.t().dot(&x) * 0.3;
+                assert!(want.iter().zip(&plain).all(|(a, b)| (a - b).abs() < 1e-3));
+                if here {
+                    assert_eq!(
+                        got.mapv(f32::to_bits),
+                        want.mapv(f32::to_bits),
+                        "{rows}×{inputs}×{units} α={alpha}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_shapes_and_layouts_are_left_to_gemm() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        let x = random(&mut rng, (4, 8), false);
+        let bias = Array1::zeros(33);
+        // Too many units; Wᵀ without contiguous rows (W row-major).
+        let wide = random(&mut rng, (33, 8), true);
+        let row_major = random(&mut rng, (5, 8), false);
+        let mut z = Array2::zeros((4, 33));
+        assert!(!product(
+            1.0,
+            &mut z.view_mut(),
+            1.0,
+            &x.view(),
+            &wide.t(),
+            Some(bias.view())
+        ));
+        let mut z = Array2::zeros((4, 5));
+        let b5 = Array1::zeros(5);
+        assert!(!product(
+            1.0,
+            &mut z.view_mut(),
+            1.0,
+            &x.view(),
+            &row_major.t(),
+            Some(b5.view())
+        ));
+        assert!(z.iter().all(|&v| v == 0.0), "untouched");
+        // An update into row-major weights.
+        let d = random(&mut rng, (4, 5), false);
+        let mut w = row_major.clone();
+        assert!(!product(
+            1.0,
+            &mut w.view_mut(),
+            1.0,
+            &d.t(),
+            &x.view(),
+            None
+        ));
+        assert_eq!(w, row_major);
+    }
+}
