@@ -15,16 +15,25 @@ ROUNDS=${ROUNDS:-2}
 EPOCHS=${EPOCHS:-3}
 IMPLS=${IMPLS:-"mlpd numpy torch"}
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
-cargo bench --bench train --no-run --quiet 2>/dev/null
 OUT=$(mktemp)
-trap 'rm -f "$OUT"' EXIT
+BIN=$(mktemp)
+trap 'rm -f "$OUT" "$BIN"' EXIT
+# Build once and run a copy, so that editing or rebuilding the tree while this runs changes
+# nothing it measures.
+built=$(cargo bench --bench train --no-run --quiet --message-format=json 2>/dev/null |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "train":
+        print(m["executable"])')
+install -m 755 "$built" "$BIN"
 median() { sed 's/.*median \([0-9,]*\) samples.*/\1/' | tr -d ,; }
 for r in $(seq "$ROUNDS"); do
   for c in $CONFIGS; do
     for t in 1 2; do
       for impl in $IMPLS; do
         case $impl in
-          mlpd) v=$(cargo bench --quiet --bench train -- --config "$c" --threads "$t" --epochs "$EPOCHS" | tail -1 | median) ;;
+          mlpd) v=$("$BIN" --bench --config "$c" --threads "$t" --epochs "$EPOCHS" | tail -1 | median) ;;
           *) v=$("$PY" bench/baseline.py --impl "$impl" --config "$c" --threads "$t" --epochs "$EPOCHS" | tail -1 | median) ;;
         esac
         echo "$c $t $impl $v" | tee -a "$OUT" >&2
