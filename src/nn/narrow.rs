@@ -24,41 +24,33 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 /// The most units (columns of `Wᵀ`) a narrow product handles: two 16-lane registers.
 pub const MAX_UNITS: usize = 32;
 
-/// The kernels this CPU runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernels {
-    Avx512,
-}
-
-fn kernels() -> Option<Kernels> {
+/// Whether the kernels run on this CPU.
+fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
-        (has!("fma") && has!("avx512f")).then_some(Kernels::Avx512)
+        has!("fma") && has!("avx512f")
     }
     #[cfg(not(target_arch = "x86_64"))]
-    None
+    false
 }
 
-/// A row-major matrix the kernels read or write: its first element and its row stride.
+/// A row-major matrix the kernels read or write: its first element and its row stride. Held
+/// as `*mut` whatever the matrix; the kernels write only through `out` and `wt` of an update.
 #[derive(Clone, Copy)]
-struct Rows<P> {
-    ptr: P,
+struct Rows {
+    ptr: *mut f32,
     ld: usize,
 }
 
-impl Rows<*const f32> {
-    /// Row `r`, column `c` onwards.
-    ///
-    /// # Safety
-    /// Inside the matrix.
-    unsafe fn at(self, r: usize, c: usize) -> *const f32 {
-        // SAFETY: the caller's guarantee.
-        unsafe { self.ptr.add(r * self.ld + c) }
+impl Rows {
+    fn new(ptr: *const f32, ld: usize) -> Self {
+        Rows {
+            ptr: ptr.cast_mut(),
+            ld,
+        }
     }
-}
 
-impl Rows<*mut f32> {
     /// Row `r`, column `c` onwards.
     ///
     /// # Safety
@@ -97,25 +89,9 @@ pub fn product(
     rhs: &ArrayView2<f32>,
     bias: Option<ArrayView1<f32>>,
 ) -> bool {
-    product_with(kernels(), alpha, dst, beta, lhs, rhs, bias)
-}
-
-/// [`product`] with the given kernels (`None`: none, so `false`).
-fn product_with(
-    kernels: Option<Kernels>,
-    alpha: f32,
-    dst: &mut ArrayViewMut2<f32>,
-    beta: f32,
-    lhs: &ArrayView2<f32>,
-    rhs: &ArrayView2<f32>,
-    bias: Option<ArrayView1<f32>>,
-) -> bool {
     assert_eq!(lhs.ncols(), rhs.nrows(), "inner dimensions differ");
     assert_eq!(dst.dim(), (lhs.nrows(), rhs.ncols()), "destination shape");
-    let Some(kernels) = kernels else {
-        return false;
-    };
-    if dst.is_empty() || lhs.ncols() == 0 {
+    if dst.is_empty() || lhs.ncols() == 0 || !available() {
         return false;
     }
     let (ds, ls, rs) = (dst.strides(), lhs.strides(), rhs.strides());
@@ -135,31 +111,21 @@ fn product_with(
             else {
                 return false;
             };
-            let x = Rows {
-                ptr: lhs.as_ptr(),
-                ld: ldx,
-            };
-            let wt = Rows {
-                ptr: rhs.as_ptr(),
-                ld: ldw,
-            };
-            let out = Rows {
-                ptr: dst.as_mut_ptr(),
-                ld: ldo,
-            };
+            let x = Rows::new(lhs.as_ptr(), ldx);
+            let wt = Rows::new(rhs.as_ptr(), ldw);
+            let out = Rows::new(dst.as_mut_ptr(), ldo);
+            let (rows, inputs, units) = (lhs.nrows(), lhs.ncols(), dst.ncols());
             let dims = Dims {
-                rows: lhs.nrows(),
-                inputs: lhs.ncols(),
-                units: dst.ncols(),
+                rows,
+                inputs,
+                units,
             };
-            // SAFETY: the kernels run here (`kernels()`, or a test that checked the same); the
+            // SAFETY: the kernels run here (`available()`); the
             // strides are non-negative and each handle addresses a matrix of the shape `dims`
             // gives it (x: rows × inputs, wt: inputs × units, out: rows × units).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                match kernels {
-                    Kernels::Avx512 => avx512::forward(x, wt, b.as_ptr(), out, dims),
-                }
+                avx512::forward(x, wt, b.as_ptr(), out, dims);
             }
             true
         }
@@ -168,29 +134,19 @@ fn product_with(
                 return false;
             };
             // Wᵀ (inputs × units), δ (rows × units) and x (rows × inputs), all row-major.
-            let wt = Rows {
-                ptr: dst.as_mut_ptr(),
-                ld: ldw,
-            };
-            let d = Rows {
-                ptr: lhs.as_ptr(),
-                ld: ldd,
-            };
-            let x = Rows {
-                ptr: rhs.as_ptr(),
-                ld: ldx,
-            };
+            let wt = Rows::new(dst.as_mut_ptr(), ldw);
+            let d = Rows::new(lhs.as_ptr(), ldd);
+            let x = Rows::new(rhs.as_ptr(), ldx);
+            let (rows, inputs, units) = (rhs.nrows(), rhs.ncols(), dst.nrows());
             let dims = Dims {
-                rows: rhs.nrows(),
-                inputs: rhs.ncols(),
-                units: dst.nrows(),
+                rows,
+                inputs,
+                units,
             };
             // SAFETY: as above (wt: inputs × units, d: rows × units, x: rows × inputs).
             #[cfg(target_arch = "x86_64")]
             unsafe {
-                match kernels {
-                    Kernels::Avx512 => avx512::update((alpha, beta), wt, d, x, dims),
-                }
+                avx512::update((alpha, beta), wt, d, x, dims);
             }
             true
         }
@@ -220,13 +176,7 @@ mod avx512 {
     /// AVX-512F and FMA are available; `x` is `rows × inputs`, `wt` is `inputs × units`,
     /// `bias` holds `units` values, `out` is `rows × units`, `units ≤ 32`.
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn forward(
-        x: Rows<*const f32>,
-        wt: Rows<*const f32>,
-        bias: *const f32,
-        out: Rows<*mut f32>,
-        dims: Dims,
-    ) {
+    pub(super) unsafe fn forward(x: Rows, wt: Rows, bias: *const f32, out: Rows, dims: Dims) {
         // Groups of STEP rows, then the rest as one group (single rows would wait on their
         // two accumulators' latency).
         let mut r = 0;
@@ -258,10 +208,10 @@ mod avx512 {
     /// [`forward`] for the first `R` rows; returns `R`.
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn forward_rows<const R: usize>(
-        x: Rows<*const f32>,
-        wt: Rows<*const f32>,
+        x: Rows,
+        wt: Rows,
         bias: *const f32,
-        out: Rows<*mut f32>,
+        out: Rows,
         dims: Dims,
     ) -> usize {
         let m = masks(dims.units);
@@ -301,13 +251,7 @@ mod avx512 {
     /// AVX-512F and FMA are available; `wt` is `inputs × units`, `d` is `rows × units`, `x` is
     /// `rows × inputs`, `units ≤ 32`.
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn update(
-        (alpha, beta): (f32, f32),
-        wt: Rows<*mut f32>,
-        d: Rows<*const f32>,
-        x: Rows<*const f32>,
-        dims: Dims,
-    ) {
+    pub(super) unsafe fn update((alpha, beta): (f32, f32), wt: Rows, d: Rows, x: Rows, dims: Dims) {
         let mut i = 0;
         // SAFETY: the caller's guarantees, for inputs i.. of wt and x.
         unsafe {
@@ -335,9 +279,9 @@ mod avx512 {
     #[target_feature(enable = "avx512f,fma")]
     unsafe fn update_inputs<const I: usize>(
         (alpha, beta): (f32, f32),
-        wt: Rows<*mut f32>,
-        d: Rows<*const f32>,
-        x: Rows<*const f32>,
+        wt: Rows,
+        d: Rows,
+        x: Rows,
         dims: Dims,
     ) -> usize {
         let m = masks(dims.units);
@@ -420,29 +364,17 @@ mod tests {
         })
     }
 
-    /// The kernel sets this CPU runs (`product` uses the first).
-    fn runnable() -> Vec<Kernels> {
-        let mut sets = Vec::new();
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("fma") && has!("avx512f") {
-                sets.push(Kernels::Avx512);
-            }
-        }
-        assert_eq!(kernels(), sets.first().copied());
-        if sets.is_empty() {
-            eprintln!("no narrow kernels run on this CPU: only the portable order is checked");
-        }
-        sets
-    }
-
     #[test]
-    fn every_kernel_set_matches_the_portable_order_bit_for_bit_and_a_plain_product() {
+    fn the_kernels_match_the_portable_order_bit_for_bit_and_a_plain_product() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let sets = runnable();
-        // Units within one 8- or 16-lane register, across them, and all 32; rows and inputs
-        // around the kernels' steps.
+        let here = available();
+        if !here {
+            eprintln!(
+                "the narrow kernels do not run on this CPU: only the portable order is checked"
+            );
+        }
+        // Units within one 16-lane register, across two, and all 32; rows and inputs around
+        // the kernels' steps.
         for (rows, inputs, units) in [
             (10, 784, 30),
             (1, 5, 1),
@@ -459,49 +391,37 @@ mod tests {
             let want = forward_portable(&x, &w.t().to_owned(), &bias);
             let plain = x.dot(&w.t()) + &bias;
             assert!(want.iter().zip(&plain).all(|(a, b)| (a - b).abs() < 1e-3));
-            let d = random(&mut rng, (rows, units), false);
-            for &set in &sets {
-                let mut z = Array2::from_elem((rows, units), f32::NAN);
-                let (xv, wt) = (x.view(), w.t());
-                let done = product_with(
-                    Some(set),
-                    1.0,
-                    &mut z.view_mut(),
-                    1.0,
-                    &xv,
-                    &wt,
-                    Some(bias.view()),
-                );
-                assert!(done, "{set:?}");
+            let mut z = Array2::from_elem((rows, units), f32::NAN);
+            let (xv, wt) = (x.view(), w.t());
+            let done = product(1.0, &mut z.view_mut(), 1.0, &xv, &wt, Some(bias.view()));
+            assert_eq!(
+                done, here,
+                "the forward form is taken exactly where the kernels run"
+            );
+            if here {
                 assert_eq!(
                     z.mapv(f32::to_bits),
                     want.mapv(f32::to_bits),
-                    "{set:?} {rows}×{inputs}×{units}"
+                    "{rows}×{inputs}×{units}"
                 );
             }
+            let d = random(&mut rng, (rows, units), false);
             for alpha in [0.0, 0.99] {
                 let want = update_portable(alpha, &w, -0.3, &d, &x);
                 let plain = &w * alpha - d.t().dot(&x) * 0.3;
                 assert!(want.iter().zip(&plain).all(|(a, b)| (a - b).abs() < 1e-3));
-                for &set in &sets {
-                    let mut got = w.clone();
-                    if alpha == 0.0 {
-                        got.fill(f32::NAN);
-                    }
-                    let (dt, xv) = (d.t(), x.view());
-                    assert!(product_with(
-                        Some(set),
-                        alpha,
-                        &mut got.view_mut(),
-                        -0.3,
-                        &dt,
-                        &xv,
-                        None
-                    ));
+                let mut got = w.clone();
+                if alpha == 0.0 {
+                    got.fill(f32::NAN);
+                }
+                let (dt, xv) = (d.t(), x.view());
+                let done = product(alpha, &mut got.view_mut(), -0.3, &dt, &xv, None);
+                assert_eq!(done, here);
+                if here {
                     assert_eq!(
                         got.mapv(f32::to_bits),
                         want.mapv(f32::to_bits),
-                        "{set:?} {rows}×{inputs}×{units} α={alpha}"
+                        "{rows}×{inputs}×{units} α={alpha}"
                     );
                 }
             }
