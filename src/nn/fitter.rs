@@ -9,7 +9,7 @@
 //! and apply their rule. No step allocates once the buffers exist.
 
 use super::buffer;
-use super::matmul::{Threads, gemm, gemm_weights};
+use super::matmul::{Threads, gemm, gemm_weights, may_share};
 use super::optim::{Gradient, OptState};
 use super::spec::FieldError;
 use super::team;
@@ -119,6 +119,15 @@ impl<F: Scalar> Fitter<F> {
     /// A copy of the network as [`Fitter::into_network`] would return it now.
     pub fn snapshot(&self) -> Network<F> {
         row_major(self.net.clone())
+    }
+
+    /// Whether a step on `rows` rows shares any of its products among the team's threads: if
+    /// not, the step runs on the calling thread alone, and helpers are free for other work.
+    pub fn shares_steps(&self, rows: usize) -> bool {
+        self.net
+            .layers()
+            .iter()
+            .any(|l| may_share(rows, l.units(), l.inputs()))
     }
 
     pub fn head(&self) -> Head {

@@ -25,6 +25,12 @@ const SPLIT_WORK: usize = 1 << 20;
 const MAX_PANELS: usize = 4;
 const MIN_PANEL: usize = 64;
 
+/// Whether a product of `m × k` by `k × n` may be shared among threads (else it always runs
+/// on the calling thread).
+pub fn may_share(m: usize, n: usize, k: usize) -> bool {
+    m * n * k >= SPLIT_WORK
+}
+
 /// Panel width along `dim` for a product of `work` multiply-adds (a function of the shape only).
 fn panel_width(dim: usize, work: usize) -> usize {
     if work < SPLIT_WORK {

@@ -9,11 +9,17 @@
 //! stay with the same core from product to product and its weights stay in that core's cache;
 //! then it claims whatever nobody has. The caller never waits for a helper that has not started:
 //! it claims every part nobody has claimed, and waits only for parts already running elsewhere.
+//!
+//! Beside the parts, the caller may post one *side job* for the length of some work of its own
+//! ([`overlap`]): the first helper with nothing to do takes it, else the caller runs it when its
+//! work is done. Training gathers the next mini-batch that way: memory-bound work that fills a
+//! helper's idle moments (the step's unsplit pieces, or all of a small network's step) instead
+//! of a phase of its own.
 
 use ndarray::{ArrayViewMut2, Axis};
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,6 +29,17 @@ const YIELD: Duration = Duration::from_millis(2);
 const NAP: Duration = Duration::from_micros(200);
 
 type Part<'a> = &'a (dyn Fn(usize) + Sync);
+type Side<'a> = &'a (dyn Fn() + Sync);
+
+/// States of the side job ([`overlap`]).
+const SIDE_NONE: u8 = 0;
+const SIDE_POSTED: u8 = 1;
+/// A helper runs it.
+const SIDE_HELPING: u8 = 2;
+/// A helper has run it.
+const SIDE_DONE: u8 = 3;
+/// The caller has it (to run it itself, or so that nobody does).
+const SIDE_KEPT: u8 = 4;
 
 /// The job board the caller posts to and the helpers watch.
 struct Board {
@@ -37,6 +54,10 @@ struct Board {
     job: Mutex<Option<Part<'static>>>,
     finished: AtomicUsize,
     panicked: AtomicBool,
+    /// The side job, written by the caller only while its state is `SIDE_NONE`.
+    side: Mutex<Option<Side<'static>>>,
+    side_state: AtomicU8,
+    side_panicked: AtomicBool,
     quit: AtomicBool,
     /// Threads in the team, the caller included.
     size: usize,
@@ -82,6 +103,31 @@ impl Board {
         self.finished.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Runs the side job if it is posted and nobody has it yet; whether it did.
+    fn take_side(&self) -> bool {
+        if self.side_state.load(Ordering::Acquire) != SIDE_POSTED
+            || self
+                .side_state
+                .compare_exchange(
+                    SIDE_POSTED,
+                    SIDE_HELPING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+        {
+            return false;
+        }
+        let side = *self.side.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(side) = side
+            && catch_unwind(AssertUnwindSafe(side)).is_err()
+        {
+            self.side_panicked.store(true, Ordering::Release);
+        }
+        self.side_state.store(SIDE_DONE, Ordering::Release);
+        true
+    }
+
     fn help(&self, me: usize) {
         let mut seen = self.word.load(Ordering::Acquire) >> 32;
         let mut idle = Instant::now();
@@ -93,6 +139,11 @@ impl Board {
                 while let Some(i) = self.claim(generation, me) {
                     self.run(i);
                 }
+                idle = Instant::now();
+                polls = 0;
+                continue;
+            }
+            if self.take_side() {
                 idle = Instant::now();
                 polls = 0;
                 continue;
@@ -132,6 +183,9 @@ pub fn with_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
         job: Mutex::new(None),
         finished: AtomicUsize::new(0),
         panicked: AtomicBool::new(false),
+        side: Mutex::new(None),
+        side_state: AtomicU8::new(SIDE_NONE),
+        side_panicked: AtomicBool::new(false),
         quit: AtomicBool::new(false),
         size: threads,
     };
@@ -245,6 +299,72 @@ pub fn for_each_part(parts: usize, part: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// Runs `main` on this thread and `side` on the first helper of the team this thread leads that
+/// has nothing else to do; when `main` returns and no helper has taken `side`, runs it here
+/// (outside a team: `main`, then `side`). Returns once both have returned. `side` must not touch
+/// what `main` does; whichever thread runs it, it may share out parts of its own only when the
+/// caller runs it.
+///
+/// # Panics
+/// When `main` or `side` panicked (on whichever thread).
+pub fn overlap<R>(side: &(dyn Fn() + Sync), main: impl FnOnce() -> R) -> R {
+    let Some(board) = LEADS.get() else {
+        let r = main();
+        side();
+        return r;
+    };
+    // SAFETY (lifetime extension): the guard below returns only once no helper runs `side` and
+    // none can start it, and clears it from the board; it runs on every way out of this call.
+    let job: Side<'static> = unsafe { std::mem::transmute::<Side<'_>, Side<'static>>(side) };
+    {
+        let mut posted = board.side.lock().unwrap_or_else(PoisonError::into_inner);
+        if posted.is_some() {
+            // Called while a side job is posted (from `main` or `side`): one at a time.
+            drop(posted);
+            let r = main();
+            side();
+            return r;
+        }
+        *posted = Some(job);
+    }
+    board.side_state.store(SIDE_POSTED, Ordering::Release);
+    struct Join<'a>(&'a Board);
+    impl Drop for Join<'_> {
+        fn drop(&mut self) {
+            let state = &self.0.side_state;
+            let kept =
+                state.compare_exchange(SIDE_POSTED, SIDE_KEPT, Ordering::AcqRel, Ordering::Acquire);
+            if kept == Err(SIDE_HELPING) {
+                let mut polls = 0u32;
+                while state.load(Ordering::Acquire) != SIDE_DONE {
+                    polls = polls.wrapping_add(1);
+                    if polls.is_multiple_of(1024) {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            }
+            *self.0.side.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            state.store(SIDE_NONE, Ordering::Release);
+        }
+    }
+    let join = Join(board);
+    let r = main();
+    if board
+        .side_state
+        .compare_exchange(SIDE_POSTED, SIDE_KEPT, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        side();
+    }
+    drop(join);
+    if board.side_panicked.swap(false, Ordering::AcqRel) {
+        panic!("a side job panicked");
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +414,85 @@ mod tests {
                 });
             });
             assert_eq!(n.load(Ordering::Relaxed), 12);
+        });
+    }
+
+    #[test]
+    fn a_side_job_runs_once_beside_the_callers_work_with_and_without_a_team() {
+        for threads in [1, 2, 3] {
+            with_team(threads, || {
+                for _ in 0..200 {
+                    let (side, main) = (AtomicU32::new(0), AtomicU32::new(0));
+                    let r = overlap(
+                        &|| {
+                            side.fetch_add(1, Ordering::Relaxed);
+                        },
+                        || {
+                            // The caller's work may share out parts meanwhile.
+                            for_each_part(4, &|_| {
+                                main.fetch_add(1, Ordering::Relaxed);
+                            });
+                            7
+                        },
+                    );
+                    assert_eq!(r, 7);
+                    assert_eq!(side.load(Ordering::Relaxed), 1, "{threads} threads");
+                    assert_eq!(main.load(Ordering::Relaxed), 4, "{threads} threads");
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn an_idle_helper_takes_the_side_job() {
+        with_team(2, || {
+            let ran_on = Mutex::new(None);
+            overlap(
+                &|| *ran_on.lock().unwrap() = Some(std::thread::current().id()),
+                || {
+                    // Busy long enough for the spinning helper to see the job.
+                    let t = Instant::now();
+                    while ran_on.lock().unwrap().is_none() && t.elapsed() < Duration::from_secs(5) {
+                        std::hint::spin_loop();
+                    }
+                },
+            );
+            let ran_on = ran_on.lock().unwrap().expect("the side job ran");
+            assert_ne!(ran_on, std::thread::current().id(), "a helper ran it");
+        });
+    }
+
+    #[test]
+    fn a_nested_side_job_runs_in_order_and_panics_reach_the_caller() {
+        with_team(2, || {
+            let n = AtomicU32::new(0);
+            overlap(
+                &|| {
+                    n.fetch_add(1, Ordering::Relaxed);
+                },
+                || {
+                    overlap(
+                        &|| {
+                            n.fetch_add(10, Ordering::Relaxed);
+                        },
+                        || (),
+                    );
+                },
+            );
+            assert_eq!(n.load(Ordering::Relaxed), 11);
+            let r = catch_unwind(|| overlap(&|| panic!("side"), || ()));
+            assert!(r.is_err(), "a panicking side job panics the caller");
+            let r = catch_unwind(|| overlap(&|| (), || panic!("main")));
+            assert!(r.is_err());
+            // The board is free again.
+            let n = AtomicU32::new(0);
+            overlap(
+                &|| {
+                    n.fetch_add(1, Ordering::Relaxed);
+                },
+                || (),
+            );
+            assert_eq!(n.load(Ordering::Relaxed), 1);
         });
     }
 

@@ -1,8 +1,9 @@
 //! Mini-batch assembly: rows of the dataset gathered into preallocated buffers, scaled and
 //! encoded on the way, and the classes an output row picks.
 
-use crate::nn::{Dataset, Scaler, Targets, team};
+use crate::nn::{Dataset, Scaler, Targets, buffer, team};
 use ndarray::{Array2, ArrayView1, ArrayView2, s};
+use std::sync::{Mutex, PoisonError};
 
 use super::fit::Encoding;
 
@@ -88,6 +89,73 @@ impl Gather<'_> {
                 })
                 .count(),
         )
+    }
+}
+
+/// A run's mini-batch buffers, and where batches are gathered: before each step by the whole
+/// team (the step's products are shared among it), or, when no product of the step is shared
+/// (`beside`), into a second buffer during the step, by a helper that has nothing else to do
+/// then ([`team::overlap`]) — the second thread of a small network's run gathers the batches
+/// while the first computes.
+pub(super) struct Batches {
+    x: Array2<f32>,
+    y: Array2<f32>,
+    /// The buffers the next batch is gathered into, when gathered beside the step.
+    next: Option<Mutex<(Array2<f32>, Array2<f32>)>>,
+}
+
+impl Batches {
+    pub(super) fn new(rows: usize, inputs: usize, outputs: usize, beside: bool) -> Self {
+        let buffers = || {
+            (
+                buffer::zeros::<f32>(rows, inputs, false),
+                buffer::zeros::<f32>(rows, outputs, false),
+            )
+        };
+        let (x, y) = buffers();
+        Batches {
+            x,
+            y,
+            next: beside.then(|| Mutex::new(buffers())),
+        }
+    }
+
+    /// Runs `step` on batch `i` of `chunks` (its inputs and targets, gathered and scaled).
+    pub(super) fn step<R>(
+        &mut self,
+        gather: &Gather,
+        chunks: &[&[usize]],
+        i: usize,
+        step: impl FnOnce(ArrayView2<f32>, ArrayView2<f32>) -> R,
+    ) -> R {
+        let m = chunks[i].len();
+        let Some(next) = &mut self.next else {
+            gather.rows(
+                chunks[i],
+                chunks.get(i + 1).copied(),
+                &mut self.x,
+                &mut self.y,
+            );
+            return step(self.x.slice(s![..m, ..]), self.y.slice(s![..m, ..]));
+        };
+        if i == 0 {
+            gather.rows(chunks[0], chunks.get(1).copied(), &mut self.x, &mut self.y);
+        }
+        let shared: &Mutex<_> = next;
+        let gather_next = || {
+            if let Some(&following) = chunks.get(i + 1) {
+                let mut next = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let (x, y) = &mut *next;
+                gather.rows(following, chunks.get(i + 2).copied(), x, y);
+            }
+        };
+        let r = team::overlap(&gather_next, || {
+            step(self.x.slice(s![..m, ..]), self.y.slice(s![..m, ..]))
+        });
+        let next = next.get_mut().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut self.x, &mut next.0);
+        std::mem::swap(&mut self.y, &mut next.1);
+        r
     }
 }
 

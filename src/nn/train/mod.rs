@@ -2,8 +2,9 @@
 //! shuffled mini-batches, a report per epoch, early stopping, a wall-clock limit, cancellation.
 //!
 //! Runs on the caller's thread; with `threads > 1` its matrix products are shared with
-//! `threads − 1` helper threads started for the run ([`super::team`]), so the caller bounds the
-//! CPU a job takes. Randomness comes from three
+//! `threads − 1` helper threads started for the run ([`super::team`]) — or, when they are too
+//! small to share, a helper gathers the next mini-batch beside each step ([`gather::Batches`]) —
+//! so the caller bounds the CPU a job takes. Randomness comes from three
 //! ChaCha8 streams of the seed (init, split, shuffle), so results do not depend on the thread
 //! count.
 //!
@@ -26,15 +27,15 @@ pub use report::{
 };
 pub use split::{holdout, holdout_rows};
 
-use super::buffer;
 use super::spec::FieldError;
+use super::team;
 use super::{
     Dataset, Fitter, Head, Network, NetworkSpec, Normalization, Scaler, Targets, TrainedModel,
 };
 use eval::Evaluator;
 use fit::{Encoding, check_fit};
-use gather::Gather;
-use ndarray::{Array1, s};
+use gather::{Batches, Gather};
+use ndarray::Array1;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -136,7 +137,7 @@ pub fn train_from(
     if let Some(w) = start {
         check_warm_start(spec, data, w.model)?;
     }
-    super::team::with_team(threads, || {
+    team::with_team(threads, || {
         run(spec, data, params, encoding, threads, observer, start)
     })
 }
@@ -198,8 +199,8 @@ fn run(
     fitter.set_cost_weights(weights.clone());
 
     let outputs = spec.outputs();
-    let mut xb = buffer::zeros::<f32>(batch, spec.inputs, false);
-    let mut yb = buffer::zeros::<f32>(batch, outputs, false);
+    let beside = threads > 1 && !fitter.shares_steps(batch);
+    let mut batches = Batches::new(batch, spec.inputs, outputs, beside);
     let mut eval = Evaluator::new(fitter.network(), head, weights, outputs);
     let mut shuffle = ChaCha8Rng::seed_from_u64(params.seed);
     shuffle.set_stream(STREAM_SHUFFLE);
@@ -213,14 +214,13 @@ fn run(
         train_idx.shuffle(&mut shuffle);
         let (mut cost, mut correct, mut seen) = (0f64, 0usize, 0usize);
         let mut timed_out = false;
-        let mut chunks = train_idx.chunks(batch).peekable();
-        while let Some(chunk) = chunks.next() {
+        let chunks: Vec<&[usize]> = train_idx.chunks(batch).collect();
+        for (i, &chunk) in chunks.iter().enumerate() {
             if observer.should_stop() {
                 return Err(TrainError::Canceled { epoch });
             }
             let m = chunk.len();
-            gather.rows(chunk, chunks.peek().copied(), &mut xb, &mut yb);
-            let stats = fitter.step(xb.slice(s![..m, ..]), yb.slice(s![..m, ..]), lr as f32);
+            let stats = batches.step(&gather, &chunks, i, |x, y| fitter.step(x, y, lr as f32));
             cost += stats.cost_sum as f64;
             if let Some(c) = gather.correct(chunk, fitter.outputs(m)) {
                 correct += c;

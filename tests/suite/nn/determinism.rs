@@ -1,27 +1,40 @@
 //! Same data + spec + parameters + seed ⇒ bit-identical weights and cost history, whatever the
-//! thread count; and a trained model round-trips through serde exactly.
+//! thread count — on a network whose products are shared among the threads and on one whose
+//! batches are gathered by a helper beside the step; and a trained model round-trips through
+//! serde exactly.
 
 use mlpd::nn::{
-    Activation, Dataset, Label, LayerSpec, Loss, NetworkSpec, NoObserver, Optimizer, TrainOutcome,
-    TrainParams, train,
+    Activation, Dataset, Fitter, Label, LayerSpec, Loss, Network, NetworkSpec, NoObserver,
+    Optimizer, TrainOutcome, TrainParams, train,
 };
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// A run's shape: the hidden layer's width and the batch size.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    hidden: usize,
+    batch: usize,
+}
+
 /// Big enough that the matrix products really run on several threads.
-fn run(threads: usize, optimizer: Optimizer) -> TrainOutcome {
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let x = Array2::from_shape_fn((640, 300), |_| rng.random::<f32>());
-    let labels: Vec<Label> = (0..640)
-        .map(|_| Label::Int(rng.random_range(0..10)))
-        .collect();
-    let data = Dataset::classification(x, &labels).unwrap();
-    let spec = NetworkSpec {
+const SHARED: Shape = Shape {
+    hidden: 256,
+    batch: 64,
+};
+/// Small enough that no product is shared: a helper gathers the batches instead.
+const BESIDE: Shape = Shape {
+    hidden: 16,
+    batch: 10,
+};
+
+fn spec(shape: Shape) -> NetworkSpec {
+    NetworkSpec {
         inputs: 300,
         layers: vec![
             LayerSpec {
-                units: 256,
+                units: shape.hidden,
                 activation: Activation::Relu,
             },
             LayerSpec {
@@ -30,11 +43,25 @@ fn run(threads: usize, optimizer: Optimizer) -> TrainOutcome {
             },
         ],
         loss: Loss::CrossEntropy,
-    };
+    }
+}
+
+fn run(threads: usize, optimizer: Optimizer) -> TrainOutcome {
+    run_shape(SHARED, threads, optimizer)
+}
+
+fn run_shape(shape: Shape, threads: usize, optimizer: Optimizer) -> TrainOutcome {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let x = Array2::from_shape_fn((640, 300), |_| rng.random::<f32>());
+    let labels: Vec<Label> = (0..640)
+        .map(|_| Label::Int(rng.random_range(0..10)))
+        .collect();
+    let data = Dataset::classification(x, &labels).unwrap();
+    let spec = spec(shape);
     let params = TrainParams {
         epochs: 2,
         learning_rate: 0.05,
-        batch_size: 64,
+        batch_size: shape.batch,
         optimizer,
         validation_split: 0.1,
         seed: 9,
@@ -61,19 +88,35 @@ fn bits(o: &TrainOutcome) -> (Vec<u32>, Vec<u64>) {
 
 #[test]
 fn two_runs_and_two_thread_counts_give_identical_bits() {
-    for opt in [Optimizer::Sgd, Optimizer::adam()] {
-        let a = bits(&run(1, opt.clone()));
-        assert_eq!(
-            a,
-            bits(&run(1, opt.clone())),
-            "{opt:?}: two single-threaded runs differ"
+    for shape in [SHARED, BESIDE] {
+        let net = Network::<f32>::init(&spec(shape), &mut ChaCha8Rng::seed_from_u64(0));
+        let fitter = Fitter::new(
+            net,
+            Loss::CrossEntropy,
+            &Optimizer::Sgd,
+            0.0,
+            shape.batch,
+            2,
         );
-        for threads in [2, 3] {
+        assert_eq!(
+            fitter.unwrap().shares_steps(shape.batch),
+            shape.hidden == SHARED.hidden,
+            "{shape:?} takes the path it is meant to test"
+        );
+        for opt in [Optimizer::Sgd, Optimizer::adam()] {
+            let a = bits(&run_shape(shape, 1, opt.clone()));
             assert_eq!(
                 a,
-                bits(&run(threads, opt.clone())),
-                "{opt:?}: 1 and {threads} threads differ"
+                bits(&run_shape(shape, 1, opt.clone())),
+                "{shape:?} {opt:?}: two single-threaded runs differ"
             );
+            for threads in [2, 3] {
+                assert_eq!(
+                    a,
+                    bits(&run_shape(shape, threads, opt.clone())),
+                    "{shape:?} {opt:?}: 1 and {threads} threads differ"
+                );
+            }
         }
     }
 }
