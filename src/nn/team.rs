@@ -12,9 +12,8 @@
 //!
 //! Beside the parts, the caller may post one *side job* for the length of some work of its own
 //! ([`overlap`]): the first helper with nothing to do takes it, else the caller runs it when its
-//! work is done. Training gathers the next mini-batch that way: memory-bound work that fills a
-//! helper's idle moments (the step's unsplit pieces, or all of a small network's step) instead
-//! of a phase of its own.
+//! work is done. Training gathers the next mini-batch that way when its steps are too small to
+//! share: the helper gathers while the caller computes, instead of spinning through the step.
 
 use ndarray::{ArrayViewMut2, Axis};
 use std::cell::Cell;
