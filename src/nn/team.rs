@@ -345,6 +345,10 @@ pub fn overlap<R>(side: &(dyn Fn() + Sync), main: impl FnOnce() -> R) -> R {
                 }
             }
             *self.0.side.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            if std::thread::panicking() {
+                // The caller's own panic is the one reported; a side job's is dropped with it.
+                self.0.side_panicked.store(false, Ordering::Release);
+            }
             state.store(SIDE_NONE, Ordering::Release);
         }
     }
@@ -482,6 +486,27 @@ mod tests {
             let r = catch_unwind(|| overlap(&|| panic!("side"), || ()));
             assert!(r.is_err(), "a panicking side job panics the caller");
             let r = catch_unwind(|| overlap(&|| (), || panic!("main")));
+            assert!(r.is_err());
+            // Both panic (the side job on the helper, which the caller waits for): one panic
+            // reaches the caller, and none is left over for the next call.
+            let started = AtomicBool::new(false);
+            let r = catch_unwind(|| {
+                overlap(
+                    &|| {
+                        started.store(true, Ordering::Release);
+                        panic!("side")
+                    },
+                    || {
+                        let t = Instant::now();
+                        while !started.load(Ordering::Acquire)
+                            && t.elapsed() < Duration::from_secs(5)
+                        {
+                            std::hint::spin_loop();
+                        }
+                        panic!("main")
+                    },
+                )
+            });
             assert!(r.is_err());
             // The board is free again.
             let n = AtomicU32::new(0);
