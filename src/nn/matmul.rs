@@ -134,7 +134,7 @@ fn product<F: Scalar>(
         assert_eq!(b.len(), n, "bias length");
     }
     // Too small to share among threads, and narrow: the kernels for few units (`narrow`).
-    if m * n * k < SPLIT_WORK && F::narrow_product(alpha, dst, beta, lhs, rhs, also.bias) {
+    if !may_share(m, n, k) && F::narrow_product(alpha, dst, beta, lhs, rhs, also.bias) {
         if let Some(f) = also.beside {
             f();
         }
