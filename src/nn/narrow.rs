@@ -27,8 +27,8 @@ use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2};
 /// The most units (columns of `Wᵀ`) a narrow product handles: two 16-lane registers.
 pub const MAX_UNITS: usize = 32;
 /// The fewest: a single unit's products are matrix–vector products, which `gemm` computes
-/// along the inputs, 5–12× faster than these kernels' one lane in eight or sixteen (on 784
-/// inputs and 10 rows, the AVX2 kernels against `gemm`'s on a Zen 3).
+/// along the inputs, 5–12× faster than the AVX2 kernels' one lane in eight (on 784 inputs and
+/// 10 rows, on a Zen 3). The AVX-512 kernels, one lane in sixteen, follow the same rule.
 pub const MIN_UNITS: usize = 2;
 
 /// The kernels this CPU runs, chosen at run time.
