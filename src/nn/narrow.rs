@@ -82,6 +82,18 @@ impl Rows {
         // SAFETY: the caller's guarantee.
         unsafe { self.ptr.add(r * self.ld + c) }
     }
+
+    /// The matrix from row `r`, column `c` on.
+    ///
+    /// # Safety
+    /// Inside the matrix.
+    unsafe fn offset(self, r: usize, c: usize) -> Self {
+        Rows {
+            // SAFETY: the caller's guarantee.
+            ptr: unsafe { self.at(r, c) },
+            ..self
+        }
+    }
 }
 
 /// `rows`, `inputs`, `units` of a product.
@@ -232,16 +244,7 @@ mod avx512 {
         // SAFETY: the caller's guarantees, for rows r.. of x and out.
         unsafe {
             while r < dims.rows {
-                let (x, out) = (
-                    Rows {
-                        ptr: x.at(r, 0),
-                        ..x
-                    },
-                    Rows {
-                        ptr: out.at(r, 0),
-                        ..out
-                    },
-                );
+                let (x, out) = (x.offset(r, 0), out.offset(r, 0));
                 r += match dims.rows - r {
                     1 => forward_rows::<1>(x, wt, bias, out, dims),
                     2 => forward_rows::<2>(x, wt, bias, out, dims),
@@ -305,16 +308,7 @@ mod avx512 {
         // SAFETY: the caller's guarantees, for inputs i.. of wt and x.
         unsafe {
             while i < dims.inputs {
-                let (wt, x) = (
-                    Rows {
-                        ptr: wt.at(i, 0),
-                        ..wt
-                    },
-                    Rows {
-                        ptr: x.at(0, i),
-                        ..x
-                    },
-                );
+                let (wt, x) = (wt.offset(i, 0), x.offset(0, i));
                 i += if dims.inputs - i >= STEP {
                     update_inputs::<STEP>((alpha, beta), wt, d, x, dims)
                 } else {
@@ -450,18 +444,6 @@ mod avx2 {
         }
     }
 
-    /// The columns `from..` of `m`.
-    ///
-    /// # Safety
-    /// Inside the matrix.
-    unsafe fn from_column(m: Rows, from: usize) -> Rows {
-        // SAFETY: the caller's guarantee.
-        Rows {
-            ptr: unsafe { m.at(0, from) },
-            ..m
-        }
-    }
-
     /// As [`super::avx512::forward`], band by band.
     ///
     /// # Safety
@@ -473,19 +455,10 @@ mod avx2 {
         unsafe {
             for c in (0..dims.units).step_by(BAND) {
                 let lanes = Lanes::new((dims.units - c).min(BAND));
-                let (wt, out, bias) = (from_column(wt, c), from_column(out, c), bias.add(c));
+                let (wt, out, bias) = (wt.offset(0, c), out.offset(0, c), bias.add(c));
                 let mut r = 0;
                 while r < dims.rows {
-                    let (x, out) = (
-                        Rows {
-                            ptr: x.at(r, 0),
-                            ..x
-                        },
-                        Rows {
-                            ptr: out.at(r, 0),
-                            ..out
-                        },
-                    );
+                    let (x, out) = (x.offset(r, 0), out.offset(r, 0));
                     let band = (x, wt, bias, out, lanes, dims.inputs);
                     r += match dims.rows - r {
                         1 => forward_rows::<1>(band),
@@ -535,19 +508,10 @@ mod avx2 {
         unsafe {
             for c in (0..dims.units).step_by(BAND) {
                 let lanes = Lanes::new((dims.units - c).min(BAND));
-                let (wt, d) = (from_column(wt, c), from_column(d, c));
+                let (wt, d) = (wt.offset(0, c), d.offset(0, c));
                 let mut i = 0;
                 while i < dims.inputs {
-                    let (wt, x) = (
-                        Rows {
-                            ptr: wt.at(i, 0),
-                            ..wt
-                        },
-                        Rows {
-                            ptr: x.at(0, i),
-                            ..x
-                        },
-                    );
+                    let (wt, x) = (wt.offset(i, 0), x.offset(0, i));
                     let band = ((alpha, beta), wt, d, x, lanes, dims.rows);
                     i += if dims.inputs - i >= STEP {
                         update_inputs::<STEP>(band)
