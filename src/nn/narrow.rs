@@ -31,7 +31,7 @@ pub const MAX_UNITS: usize = 32;
 /// 10 rows, on a Zen 3). The AVX-512 kernels, one lane in sixteen, follow the same rule.
 pub const MIN_UNITS: usize = 2;
 
-/// The kernels this CPU runs, chosen at run time.
+/// A set of kernels; which one runs is chosen at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kernels {
     /// Two 16-lane registers cover the units.
@@ -40,22 +40,32 @@ enum Kernels {
     Avx2,
 }
 
-fn kernels() -> Option<Kernels> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if !has!("fma") {
-            None
-        } else if has!("avx512f") {
-            Some(Kernels::Avx512)
-        } else if has!("avx2") {
-            Some(Kernels::Avx2)
-        } else {
-            None
+impl Kernels {
+    /// Every set, the widest first.
+    const ALL: [Kernels; 2] = [Kernels::Avx512, Kernels::Avx2];
+
+    /// Whether this CPU runs them.
+    fn run_here(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            has!("fma")
+                && match self {
+                    Kernels::Avx512 => has!("avx512f"),
+                    Kernels::Avx2 => has!("avx2"),
+                }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = self;
+            false
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    None
+}
+
+/// The widest kernels this CPU runs.
+fn kernels() -> Option<Kernels> {
+    Kernels::ALL.into_iter().find(|k| k.run_here())
 }
 
 /// A row-major matrix the kernels read or write: its first element and its row stride. Held
@@ -127,7 +137,7 @@ pub fn product(
     product_with(kernels(), alpha, dst, beta, lhs, rhs, bias)
 }
 
-/// [`product`] with the given kernels (`None`: none run here).
+/// [`product`] with the given kernels (`None`, or a set this CPU does not run: `false`).
 fn product_with(
     kernels: Option<Kernels>,
     alpha: f32,
@@ -139,7 +149,8 @@ fn product_with(
 ) -> bool {
     assert_eq!(lhs.ncols(), rhs.nrows(), "inner dimensions differ");
     assert_eq!(dst.dim(), (lhs.nrows(), rhs.ncols()), "destination shape");
-    let Some(kernels) = kernels.filter(|_| !dst.is_empty() && lhs.ncols() > 0) else {
+    let Some(kernels) = kernels.filter(|k| k.run_here() && !dst.is_empty() && lhs.ncols() > 0)
+    else {
         return false;
     };
     let (ds, ls, rs) = (dst.strides(), lhs.strides(), rhs.strides());
@@ -171,7 +182,7 @@ fn product_with(
                 inputs,
                 units,
             };
-            // SAFETY: the kernels run here (`kernels()`); the
+            // SAFETY: the kernels run here (`run_here`); the
             // strides are non-negative and each handle addresses a matrix of the shape `dims`
             // gives it (x: rows × inputs, wt: inputs × units, out: rows × units).
             #[cfg(target_arch = "x86_64")]
@@ -594,20 +605,7 @@ mod tests {
 
     /// Every kernel set this CPU runs (an AVX-512 CPU runs the AVX2 kernels too).
     fn runnable() -> Vec<Kernels> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            let fma = has!("fma");
-            [
-                (Kernels::Avx512, fma && has!("avx512f")),
-                (Kernels::Avx2, fma && has!("avx2")),
-            ]
-            .into_iter()
-            .filter_map(|(k, runs)| runs.then_some(k))
-            .collect()
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Vec::new()
+        Kernels::ALL.into_iter().filter(|k| k.run_here()).collect()
     }
 
     #[test]
