@@ -15,6 +15,7 @@ use super::spec::FieldError;
 use super::team;
 use super::{Head, Loss, Network, Optimizer, Scalar};
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, s};
+use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
 
 /// Costs of one step.
@@ -122,7 +123,8 @@ impl<F: Scalar> Fitter<F> {
     }
 
     /// Whether a step on `rows` rows shares any of its products among the team's threads: if
-    /// not, the step runs on the calling thread alone, and helpers are free for other work.
+    /// not, the step runs on the calling thread alone, and [`Fitter::step_beside`] posts its side
+    /// job from the start.
     pub fn shares_steps(&self, rows: usize) -> bool {
         self.net
             .layers()
@@ -165,6 +167,37 @@ impl<F: Scalar> Fitter<F> {
         stats
     }
 
+    /// [`Fitter::step`], with `side` posted for an idle helper of the team (`team::overlap`)
+    /// where the step stops sharing its forward products: after the last layer whose product is
+    /// shared (from the start when none is). The output layer's unshared pieces (its product,
+    /// the cost, δ, its update) would leave the helpers idle there; the helper that runs `side`
+    /// then joins the backward products, and the caller takes the parts it has no time for.
+    /// `side` must not touch the step's data. The step's results do not depend on who ran what.
+    pub fn step_beside(
+        &mut self,
+        x: ArrayView2<F>,
+        y: ArrayView2<F>,
+        lr: F,
+        side: &(dyn Fn() + Sync),
+    ) -> BatchStats<F> {
+        let m = x.nrows();
+        self.reserve(m);
+        let shared = self
+            .net
+            .layers()
+            .iter()
+            .rposition(|l| may_share(m, l.units(), l.inputs()))
+            .map_or(0, |l| l + 1);
+        self.forward_layers(x, 0..shared);
+        team::overlap(side, || {
+            self.forward_layers(x, shared..self.acts.len());
+            let stats = self.cost(y, m);
+            self.state.begin_step();
+            self.backward(x, y, Some(lr));
+            stats
+        })
+    }
+
     /// The gradient of [`Fitter::objective`] with respect to every parameter, without updating.
     pub fn gradients(&mut self, x: ArrayView2<F>, y: ArrayView2<F>) -> Vec<Gradient<F>> {
         self.forward(x, y);
@@ -187,9 +220,17 @@ impl<F: Scalar> Fitter<F> {
     fn forward(&mut self, x: ArrayView2<F>, y: ArrayView2<F>) -> BatchStats<F> {
         let m = x.nrows();
         self.reserve(m);
+        self.forward_layers(x, 0..self.acts.len());
+        self.cost(y, m)
+    }
+
+    /// The forward pass through `layers` (the activations below them already computed).
+    fn forward_layers(&mut self, x: ArrayView2<F>, layers: Range<usize>) {
+        let m = x.nrows();
         let last = self.acts.len() - 1;
         let needs_z = self.head.needs_z();
-        for (l, layer) in self.net.layers().iter().enumerate() {
+        let all = self.net.layers().iter().enumerate();
+        for (l, layer) in all.take(layers.end).skip(layers.start) {
             let (before, rest) = self.acts.split_at_mut(l);
             let input = if l == 0 {
                 x.view()
@@ -204,6 +245,11 @@ impl<F: Scalar> Fitter<F> {
             let activation = layer.activation;
             team::rows(out, &|_, mut block| activation.forward(&mut block));
         }
+    }
+
+    /// The batch's cost from the output layer's activations of the forward pass.
+    fn cost(&self, y: ArrayView2<F>, m: usize) -> BatchStats<F> {
+        let last = self.acts.len() - 1;
         let a = self.acts[last].slice(s![..m, ..]);
         let z = self.z_out.slice(s![..m, ..]);
         let weights: Option<ArrayView1<F>> = self.cost_weights.as_ref().map(|w| w.view());

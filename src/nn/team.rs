@@ -12,8 +12,9 @@
 //!
 //! Beside the parts, the caller may post one *side job* for the length of some work of its own
 //! ([`overlap`]): the first helper with nothing to do takes it, else the caller runs it when its
-//! work is done. Training gathers the next mini-batch that way when its steps are too small to
-//! share: the helper gathers while the caller computes, instead of spinning through the step.
+//! work is done. Training gathers the next mini-batch that way, from where a step stops sharing
+//! its products (from its start when none is shared): the helper gathers while the caller
+//! computes the unshared pieces, instead of spinning through them.
 
 use ndarray::{ArrayViewMut2, Axis};
 use std::cell::Cell;

@@ -92,11 +92,11 @@ impl Gather<'_> {
     }
 }
 
-/// A run's mini-batch buffers, and where batches are gathered: before each step by the whole
-/// team (the step's products are shared among it), or, when no product of the step is shared
-/// (`beside`), into a second buffer during the step, by a helper that has nothing else to do
-/// then ([`team::overlap`]) — the second thread of a small network's run gathers the batches
-/// while the first computes.
+/// A run's mini-batch buffers. With a team, two pairs: the next batch is gathered into the
+/// second pair during the step, as a side job ([`team::overlap`]) that the step posts where its
+/// helpers would otherwise wait (see [`crate::nn::Fitter::step_beside`]) — for a network too
+/// small to share any product, the whole step, so the second thread gathers the batches while
+/// the first computes. Alone, the one thread gathers each batch before its step.
 pub(super) struct Batches {
     x: Array2<f32>,
     y: Array2<f32>,
@@ -120,13 +120,14 @@ impl Batches {
         }
     }
 
-    /// Runs `step` on batch `i` of `chunks` (its inputs and targets, gathered and scaled).
+    /// Runs `step` on batch `i` of `chunks` (its inputs and targets, gathered and scaled), with
+    /// the job to run beside it (the next batch's gathering, or nothing).
     pub(super) fn step<R>(
         &mut self,
         gather: &Gather,
         chunks: &[&[usize]],
         i: usize,
-        step: impl FnOnce(ArrayView2<f32>, ArrayView2<f32>) -> R,
+        step: impl FnOnce(ArrayView2<f32>, ArrayView2<f32>, &(dyn Fn() + Sync)) -> R,
     ) -> R {
         let m = chunks[i].len();
         let Some(next) = &mut self.next else {
@@ -136,7 +137,7 @@ impl Batches {
                 &mut self.x,
                 &mut self.y,
             );
-            return step(self.x.slice(s![..m, ..]), self.y.slice(s![..m, ..]));
+            return step(self.x.slice(s![..m, ..]), self.y.slice(s![..m, ..]), &|| ());
         };
         if i == 0 {
             gather.rows(chunks[0], chunks.get(1).copied(), &mut self.x, &mut self.y);
@@ -149,9 +150,11 @@ impl Batches {
                 gather.rows(following, chunks.get(i + 2).copied(), x, y);
             }
         };
-        let r = team::overlap(&gather_next, || {
-            step(self.x.slice(s![..m, ..]), self.y.slice(s![..m, ..]))
-        });
+        let r = step(
+            self.x.slice(s![..m, ..]),
+            self.y.slice(s![..m, ..]),
+            &gather_next,
+        );
         let next = next.get_mut().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut self.x, &mut next.0);
         std::mem::swap(&mut self.y, &mut next.1);

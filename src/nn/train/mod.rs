@@ -2,9 +2,9 @@
 //! shuffled mini-batches, a report per epoch, early stopping, a wall-clock limit, cancellation.
 //!
 //! Runs on the caller's thread; with `threads > 1` its matrix products are shared with
-//! `threads − 1` helper threads started for the run ([`super::team`]) — or, when they are too
-//! small to share, a helper gathers the next mini-batch beside each step ([`gather::Batches`]) —
-//! so the caller bounds the CPU a job takes. Randomness comes from three
+//! `threads − 1` helper threads started for the run ([`super::team`]), and a helper gathers the
+//! next mini-batch beside each step while the caller runs what is not shared
+//! ([`gather::Batches`]), so the caller bounds the CPU a job takes. Randomness comes from three
 //! ChaCha8 streams of the seed (init, split, shuffle), so results do not depend on the thread
 //! count.
 //!
@@ -199,7 +199,7 @@ fn run(
     fitter.set_cost_weights(weights.clone());
 
     let outputs = spec.outputs();
-    let beside = threads > 1 && !fitter.shares_steps(batch);
+    let beside = threads > 1;
     let mut batches = Batches::new(batch, spec.inputs, outputs, beside);
     let mut eval = Evaluator::new(fitter.network(), head, weights, outputs);
     let mut shuffle = ChaCha8Rng::seed_from_u64(params.seed);
@@ -220,7 +220,9 @@ fn run(
                 return Err(TrainError::Canceled { epoch });
             }
             let m = chunk.len();
-            let stats = batches.step(&gather, &chunks, i, |x, y| fitter.step(x, y, lr as f32));
+            let stats = batches.step(&gather, &chunks, i, |x, y, side| {
+                fitter.step_beside(x, y, lr as f32, side)
+            });
             cost += stats.cost_sum as f64;
             if let Some(c) = gather.correct(chunk, fitter.outputs(m)) {
                 correct += c;

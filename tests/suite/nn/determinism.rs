@@ -1,6 +1,7 @@
 //! Same data + spec + parameters + seed ⇒ bit-identical weights and cost history, whatever the
-//! thread count — on a network whose products are shared among the threads and on one whose
-//! batches are gathered by a helper beside the step; and a trained model round-trips through
+//! thread count — on a network whose products are shared among the threads (a helper gathers
+//! the next batch beside the unshared output layer) and on one whose products are all too small
+//! to share (a helper gathers beside the whole step); and a trained model round-trips through
 //! serde exactly.
 
 use mlpd::nn::{
@@ -23,7 +24,7 @@ const SHARED: Shape = Shape {
     hidden: 256,
     batch: 64,
 };
-/// Small enough that no product is shared: a helper gathers the batches instead.
+/// Small enough that no product is shared: a helper gathers the batches beside whole steps.
 const BESIDE: Shape = Shape {
     hidden: 16,
     batch: 10,
