@@ -126,10 +126,17 @@ impl<F: Scalar> Fitter<F> {
     /// not, the step runs on the calling thread alone, and [`Fitter::step_beside`] posts its side
     /// job from the start.
     pub fn shares_steps(&self, rows: usize) -> bool {
+        self.shared_layers(rows) > 0
+    }
+
+    /// How many layers from the input up, on `rows` rows, end with one whose product is shared
+    /// (0 when none is).
+    fn shared_layers(&self, rows: usize) -> usize {
         self.net
             .layers()
             .iter()
-            .any(|l| may_share(rows, l.units(), l.inputs()))
+            .rposition(|l| may_share(rows, l.units(), l.inputs()))
+            .map_or(0, |l| l + 1)
     }
 
     pub fn head(&self) -> Head {
@@ -161,10 +168,7 @@ impl<F: Scalar> Fitter<F> {
     /// One training step on the batch (`x`: rows × inputs, `y`: rows × outputs) at rate `lr`.
     /// Returns the batch's cost, evaluated before the update.
     pub fn step(&mut self, x: ArrayView2<F>, y: ArrayView2<F>, lr: F) -> BatchStats<F> {
-        let stats = self.forward(x, y);
-        self.state.begin_step();
-        self.backward(x, y, Some(lr));
-        stats
+        self.step_beside(x, y, lr, &|| ())
     }
 
     /// [`Fitter::step`], with `side` posted for an idle helper of the team (`team::overlap`)
@@ -182,12 +186,7 @@ impl<F: Scalar> Fitter<F> {
     ) -> BatchStats<F> {
         let m = x.nrows();
         self.reserve(m);
-        let shared = self
-            .net
-            .layers()
-            .iter()
-            .rposition(|l| may_share(m, l.units(), l.inputs()))
-            .map_or(0, |l| l + 1);
+        let shared = self.shared_layers(m);
         self.forward_layers(x, 0..shared);
         team::overlap(side, || {
             self.forward_layers(x, shared..self.acts.len());
