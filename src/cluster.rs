@@ -6,7 +6,7 @@
 //! replaced by it (or removed, when the store no longer has it). When the feed (re)connects,
 //! and every [`RESYNC_EVERY`] in case a notification was lost, everything is compared with
 //! the store and what differs is read again (a comparison that failed, the database being down
-//! still, is tried again within [`FEED_WAIT`]). A handler that misses in a cache reads through
+//! still, is tried again within `FEED_WAIT`). A handler that misses in a cache reads through
 //! to the store ([`Cluster::refresh_model`] and friends) before answering 404, so a record
 //! another replica just created is found even before its notification arrives.
 //!
@@ -71,7 +71,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Stops following the feed (within [`FEED_WAIT`]).
+    /// Stops following the feed (within `FEED_WAIT`).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }

@@ -2,9 +2,9 @@
 //! version is published) | `failed` | `canceled`. The queue is bounded: a full one refuses new
 //! work instead of growing without limit.
 //!
-//! With the embedded store the queue is this process's ([`queue`]). With a shared store
+//! With the embedded store the queue is this process's (`queue`). With a shared store
 //! (PostgreSQL) it is the database's: any replica enqueues, every replica's workers claim, a
-//! running job holds a lease that [`lease`] renews, and the job table here is a cache of every
+//! running job holds a lease that `lease` renews, and the job table here is a cache of every
 //! replica's jobs, kept current from the store's change feed ([`JobManager::apply_remote`]):
 //! an entry is replaced by what the store says whenever the feed names its job, except for the
 //! jobs this replica runs, whose state this replica writes.

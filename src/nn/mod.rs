@@ -63,7 +63,7 @@ pub trait Scalar:
     fn from_f64(v: f64) -> Self;
     fn as_f64(self) -> f64;
 
-    /// `dst = alpha·dst + beta·(lhs · rhs)` (or `bias + lhs · rhs`) by [`narrow::product`]
+    /// `dst = alpha·dst + beta·(lhs · rhs)` (or `bias + lhs · rhs`) by `narrow::product`
     /// where it applies: `f32` only; `false` for other types and shapes.
     fn narrow_product(
         alpha: Self,

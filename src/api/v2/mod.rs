@@ -2,7 +2,7 @@
 //! metadata, liveness and readiness, and inference with JSON or binary tensors (the binary
 //! tensor data extension that tritonclient uses by default).
 //!
-//! Inference shares `/v1` predict's engine ([`super::predict::compute`]): the same served
+//! Inference shares `/v1` predict's engine (`predict::compute`): the same served
 //! version, the same forward pass, slots and metrics. Only the wire format differs. Every
 //! error on a `/v2` route is the protocol's `{"error": "…"}`: handlers answer [`V2Error`], and
 //! [`protocol_errors`] restates the errors that middleware (authentication, timeout) and
