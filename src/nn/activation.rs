@@ -29,6 +29,12 @@ impl Activation {
         matches!(self, Activation::Relu | Activation::LeakyRelu)
     }
 
+    /// Whether σ acts on each value alone (every activation but softmax, which acts on rows), so
+    /// that it may be applied to any piece of a batch.
+    pub fn is_elementwise(self) -> bool {
+        !matches!(self, Activation::Softmax)
+    }
+
     /// `z ← σ(z)` for every row of the batch.
     pub fn forward<F: Scalar>(self, z: &mut ArrayViewMut2<F>) {
         let one = F::one();

@@ -14,7 +14,7 @@ use super::optim::{Gradient, OptState};
 use super::spec::FieldError;
 use super::team;
 use super::{Head, Loss, Network, Optimizer, Scalar};
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, s};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, s};
 use std::ops::Range;
 use std::sync::{Mutex, PoisonError};
 
@@ -237,12 +237,14 @@ impl<F: Scalar> Fitter<F> {
                 before[l - 1].slice(s![..m, ..])
             };
             let mut out = rest[0].slice_mut(s![..m, ..]);
-            layer.affine(&input, &mut out, self.threads);
             if l == last && needs_z {
+                layer.affine(&input, &mut out, self.threads);
                 self.z_out.slice_mut(s![..m, ..]).assign(&out);
+                let activation = layer.activation;
+                team::rows(out, &|_, mut block| activation.forward(&mut block));
+            } else {
+                layer.forward(&input, &mut out, self.threads);
             }
-            let activation = layer.activation;
-            team::rows(out, &|_, mut block| activation.forward(&mut block));
         }
     }
 
@@ -276,6 +278,15 @@ impl<F: Scalar> Fitter<F> {
             let delta = dhi[0].slice(s![..m, ..]);
             if l > 0 {
                 let mut dprev = dlo[l - 1].slice_mut(s![..m, ..]);
+                let aprev = self.acts[l - 1].slice(s![..m, ..]);
+                let activation = layers[l - 1].activation;
+                // σ' is applied to each panel of δ·W by the thread that computed it (the
+                // panels of the layer below's units, whose outputs that thread computed too).
+                let then = |r: usize, c: usize, mut piece: ArrayViewMut2<F>| {
+                    let (h, w) = piece.dim();
+                    activation.backward(&aprev.slice(s![r..r + h, c..c + w]), &mut piece);
+                };
+                let elementwise = activation.is_elementwise();
                 gemm(
                     F::zero(),
                     &mut dprev,
@@ -283,13 +294,14 @@ impl<F: Scalar> Fitter<F> {
                     &delta,
                     &layers[l].weights.view(),
                     self.threads,
+                    elementwise.then_some(&then),
                 );
-                let aprev = self.acts[l - 1].slice(s![..m, ..]);
-                let activation = layers[l - 1].activation;
-                team::rows(dprev, &|first, mut block| {
-                    let a = aprev.slice(s![first..first + block.nrows(), ..]);
-                    activation.backward(&a, &mut block);
-                });
+                if !elementwise {
+                    team::rows(dprev, &|first, mut block| {
+                        let a = aprev.slice(s![first..first + block.nrows(), ..]);
+                        activation.backward(&a, &mut block);
+                    });
+                }
             }
             let a_prev = if l == 0 {
                 x

@@ -42,7 +42,13 @@ fn panel_width(dim: usize, work: usize) -> usize {
     dim.div_ceil(MAX_PANELS).next_multiple_of(16).max(MIN_PANEL)
 }
 
-/// `dst = alpha·dst + beta·(lhs · rhs)`. With `alpha == 0` the old contents of `dst` are not read.
+/// Elementwise work on a piece of a product's result, run by the thread that computed the piece
+/// right after it (while the piece is in that core's cache): `then(first_row, first_col, piece)`.
+/// Its result must not depend on where the pieces are cut.
+pub type Then<'a, F> = &'a (dyn Fn(usize, usize, ArrayViewMut2<'_, F>) + Sync);
+
+/// `dst = alpha·dst + beta·(lhs · rhs)`, then `then` on every piece of `dst`. With `alpha == 0`
+/// the old contents of `dst` are not read.
 ///
 /// # Panics
 /// When the shapes do not chain: an internal invariant, never reachable from user input.
@@ -53,21 +59,29 @@ pub fn gemm<F: Scalar>(
     lhs: &ArrayView2<F>,
     rhs: &ArrayView2<F>,
     threads: Threads,
+    then: Option<Then<'_, F>>,
 ) {
-    product(alpha, dst, beta, lhs, rhs, threads, Also::default());
+    let also = Also {
+        then,
+        ..Also::default()
+    };
+    product(alpha, dst, beta, lhs, rhs, threads, also);
 }
 
-/// `dst = bias + lhs · rhs`, the bias added to every row: each panel writes its share of the
-/// bias before its product, so no thread fills the whole of `dst` alone first.
+/// `dst = bias + lhs · rhs`, the bias added to every row, then `then` on every piece of `dst`:
+/// each panel writes its share of the bias before its product, so no thread fills the whole of
+/// `dst` alone first.
 pub fn affine<F: Scalar>(
     dst: &mut ArrayViewMut2<F>,
     lhs: &ArrayView2<F>,
     rhs: &ArrayView2<F>,
     bias: ArrayView1<F>,
     threads: Threads,
+    then: Option<Then<'_, F>>,
 ) {
     let also = Also {
         bias: Some(bias),
+        then,
         ..Also::default()
     };
     product(F::one(), dst, F::one(), lhs, rhs, threads, also);
@@ -105,6 +119,7 @@ struct Also<'a, F> {
     beside: Option<&'a (dyn Fn() + Sync)>,
     /// Cut `dst` by rows even when it has more columns.
     by_rows: bool,
+    then: Option<Then<'a, F>>,
 }
 
 impl<F> Default for Also<'_, F> {
@@ -113,6 +128,7 @@ impl<F> Default for Also<'_, F> {
             bias: None,
             beside: None,
             by_rows: false,
+            then: None,
         }
     }
 }
@@ -135,16 +151,19 @@ fn product<F: Scalar>(
     }
     // Too small to share among threads, and narrow: the kernels for few units (`narrow`).
     if !may_share(m, n, k) && F::narrow_product(alpha, dst, beta, lhs, rhs, also.bias) {
+        if let Some(then) = also.then {
+            then(0, 0, dst.view_mut());
+        }
         if let Some(f) = also.beside {
             f();
         }
         return;
     }
-    // One panel of the product; `cols` is its first column in `dst` (where its bias starts).
-    let panel = |d: &mut ArrayViewMut2<F>, l: &ArrayView2<F>, r: &ArrayView2<F>, cols: usize| {
+    // One panel of the product, at `at` in `dst` (its bias starts at column `at.1`).
+    let panel = |d: &mut ArrayViewMut2<F>, l: &ArrayView2<F>, r: &ArrayView2<F>, at: Corner| {
         let alpha = match &also.bias {
             Some(b) => {
-                let b = b.slice(s![cols..cols + d.ncols()]);
+                let b = b.slice(s![at.1..at.1 + d.ncols()]);
                 for mut row in d.rows_mut() {
                     row.assign(&b);
                 }
@@ -160,6 +179,9 @@ fn product<F: Scalar>(
         } else {
             gemm_one(alpha, d, beta, l, r);
         }
+        if let Some(then) = also.then {
+            then(at.0, at.1, d.view_mut());
+        }
     };
     // Split the larger output dimension into panels (or the rows when asked); `rows` says which.
     let rows = m > n || also.by_rows;
@@ -167,11 +189,11 @@ fn product<F: Scalar>(
     let split = width < if rows { m } else { n };
     if !(split && threads.0 > 1 && team::leading()) {
         if split {
-            each_panel(dst, lhs, rhs, rows, width, |(mut d, l, r, c)| {
-                panel(&mut d, &l, &r, c)
+            each_panel(dst, lhs, rhs, rows, width, |(mut d, l, r, at)| {
+                panel(&mut d, &l, &r, at)
             });
         } else {
-            panel(dst, lhs, rhs, 0);
+            panel(dst, lhs, rhs, (0, 0));
         }
         if let Some(f) = also.beside {
             f();
@@ -189,17 +211,20 @@ fn product<F: Scalar>(
             return;
         };
         let mut p = p.lock().unwrap_or_else(PoisonError::into_inner);
-        let (d, l, r, c) = &mut *p;
-        panel(d, l, r, *c);
+        let (d, l, r, at) = &mut *p;
+        panel(d, l, r, *at);
     });
 }
 
-/// A panel: its part of `dst`, `lhs` and `rhs`, and its first column in `dst`.
+/// A panel's first row and column in `dst`.
+type Corner = (usize, usize);
+
+/// A panel: its part of `dst`, `lhs` and `rhs`, and where it lies in `dst`.
 type Panel<'a, F> = (
     ArrayViewMut2<'a, F>,
     ArrayView2<'a, F>,
     ArrayView2<'a, F>,
-    usize,
+    Corner,
 );
 
 /// Cuts the product into panels of `width` rows (`rows`) or columns of `dst`, in order.
@@ -212,11 +237,12 @@ fn each_panel<'a, F: Scalar>(
     mut f: impl FnMut(Panel<'a, F>),
 ) {
     if rows {
-        for (d, l) in dst
+        for (i, (d, l)) in dst
             .axis_chunks_iter_mut(Axis(0), width)
             .zip(lhs.axis_chunks_iter(Axis(0), width))
+            .enumerate()
         {
-            f((d, l, rhs.view(), 0));
+            f((d, l, rhs.view(), (i * width, 0)));
         }
     } else {
         for (i, (d, r)) in dst
@@ -224,7 +250,7 @@ fn each_panel<'a, F: Scalar>(
             .zip(rhs.axis_chunks_iter(Axis(1), width))
             .enumerate()
         {
-            f((d, lhs.view(), r, i * width));
+            f((d, lhs.view(), r, (0, i * width)));
         }
     }
 }
@@ -288,12 +314,21 @@ mod tests {
             &a.view(),
             &b.view(),
             Threads(1),
+            None,
         );
         let want = a.dot(&b) * 0.5 + 2.0;
         assert_eq!(c, want);
         // Transposed operands through strides.
         let mut d = Array2::<f64>::zeros((3, 3));
-        gemm(0.0, &mut d.view_mut(), 1.0, &a.t(), &a.view(), Threads(1));
+        gemm(
+            0.0,
+            &mut d.view_mut(),
+            1.0,
+            &a.t(),
+            &a.view(),
+            Threads(1),
+            None,
+        );
         assert_eq!(d, a.t().dot(&a));
     }
 
@@ -313,6 +348,7 @@ mod tests {
                 &a.view(),
                 &b.view(),
                 Threads(threads),
+                None,
             )
         });
         c
@@ -359,7 +395,14 @@ mod tests {
                 let mut got = Array2::<f32>::from_elem((m, n), f32::NAN);
                 team::with_team(threads, || {
                     let (a, b) = (a.view(), b.view());
-                    affine(&mut got.view_mut(), &a, &b, bias.view(), Threads(threads))
+                    affine(
+                        &mut got.view_mut(),
+                        &a,
+                        &b,
+                        bias.view(),
+                        Threads(threads),
+                        None,
+                    )
                 });
                 assert!(
                     got.iter()
@@ -401,6 +444,46 @@ mod tests {
                     *weights_alone.get_or_insert_with(|| bits.clone()),
                     bits,
                     "{m}×{n}×{k}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn work_after_each_piece_sees_it_where_it_lies_once() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        // Split by columns, by rows, and narrow (not split).
+        for (m, n, k) in [(64, 256, 784), (512, 64, 200), (6, 3, 40)] {
+            let (a, b) = (random(&mut rng, m, k), random(&mut rng, k, n));
+            let code = |r: usize, c: usize| (r * n + c) as f32;
+            let mut want = product(&a, &b, 1);
+            for ((r, c), v) in want.indexed_iter_mut() {
+                *v = *v * 2.0 + code(r, c);
+            }
+            for threads in [1, 2] {
+                let mut got = Array2::<f32>::zeros((m, n));
+                let then = |r0: usize, c0: usize, mut piece: ArrayViewMut2<f32>| {
+                    for ((r, c), v) in piece.indexed_iter_mut() {
+                        *v = *v * 2.0 + code(r0 + r, c0 + c);
+                    }
+                };
+                team::with_team(threads, || {
+                    let (a, b) = (a.view(), b.view());
+                    gemm(
+                        0.0,
+                        &mut got.view_mut(),
+                        1.0,
+                        &a,
+                        &b,
+                        Threads(threads),
+                        Some(&then),
+                    )
+                });
+                assert_eq!(
+                    got.mapv(f32::to_bits),
+                    want.mapv(f32::to_bits),
+                    "{m}×{n}×{k}, {threads} threads"
                 );
             }
         }

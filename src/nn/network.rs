@@ -2,7 +2,7 @@
 
 use super::matmul::{self, Threads};
 use super::spec::FieldError;
-use super::{Activation, NetworkSpec, Scalar, init};
+use super::{Activation, NetworkSpec, Scalar, init, team};
 use ndarray::{Array1, Array2, ArrayView2, ArrayViewMut2, s};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,37 @@ pub struct Dense<F> {
 impl<F: Scalar> Dense<F> {
     /// `out ← input·Wᵀ + b` (pre-activation) for every row of `input`.
     pub fn affine(&self, input: &ArrayView2<F>, out: &mut ArrayViewMut2<F>, threads: Threads) {
-        matmul::affine(out, input, &self.weights.t(), self.bias.view(), threads);
+        matmul::affine(
+            out,
+            input,
+            &self.weights.t(),
+            self.bias.view(),
+            threads,
+            None,
+        );
+    }
+
+    /// `out ← σ(input·Wᵀ + b)` for every row of `input`. An elementwise σ is applied to each
+    /// panel of the product by the thread that computed it, while the panel is in its cache
+    /// (no second pass over `out`, and no value crosses to another core for it).
+    pub fn forward(&self, input: &ArrayView2<F>, out: &mut ArrayViewMut2<F>, threads: Threads) {
+        let activation = self.activation;
+        if activation.is_elementwise() {
+            let then = |_, _, mut piece: ArrayViewMut2<F>| activation.forward(&mut piece);
+            matmul::affine(
+                out,
+                input,
+                &self.weights.t(),
+                self.bias.view(),
+                threads,
+                Some(&then),
+            );
+        } else {
+            self.affine(input, out, threads);
+            team::rows(out.view_mut(), &|_, mut block| {
+                activation.forward(&mut block)
+            });
+        }
     }
 
     pub fn inputs(&self) -> usize {
@@ -163,8 +193,7 @@ impl<F: Scalar> Network<F> {
                 before[l - 1].slice(s![..m, ..])
             };
             let mut out = rest[0].slice_mut(s![..m, ..]);
-            layer.affine(&input, &mut out, threads);
-            layer.activation.forward(&mut out);
+            layer.forward(&input, &mut out, threads);
         }
     }
 
