@@ -8,6 +8,13 @@
 //! `cargo bench --bench train -- [--config N|W|B] [--threads T] [--epochs E] [--batch B]` prints samples/s per
 //! epoch and the median. `bench/compare.sh` runs it beside the NumPy/PyTorch baselines (1 and 2 threads) and
 //! prints the ratios.
+//!
+//! `-- --probe` prints only how long a cache line takes to go from one core to another and back
+//! (with 2 threads, training too prints it before and after). A virtual machine's two cores may
+//! sit next to each other (≈ 50–100 ns here) or far apart (≈ 350–450 ns: another CCD or socket),
+//! and the hypervisor moves them every few seconds; every product a team shares moves data
+//! between the cores, so the 2-thread figures of any implementation depend on it. compare.sh
+//! groups its 2-thread runs by it.
 
 use mlpd::nn::{
     Activation, Dataset, EpochReport, Label, LayerSpec, Loss, NetworkSpec, Optimizer, TrainParams,
@@ -16,7 +23,9 @@ use mlpd::nn::{
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::hint::spin_loop;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 const ROWS: usize = 60_000;
@@ -28,7 +37,51 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
+/// The round trip of one cache line between two threads, in ns: the median of 9 rounds of
+/// 20,000 handoffs.
+fn core_round_trip() -> f64 {
+    const ROUNDS: u64 = 9;
+    const TRIPS: u64 = 20_000;
+    let line = AtomicU64::new(0);
+    // Waits until `line` holds `v`; yields now and then, so that it ends even on one core.
+    let wait = |v: u64| {
+        let mut polls = 0u32;
+        while line.load(Ordering::Acquire) != v {
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(4096) {
+                std::thread::yield_now();
+            } else {
+                spin_loop();
+            }
+        }
+    };
+    let mut ns: Vec<f64> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..ROUNDS * TRIPS {
+                wait(2 * i + 1);
+                line.store(2 * i + 2, Ordering::Release);
+            }
+        });
+        (0..ROUNDS)
+            .map(|r| {
+                let t = Instant::now();
+                for i in r * TRIPS..(r + 1) * TRIPS {
+                    line.store(2 * i + 1, Ordering::Release);
+                    wait(2 * i + 2);
+                }
+                t.elapsed().as_nanos() as f64 / TRIPS as f64
+            })
+            .collect()
+    });
+    ns.sort_by(f64::total_cmp);
+    ns[ns.len() / 2]
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "--probe") {
+        println!("core-to-core round trip: {:.0} ns", core_round_trip());
+        return;
+    }
     let config = arg("--config").unwrap_or_else(|| "N".into());
     let threads: usize = arg("--threads").map_or(1, |t| t.parse().expect("--threads N"));
     let epochs: u32 = arg("--epochs").map_or(3, |t| t.parse().expect("--epochs N"));
@@ -98,7 +151,14 @@ fn main() {
         times.push(t);
         ControlFlow::Continue(())
     };
+    let before = (threads > 1).then(core_round_trip);
     train(&spec, &data, &params, threads, &mut observer).expect("training succeeds");
+    if let Some(before) = before {
+        println!(
+            "core-to-core round trip: {before:.0} ns before, {:.0} ns after",
+            core_round_trip()
+        );
+    }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let weights: usize = spec.parameter_count();
