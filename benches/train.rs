@@ -10,7 +10,8 @@
 //! prints the ratios.
 //!
 //! `-- --probe` prints only how long a cache line takes to go from one core to another and back
-//! (with 2 threads, training too prints it before and after). A virtual machine's two cores may
+//! (with 2 or more threads, each epoch is tagged with it, measured before and after the epoch,
+//! and the medians of the epochs with the cores near and far are printed). A virtual machine's two cores may
 //! sit next to each other (≈ 50–100 ns here) or far apart (≈ 350–450 ns: another CCD or socket),
 //! and the hypervisor moves them every few seconds; every product a team shares moves data
 //! between the cores, so the 2-thread figures of any implementation depend on it. compare.sh
@@ -77,6 +78,18 @@ fn core_round_trip() -> f64 {
     ns[ns.len() / 2]
 }
 
+/// Round trips under this many ns, before and after a run, put the cores `near` (both over:
+/// `far`, else `mixed`).
+const NEAR_NS: f64 = 150.0;
+
+fn cores(before: f64, after: f64) -> &'static str {
+    match (before < NEAR_NS, after < NEAR_NS) {
+        (true, true) => "near",
+        (false, false) => "far",
+        _ => "mixed",
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--probe") {
         println!("core-to-core round trip: {:.0} ns", core_round_trip());
@@ -137,27 +150,51 @@ fn main() {
         ..Default::default()
     };
 
+    // With a team, each epoch is tagged with the cores' round trip just before and after it
+    // (the probe runs between epochs, outside their timing).
+    let probe = || (threads > 1).then(core_round_trip);
+    let mut trip = probe();
     let mut last = Instant::now();
     let mut times = Vec::new();
+    let mut placed: Vec<(&str, f64)> = Vec::new();
     let mut observer = |r: &EpochReport| {
         let t = last.elapsed().as_secs_f64();
-        last = Instant::now();
+        let (before, after) = (trip, probe());
+        let tag = match (before, after) {
+            (Some(b), Some(a)) => {
+                let place = cores(b, a);
+                placed.push((place, t));
+                format!("  [cores {b:.0} → {a:.0} ns: {place}]")
+            }
+            _ => String::new(),
+        };
+        trip = after;
         println!(
-            "epoch {}: {t:.3}s  {:.0} samples/s  (cost {:.4})",
+            "epoch {}: {t:.3}s  {:.0} samples/s  (cost {:.4}){tag}",
             r.epoch,
             ROWS as f64 / t,
             r.cost
         );
         times.push(t);
+        last = Instant::now();
         ControlFlow::Continue(())
     };
-    let before = (threads > 1).then(core_round_trip);
     train(&spec, &data, &params, threads, &mut observer).expect("training succeeds");
-    if let Some(before) = before {
-        println!(
-            "core-to-core round trip: {before:.0} ns before, {:.0} ns after",
-            core_round_trip()
-        );
+    for place in ["near", "far"] {
+        let mut t: Vec<f64> = placed
+            .iter()
+            .filter(|p| p.0 == place)
+            .map(|p| p.1)
+            .collect();
+        if !t.is_empty() {
+            t.sort_by(f64::total_cmp);
+            println!(
+                "epochs with the cores {place}: median {:.0} samples/s ({} of {})",
+                ROWS as f64 / t[t.len() / 2],
+                t.len(),
+                placed.len()
+            );
+        }
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
