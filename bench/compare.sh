@@ -33,9 +33,11 @@ for line in sys.stdin:
         print(m["executable"])')
 install -m 755 "$built" "$BIN"
 median() { sed 's/.*median \([0-9,]*\) samples.*/\1/' | tr -d ,; }
-trip() { "$BIN" --probe | sed 's/[^0-9]*\([0-9]*\) ns/\1/'; }
-# near, far or mixed, from the round trips before ($1) and after ($2) a run.
-place() { if [ "$1" -lt "$NEAR_NS" ] && [ "$2" -lt "$NEAR_NS" ]; then echo near;
+trip() { "$BIN" --probe | sed -n 's/^core-to-core round trip: \([0-9]*\) ns$/\1/p'; }
+# near, far or mixed, from the round trips before ($1) and after ($2) a run (unknown without
+# both: one core, or a failed probe).
+place() { if ! [[ "$1" =~ ^[0-9]+$ && "$2" =~ ^[0-9]+$ ]]; then echo unknown;
+  elif [ "$1" -lt "$NEAR_NS" ] && [ "$2" -lt "$NEAR_NS" ]; then echo near;
   elif [ "$1" -ge "$NEAR_NS" ] && [ "$2" -ge "$NEAR_NS" ]; then echo far; else echo mixed; fi; }
 for r in $(seq "$ROUNDS"); do
   for c in $CONFIGS; do
@@ -47,7 +49,7 @@ for r in $(seq "$ROUNDS"); do
           *) v=$("$PY" bench/baseline.py --impl "$impl" --config "$c" --threads "$t" --epochs "$EPOCHS" | tail -1 | median) ;;
         esac
         where=-
-        [ "$t" = 1 ] || where="$(place "$before" "$(trip)") $before"
+        [ "$t" = 1 ] || where="$(place "$before" "$(trip)") ${before:-?}"
         echo "$c $t $impl $v $where" | tee -a "$OUT" >&2
       done
     done
@@ -75,7 +77,7 @@ for c in sorted({k[0] for k in med}):
             print(f"{c} {t} thread(s): mlpd / best peer ({best}) = {m / peers[best]:.2f}x")
     if (c, 1, "mlpd") in med and (c, 2, "mlpd") in med:
         print(f"{c}: mlpd 2 threads / 1 thread = {med[(c, 2, 'mlpd')] / med[(c, 1, 'mlpd')]:.2f}x")
-    for where in ("near", "far", "mixed"):
+    for where in ("near", "far", "mixed", "unknown"):
         group = {i: statistics.median(v) for (cc, w, i), v in placed.items() if cc == c and w == where}
         if not group:
             continue

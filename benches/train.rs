@@ -39,8 +39,11 @@ fn arg(name: &str) -> Option<String> {
 }
 
 /// The round trip of one cache line between two threads, in ns: the median of 9 rounds of
-/// 20,000 handoffs.
-fn core_round_trip() -> f64 {
+/// 20,000 handoffs. `None` on a single core, where it would measure the scheduler.
+fn core_round_trip() -> Option<f64> {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return None;
+    }
     const ROUNDS: u64 = 9;
     const TRIPS: u64 = 20_000;
     let line = AtomicU64::new(0);
@@ -49,7 +52,7 @@ fn core_round_trip() -> f64 {
         let mut polls = 0u32;
         while line.load(Ordering::Acquire) != v {
             polls = polls.wrapping_add(1);
-            if polls.is_multiple_of(4096) {
+            if polls.is_multiple_of(256) {
                 std::thread::yield_now();
             } else {
                 spin_loop();
@@ -75,15 +78,17 @@ fn core_round_trip() -> f64 {
             .collect()
     });
     ns.sort_by(f64::total_cmp);
-    ns[ns.len() / 2]
+    Some(ns[ns.len() / 2])
 }
 
-/// Round trips under this many ns, before and after a run, put the cores `near` (both over:
-/// `far`, else `mixed`).
-const NEAR_NS: f64 = 150.0;
-
+/// Round trips under this many ns (`NEAR_NS` in the environment, else 150), before and after a
+/// run, put the cores `near` (both over: `far`, else `mixed`).
 fn cores(before: f64, after: f64) -> &'static str {
-    match (before < NEAR_NS, after < NEAR_NS) {
+    let near: f64 = std::env::var("NEAR_NS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150.0);
+    match (before < near, after < near) {
         (true, true) => "near",
         (false, false) => "far",
         _ => "mixed",
@@ -92,7 +97,10 @@ fn cores(before: f64, after: f64) -> &'static str {
 
 fn main() {
     if std::env::args().any(|a| a == "--probe") {
-        println!("core-to-core round trip: {:.0} ns", core_round_trip());
+        match core_round_trip() {
+            Some(ns) => println!("core-to-core round trip: {ns:.0} ns"),
+            None => println!("core-to-core round trip: n/a (one core)"),
+        }
         return;
     }
     let config = arg("--config").unwrap_or_else(|| "N".into());
@@ -152,7 +160,7 @@ fn main() {
 
     // With a team, each epoch is tagged with the cores' round trip just before and after it
     // (the probe runs between epochs, outside their timing).
-    let probe = || (threads > 1).then(core_round_trip);
+    let probe = || (threads > 1).then(core_round_trip).flatten();
     let mut trip = probe();
     let mut last = Instant::now();
     let mut times = Vec::new();

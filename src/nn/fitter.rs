@@ -280,7 +280,7 @@ impl<F: Scalar> Fitter<F> {
                 let mut dprev = dlo[l - 1].slice_mut(s![..m, ..]);
                 let aprev = self.acts[l - 1].slice(s![..m, ..]);
                 let activation = layers[l - 1].activation;
-                // σ' is applied to each panel of δ·W by the thread that computed it (the
+                // σ' is applied to each panel of δ·W by the thread that computed it (on W, the
                 // panels of the layer below's units, whose outputs that thread computed too).
                 let then = |r: usize, c: usize, mut piece: ArrayViewMut2<F>| {
                     let (h, w) = piece.dim();

@@ -149,11 +149,20 @@ fn product<F: Scalar>(
     if let Some(b) = &also.bias {
         assert_eq!(b.len(), n, "bias length");
     }
+    // `then` on the whole of an uncut `dst`: cut by rows among the team when it is large (as
+    // an elementwise pass of its own would be).
+    let then_whole = |dst: &mut ArrayViewMut2<F>| {
+        if let Some(then) = also.then {
+            if threads.0 > 1 {
+                team::rows(dst.view_mut(), &|first, block| then(first, 0, block));
+            } else {
+                then(0, 0, dst.view_mut());
+            }
+        }
+    };
     // Too small to share among threads, and narrow: the kernels for few units (`narrow`).
     if !may_share(m, n, k) && F::narrow_product(alpha, dst, beta, lhs, rhs, also.bias) {
-        if let Some(then) = also.then {
-            then(0, 0, dst.view_mut());
-        }
+        then_whole(dst);
         if let Some(f) = also.beside {
             f();
         }
@@ -179,6 +188,10 @@ fn product<F: Scalar>(
         } else {
             gemm_one(alpha, d, beta, l, r);
         }
+    };
+    // A panel of a cut product, then `then` on it by the same thread.
+    let piece = |d: &mut ArrayViewMut2<F>, l: &ArrayView2<F>, r: &ArrayView2<F>, at: Corner| {
+        panel(d, l, r, at);
         if let Some(then) = also.then {
             then(at.0, at.1, d.view_mut());
         }
@@ -190,10 +203,11 @@ fn product<F: Scalar>(
     if !(split && threads.0 > 1 && team::leading()) {
         if split {
             each_panel(dst, lhs, rhs, rows, width, |(mut d, l, r, at)| {
-                panel(&mut d, &l, &r, at)
+                piece(&mut d, &l, &r, at)
             });
         } else {
             panel(dst, lhs, rhs, (0, 0));
+            then_whole(dst);
         }
         if let Some(f) = also.beside {
             f();
@@ -212,7 +226,7 @@ fn product<F: Scalar>(
         };
         let mut p = p.lock().unwrap_or_else(PoisonError::into_inner);
         let (d, l, r, at) = &mut *p;
-        panel(d, l, r, *at);
+        piece(d, l, r, *at);
     });
 }
 
@@ -451,6 +465,7 @@ mod tests {
 
     #[test]
     fn work_after_each_piece_sees_it_where_it_lies_once() {
+        use ndarray::Array1;
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
         // Split by columns, by rows, and narrow (not split).
@@ -484,6 +499,26 @@ mod tests {
                     got.mapv(f32::to_bits),
                     want.mapv(f32::to_bits),
                     "{m}×{n}×{k}, {threads} threads"
+                );
+                // With a bias: (6, 3, 40) takes the narrow kernels where the CPU has them.
+                let bias = Array1::from_shape_fn(n, |c| c as f32 / 7.0);
+                let mut with_bias = product(&a, &b, 1);
+                for mut row in with_bias.rows_mut() {
+                    row += &bias;
+                }
+                for ((r, c), v) in with_bias.indexed_iter_mut() {
+                    *v = *v * 2.0 + code(r, c);
+                }
+                team::with_team(threads, || {
+                    let (a, b) = (a.view(), b.view());
+                    let dst = &mut got.view_mut();
+                    affine(dst, &a, &b, bias.view(), Threads(threads), Some(&then))
+                });
+                assert!(
+                    got.iter()
+                        .zip(with_bias.iter())
+                        .all(|(x, y)| (x - y).abs() < 1e-3),
+                    "{m}×{n}×{k}, {threads} threads, with a bias"
                 );
             }
         }

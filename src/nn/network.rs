@@ -48,9 +48,13 @@ impl<F: Scalar> Dense<F> {
             );
         } else {
             self.affine(input, out, threads);
-            team::rows(out.view_mut(), &|_, mut block| {
-                activation.forward(&mut block)
-            });
+            if threads.0 > 1 {
+                team::rows(out.view_mut(), &|_, mut block| {
+                    activation.forward(&mut block)
+                });
+            } else {
+                activation.forward(out);
+            }
         }
     }
 
