@@ -18,27 +18,13 @@ CONFIGS=${CONFIGS:-"N W B"}
 ROUNDS=${ROUNDS:-2}
 EPOCHS=${EPOCHS:-3}
 IMPLS=${IMPLS:-"mlpd numpy torch"}
-NEAR_NS=${NEAR_NS:-150}
 unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 OUT=$(mktemp)
 BIN=$(mktemp)
 trap 'rm -f "$OUT" "$BIN"' EXIT
-# Build once and run a copy, so that editing or rebuilding the tree while this runs changes
-# nothing it measures.
-built=$(cargo bench --bench train --no-run --quiet --message-format=json 2>/dev/null |
-  python3 -c 'import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "train":
-        print(m["executable"])')
-install -m 755 "$built" "$BIN"
+. bench/cores.sh
+train_bench "$BIN"
 median() { sed 's/.*median \([0-9,]*\) samples.*/\1/' | tr -d ,; }
-trip() { "$BIN" --probe | sed -n 's/^core-to-core round trip: \([0-9]*\) ns$/\1/p'; }
-# near, far or mixed, from the round trips before ($1) and after ($2) a run (unknown without
-# both: one core, or a failed probe).
-place() { if ! [[ "$1" =~ ^[0-9]+$ && "$2" =~ ^[0-9]+$ ]]; then echo unknown;
-  elif [ "$1" -lt "$NEAR_NS" ] && [ "$2" -lt "$NEAR_NS" ]; then echo near;
-  elif [ "$1" -ge "$NEAR_NS" ] && [ "$2" -ge "$NEAR_NS" ]; then echo far; else echo mixed; fi; }
 for r in $(seq "$ROUNDS"); do
   for c in $CONFIGS; do
     for t in 1 2; do

@@ -8,7 +8,9 @@
 # while a training job runs, each as a share of the ceiling; and rows/s for a 100-row predict.
 # Idle figures are medians over ROUNDS rounds that run the ceiling and both models in turn
 # (consecutive runs on a shared host differ by up to 20%; a share within one round does not
-# drift as much), with each round's share listed.
+# drift as much), with each round's share listed, tagged with where the machine had its two cores
+# during the ceiling's run and the model's (bench/cores.sh: `near` when both runs had them near,
+# `far` when both far, else `mixed`), and the median share of the near and of the far rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
@@ -20,6 +22,10 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk 
 cargo build --release --quiet
 WORK=$(mktemp -d)
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$WORK"' EXIT
+. bench/cores.sh
+train_bench "$WORK/train"
+# near or far when both places are, else mixed.
+both() { if [ "$1" = "$2" ] && [ "$1" != unknown ]; then echo "$1"; else echo mixed; fi; }
 MLPD_DATA_DIR="$WORK/data" MLPD_BIND=127.0.0.1:$PORT MLPD_TRAIN_WORKERS=1 MLPD_LOG_FORMAT=json RUST_LOG=warn target/release/mlpd >"$WORK/server.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 50); do curl -sf $B/health >/dev/null && break; sleep 0.1; done
@@ -84,19 +90,32 @@ med() { python3 -c 'import statistics, sys; print(f"{statistics.median(map(float
 for c in $CONNS; do
   # ROUNDS rounds of ceiling, n, w in turn: the host's drift hits all three alike; each figure
   # is the median over the rounds, each share the median of the rounds' own shares.
-  declare -A RPS=() P50=() P99=() BAD=() SHARE=()
+  declare -A RPS=() P50=() P99=() BAD=() SHARE=() WHERE=()
   for _ in $(seq "$ROUNDS"); do
     for m in ceiling n w; do
+      before=$(trip)
       read -r rps p50 p99 bad < <(run $m "$c" "$WORK/one.json")
+      where=$(place "$before" "$(trip)")
       RPS[$m]+=" $rps"; P50[$m]+=" $p50"; P99[$m]+=" $p99"; BAD[$m]=$(( ${BAD[$m]:-0} + bad ))
-      if [ $m = ceiling ]; then ceil=$rps; else SHARE[$m]+=" $(echo "100*$rps/$ceil" | bc -l)"; fi
+      if [ $m = ceiling ]; then
+        ceil=$rps ceil_where=$where
+      else
+        SHARE[$m]+=" $(echo "100*$rps/$ceil" | bc -l)"
+        WHERE[$m]+=" $(both "$ceil_where" "$where")"
+      fi
     done
   done
   CEIL[$c]=$(med ${RPS[ceiling]})
   printf '%-34s %6s %10.0f %9s %9s %8s %6s\n' "ceiling 784-1, 1 row" "$c" "${CEIL[$c]}" "$(med ${P50[ceiling]})" "$(med ${P99[ceiling]})" "100%" "${BAD[ceiling]}"
   for m in n w; do
     IDLE99[$m$c]=$(med ${P99[$m]})
-    printf '%-34s %6s %10.0f %9s %9s %7.0f%% %6s   shares:%s\n' "$m, 1 row, idle" "$c" "$(med ${RPS[$m]})" "$(med ${P50[$m]})" "${IDLE99[$m$c]}" "$(med ${SHARE[$m]})" "${BAD[$m]}" "$(printf ' %.0f%%' ${SHARE[$m]})"
+    printf '%-34s %6s %10.0f %9s %9s %7.0f%% %6s   shares:%s\n' "$m, 1 row, idle" "$c" "$(med ${RPS[$m]})" "$(med ${P50[$m]})" "${IDLE99[$m$c]}" "$(med ${SHARE[$m]})" "${BAD[$m]}" "$(paste -d' ' <(printf ' %.0f%%\n' ${SHARE[$m]}) <(printf '(%s)\n' ${WHERE[$m]}) | tr '\n' ' ')"
+    for place in near far; do
+      mapfile -t shares < <(paste -d' ' <(printf '%s\n' ${SHARE[$m]}) <(printf '%s\n' ${WHERE[$m]}) | awk -v p=$place '$2 == p {print $1}')
+      if [ ${#shares[@]} -gt 0 ]; then
+        printf '%-34s %6s %30s %7.0f%%          (%d of %d rounds)\n' "  cores $place in both runs" "$c" "" "$(med "${shares[@]}")" ${#shares[@]} "$ROUNDS"
+      fi
+    done
   done
 done
 # The same with a training job running (784-256-128-10 on 4,000 rows, until canceled).
