@@ -21,14 +21,19 @@ pub struct Dense<F> {
 impl<F: Scalar> Dense<F> {
     /// `out ← input·Wᵀ + b` (pre-activation) for every row of `input`.
     pub fn affine(&self, input: &ArrayView2<F>, out: &mut ArrayViewMut2<F>, threads: Threads) {
-        matmul::affine(
-            out,
-            input,
-            &self.weights.t(),
-            self.bias.view(),
-            threads,
-            None,
-        );
+        self.affine_then(input, out, threads, None);
+    }
+
+    /// [`Dense::affine`], then `then` on each piece of `out` (`matmul::Then`).
+    fn affine_then(
+        &self,
+        input: &ArrayView2<F>,
+        out: &mut ArrayViewMut2<F>,
+        threads: Threads,
+        then: Option<matmul::Then<'_, F>>,
+    ) {
+        let (w, b) = (self.weights.t(), self.bias.view());
+        matmul::affine(out, input, &w, b, threads, then);
     }
 
     /// `out ← σ(input·Wᵀ + b)` for every row of `input`. An elementwise σ is applied to each
@@ -38,14 +43,7 @@ impl<F: Scalar> Dense<F> {
         let activation = self.activation;
         if activation.is_elementwise() {
             let then = |_, _, mut piece: ArrayViewMut2<F>| activation.forward(&mut piece);
-            matmul::affine(
-                out,
-                input,
-                &self.weights.t(),
-                self.bias.view(),
-                threads,
-                Some(&then),
-            );
+            self.affine_then(input, out, threads, Some(&then));
         } else {
             self.affine(input, out, threads);
             if threads.0 > 1 {
