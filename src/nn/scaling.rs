@@ -94,13 +94,19 @@ impl Scaler {
             .for_each(|d, &x, &sh, &sc| *d = (x - sh) * sc);
     }
 
-    /// A scaled copy of `x`.
+    /// A scaled copy of `x`: [`Scaler::apply_row`]'s values, written once into memory that is
+    /// not zeroed first (a one-row predict spent more on zeroing and the four-way `Zip` than on
+    /// the arithmetic).
     pub fn transform(&self, x: ArrayView2<f32>) -> Array2<f32> {
-        let mut out = Array2::zeros(x.raw_dim());
-        for (src, dst) in x.rows().into_iter().zip(out.rows_mut()) {
-            self.apply_row(src, dst);
+        let (rows, cols) = x.dim();
+        let x = x.as_standard_layout();
+        let values = x.as_slice().expect("standard layout");
+        let mut out = Vec::with_capacity(rows * cols);
+        for row in values.chunks_exact(cols.max(1)) {
+            let scaled = row.iter().zip(&self.shift).zip(&self.scale);
+            out.extend(scaled.map(|((&x, &sh), &sc)| (x - sh) * sc));
         }
-        out
+        Array2::from_shape_vec((rows, cols), out).expect("rows × cols values")
     }
 
     /// `y ← y/scale + shift` for every row: undoes [`Scaler::apply_row`].
@@ -140,5 +146,19 @@ mod tests {
         m.invert(&mut y);
         assert_eq!(y, x, "invert undoes apply");
         assert!(Scaler::fit(Normalization::None, x.view(), &[0]).is_identity());
+    }
+
+    #[test]
+    fn transform_gives_apply_rows_bits_whatever_the_layout() {
+        let x = array![[1.5f32, -2.0, 7.25], [0.1, 3.0, -9.5], [4.0, 4.5, 0.3]];
+        let s = Scaler::fit(Normalization::Standard, x.view(), &[0, 1, 2]);
+        let t = x.t(); // column-major: not standard layout
+        let got = s.transform(t);
+        for (r, row) in t.rows().into_iter().enumerate() {
+            let mut want = ndarray::Array1::zeros(3);
+            s.apply_row(row, want.view_mut());
+            assert_eq!(got.row(r), want, "row {r}");
+        }
+        assert_eq!(s.transform(x.slice(ndarray::s![..0, ..])).dim(), (0, 3));
     }
 }
