@@ -6,6 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How training threads give way to predictions (`--train-priority`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TrainPriority {
+    /// Linux `SCHED_IDLE`: a training thread runs only on a core that nothing else wants.
+    Idle,
+    /// The niceness `--train-nice`: training keeps a smaller share of a busy core.
+    Nice,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Pretty,
@@ -49,7 +58,12 @@ pub struct Config {
     /// Threads one training job's matrix products may use.
     #[arg(long, env = "MLPD_TRAIN_THREADS", default_value_t = 1)]
     pub train_threads: usize,
-    /// Scheduling niceness of training threads (0–19; higher yields the CPU to predictions).
+    /// How training threads give way to predictions: `idle` (Linux SCHED_IDLE: they run only
+    /// on a core nothing else wants) or `nice` (the niceness `--train-nice`).
+    #[arg(long, env = "MLPD_TRAIN_PRIORITY", value_enum, default_value = "idle")]
+    pub train_priority: TrainPriority,
+    /// Scheduling niceness of training threads with `--train-priority nice` (0–19; higher
+    /// yields more of the CPU to predictions).
     #[arg(long, env = "MLPD_TRAIN_NICE", default_value_t = 10, value_parser = clap::value_parser!(i32).range(0..=19))]
     pub train_nice: i32,
     /// Jobs that may wait for a worker; submissions beyond it get 429.
@@ -205,6 +219,13 @@ impl Config {
 
     pub fn max_store_bytes(&self) -> Option<u64> {
         (self.max_store_mb > 0).then(|| self.max_store_mb.saturating_mul(1 << 20))
+    }
+
+    pub fn train_priority(&self) -> crate::jobs::Priority {
+        match self.train_priority {
+            TrainPriority::Idle => crate::jobs::Priority::Idle,
+            TrainPriority::Nice => crate::jobs::Priority::Nice(self.train_nice),
+        }
     }
 
     pub fn workers(&self) -> usize {

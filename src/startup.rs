@@ -57,7 +57,7 @@ impl App {
             WorkerSettings {
                 workers: config.workers(),
                 threads: config.train_threads,
-                nice: config.train_nice,
+                priority: config.train_priority(),
                 capacity: config.queue_capacity,
                 retention: config.retention(),
                 lease: config.job_lease(),

@@ -31,6 +31,16 @@ use uuid::Uuid;
 /// Every job the service remembers, by id (shared with the workers, which prune it).
 pub(crate) type JobTable = Arc<RwLock<HashMap<Uuid, Arc<Job>>>>;
 
+/// How training threads give way to predictions for the CPU (they set it on themselves when
+/// they start; the threads a run spawns inherit it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Linux `SCHED_IDLE`: a training thread runs on a core only when nothing else wants it.
+    Idle,
+    /// A niceness, 0–19: training keeps a smaller share of a core that others want.
+    Nice(i32),
+}
+
 /// How the training workers run.
 #[derive(Clone, Copy, Debug)]
 pub struct WorkerSettings {
@@ -38,8 +48,8 @@ pub struct WorkerSettings {
     pub workers: usize,
     /// Threads one job's matrix products may use.
     pub threads: usize,
-    /// Niceness of training threads.
-    pub nice: i32,
+    /// How training threads give way to predictions.
+    pub priority: Priority,
     /// Jobs that may wait queued.
     pub capacity: usize,
     pub retention: Retention,
@@ -155,7 +165,7 @@ impl JobManager {
                 table: table.clone(),
                 retention: settings.retention,
                 threads: settings.threads,
-                nice: settings.nice,
+                priority: settings.priority,
                 shutting_down: shutting_down.clone(),
             };
             handles.push(
@@ -430,7 +440,7 @@ mod tests {
         let settings = WorkerSettings {
             workers: 1,
             threads: 1,
-            nice: 0,
+            priority: Priority::Nice(0),
             capacity: 4,
             retention: Retention {
                 versions_per_model: 10,

@@ -18,7 +18,7 @@
 //! keeper no longer renews the job, so once the database is back it is ended `interrupted`.
 
 use super::job::{Job, JobEnd};
-use super::{JobTable, SharedQueue};
+use super::{JobTable, Priority, SharedQueue};
 use crate::error::ErrorCode;
 use crate::nn::{self, EpochReport, Observer, TrainError};
 use crate::registry::{ModelVersion, Registry, Select, VersionMetrics};
@@ -58,7 +58,7 @@ pub(super) struct Worker {
     pub table: JobTable,
     pub retention: Retention,
     pub threads: usize,
-    pub nice: i32,
+    pub priority: Priority,
     pub shutting_down: Arc<AtomicBool>,
 }
 
@@ -122,18 +122,32 @@ impl Observer for JobObserver<'_> {
 }
 
 /// Lowers the calling thread's CPU priority, so that on a busy machine predictions preempt
-/// training. Linux applies nice values per thread, and threads inherit them.
-pub(super) fn lower_priority(nice: i32) {
+/// training. Linux schedules threads, not processes: the policy and the niceness are the
+/// calling thread's, and the threads it spawns inherit them.
+pub(super) fn lower_priority(priority: Priority) {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
-    unsafe {
-        let tid = libc::gettid();
-        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) != 0 {
-            tracing::warn!(nice, "could not lower the training thread's priority");
+    match priority {
+        Priority::Idle => {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param that the call
+            // only reads. Any thread may lower itself to SCHED_IDLE without privileges.
+            if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+                tracing::warn!("could not run the training thread under SCHED_IDLE");
+            }
+        }
+        Priority::Nice(nice) => {
+            // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+            let set = unsafe {
+                let tid = libc::gettid();
+                libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+            };
+            if set != 0 {
+                tracing::warn!(nice, "could not lower the training thread's priority");
+            }
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = nice;
+    let _ = priority;
 }
 
 /// What a run trains on, beside the job's definition.
@@ -145,7 +159,7 @@ pub(super) struct Input {
 
 impl Worker {
     pub fn run(self) {
-        lower_priority(self.nice);
+        lower_priority(self.priority);
         if self.shared.is_some() {
             return self.run_shared();
         }
@@ -535,5 +549,46 @@ impl Worker {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not prune finished jobs"),
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The calling thread's policy and niceness, and those of a thread it spawns.
+    fn scheduling() -> [(i32, i32); 2] {
+        // SAFETY: plain calls on the calling thread (pid 0, tid); errno is cleared first because
+        // -1 is also a valid niceness.
+        let here = || unsafe {
+            *libc::__errno_location() = 0;
+            let tid = libc::gettid() as libc::id_t;
+            (
+                libc::sched_getscheduler(0),
+                libc::getpriority(libc::PRIO_PROCESS, tid),
+            )
+        };
+        let child = std::thread::spawn(here).join().unwrap();
+        [here(), child]
+    }
+
+    #[test]
+    fn training_threads_lower_themselves_and_the_threads_they_spawn() {
+        let idle = std::thread::spawn(|| {
+            lower_priority(Priority::Idle);
+            scheduling()
+        });
+        for (policy, _) in idle.join().unwrap() {
+            assert_eq!(policy, libc::SCHED_IDLE);
+        }
+        let nice = std::thread::spawn(|| {
+            lower_priority(Priority::Nice(7));
+            scheduling()
+        });
+        for (policy, nice) in nice.join().unwrap() {
+            assert_eq!((policy, nice), (libc::SCHED_OTHER, 7));
+        }
+        // The test's own thread is untouched.
+        assert_eq!(scheduling()[0].0, libc::SCHED_OTHER);
     }
 }
