@@ -558,10 +558,8 @@ mod tests {
 
     /// The calling thread's policy and niceness, and those of a thread it spawns.
     fn scheduling() -> [(i32, i32); 2] {
-        // SAFETY: plain calls on the calling thread (pid 0, tid); errno is cleared first because
-        // -1 is also a valid niceness.
+        // SAFETY: plain calls on the calling thread (pid 0, its tid) that touch no memory of ours.
         let here = || unsafe {
-            *libc::__errno_location() = 0;
             let tid = libc::gettid() as libc::id_t;
             (
                 libc::sched_getscheduler(0),

@@ -91,7 +91,7 @@ impl Scaler {
             .and(&src)
             .and(&self.shift[..])
             .and(&self.scale[..])
-            .for_each(|d, &x, &sh, &sc| *d = (x - sh) * sc);
+            .for_each(|d, &x, &sh, &sc| *d = scaled(x, sh, sc));
     }
 
     /// A scaled copy of `x`: [`Scaler::apply_row`]'s values, written once into memory that is
@@ -103,8 +103,8 @@ impl Scaler {
         let values = x.as_slice().expect("standard layout");
         let mut out = Vec::with_capacity(rows * cols);
         for row in values.chunks_exact(cols.max(1)) {
-            let scaled = row.iter().zip(&self.shift).zip(&self.scale);
-            out.extend(scaled.map(|((&x, &sh), &sc)| (x - sh) * sc));
+            let columns = row.iter().zip(&self.shift).zip(&self.scale);
+            out.extend(columns.map(|((&x, &sh), &sc)| scaled(x, sh, sc)));
         }
         Array2::from_shape_vec((rows, cols), out).expect("rows × cols values")
     }
@@ -118,6 +118,12 @@ impl Scaler {
                 .for_each(|v, &sh, &sc| *v = *v / sc + sh);
         }
     }
+}
+
+/// One scaled value: the same operations wherever a value is scaled.
+#[inline]
+fn scaled(x: f32, shift: f32, scale: f32) -> f32 {
+    (x - shift) * scale
 }
 
 #[cfg(test)]
